@@ -1,0 +1,117 @@
+//! The JSON error body of every failed request:
+//! `{"status": "error", "error": "<code>", "message": "<text>", "details": [...]}`.
+
+use serde::{Deserialize, Serialize};
+
+/// Machine-readable error codes. Each has exactly one HTTP status, so clients can branch on either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body is not valid JSON.
+    MalformedJson,
+    /// The body is JSON but not an array of objects, or items in it are invalid (see `details`).
+    InvalidBody,
+    /// A query parameter (`since`, `limit`) is not valid.
+    InvalidQuery,
+    /// The path names no entity this server serves.
+    UnknownEntity,
+    /// The method is not allowed on this path.
+    MethodNotAllowed,
+    /// The body is larger than the configured limit.
+    BodyTooLarge,
+    /// The push has more items than the configured limit.
+    TooManyItems,
+    /// The body is not sent as JSON.
+    UnsupportedMediaType,
+    /// An idempotency key was reused with a different body.
+    IdempotencyKeyReused,
+    /// The store is unreachable or overloaded; nothing was applied and a retry may succeed.
+    Unavailable,
+    /// A fault of the server; nothing was applied.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status this code is answered with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::MalformedJson | Self::InvalidBody | Self::InvalidQuery => 400,
+            Self::UnknownEntity => 404,
+            Self::MethodNotAllowed => 405,
+            Self::BodyTooLarge | Self::TooManyItems => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::IdempotencyKeyReused => 422,
+            Self::Unavailable => 503,
+            Self::Internal => 500,
+        }
+    }
+
+    /// Whether the same request may succeed if sent again unchanged.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Unavailable | Self::Internal)
+    }
+}
+
+/// What is wrong with one item of a push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemError {
+    /// Position of the item in the pushed array, from 0.
+    pub index: usize,
+    /// The item's id, when it has a readable one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The field at fault, when the fault is in one field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// What is wrong, for people.
+    pub reason: String,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Always `"error"`.
+    pub status: String,
+    /// The machine-readable code.
+    pub error: ErrorCode,
+    /// What went wrong, for people.
+    pub message: String,
+    /// The faulty items of a push, when items are at fault.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<ItemError>,
+}
+
+impl ErrorBody {
+    /// An error body without item details.
+    pub fn new(error: ErrorCode, message: impl Into<String>) -> Self {
+        Self { status: "error".into(), error, message: message.into(), details: Vec::new() }
+    }
+
+    /// An error body listing faulty items.
+    pub fn with_details(error: ErrorCode, message: impl Into<String>, details: Vec<ItemError>) -> Self {
+        Self { details, ..Self::new(error, message) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_has_the_documented_shape() {
+        let body = ErrorBody::with_details(
+            ErrorCode::InvalidBody,
+            "1 invalid item",
+            vec![ItemError { index: 0, id: None, field: Some("id".into()), reason: "missing".into() }],
+        );
+        let json = serde_json::to_value(&body).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"status": "error", "error": "invalid_body", "message": "1 invalid item",
+                "details": [{"index": 0, "field": "id", "reason": "missing"}]})
+        );
+        let plain = serde_json::to_value(ErrorBody::new(ErrorCode::BodyTooLarge, "x")).unwrap();
+        assert!(plain.get("details").is_none());
+        assert_eq!(ErrorCode::BodyTooLarge.http_status(), 413);
+    }
+}

@@ -1,0 +1,186 @@
+//! The pull (`GET`) side of the wire: the query, and the writer of the answer
+//! `{"now": N, "updates": [...]}`, which splices each stored object's JSON text instead of
+//! re-serializing it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::push::write_json_string;
+use crate::{Cursor, Fields, Limits, NameError};
+
+/// The query of a pull: `since` (default 0) and the optional page size `limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullQuery {
+    /// Return changes with `_lastChange > since`.
+    pub since: Cursor,
+    /// At most about this many updates (never splitting one `_lastChange`); `None` for all.
+    pub limit: Option<usize>,
+}
+
+impl PullQuery {
+    /// Parses a query string (`since=123&limit=500`). Unknown parameters are ignored, as
+    /// persistence.js clients may add their own. `limit` is clamped to [`Limits::max_page`].
+    pub fn parse(query: &str, limits: &Limits) -> Result<Self, NameError> {
+        let mut since = Cursor::ZERO;
+        let mut limit = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "since" => since = Cursor::parse(value)?,
+                "limit" => {
+                    let n: usize = value.parse().map_err(|_| NameError::Cursor(value.chars().take(64).collect()))?;
+                    limit = Some(n.clamp(1, limits.max_page));
+                }
+                _ => {}
+            }
+        }
+        Ok(Self { since, limit })
+    }
+}
+
+/// Writes a pull answer incrementally: [`PullWriter::object`] and [`PullWriter::tombstone`] per
+/// update, then [`PullWriter::finish`] with the cursor. Produces
+/// `{"updates":[...],"now":N}` (plus `"more":bool` for a paged pull).
+#[derive(Debug)]
+pub struct PullWriter {
+    buf: String,
+    first: bool,
+}
+
+impl Default for PullWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PullWriter {
+    /// Starts an answer.
+    pub fn new() -> Self {
+        Self { buf: String::from("{\"updates\":["), first: true }
+    }
+
+    fn begin(&mut self, id: &str) {
+        if !self.first {
+            self.buf.push(',');
+        }
+        self.first = false;
+        self.buf.push_str("{\"id\":");
+        write_json_string(&mut self.buf, id);
+    }
+
+    /// Appends a live object: its id, its stored fields verbatim, and `_lastChange`.
+    pub fn object(&mut self, id: &str, fields: &Fields, last_change: Cursor) {
+        self.begin(id);
+        let members = fields.members();
+        if !members.is_empty() {
+            self.buf.push(',');
+            self.buf.push_str(members);
+        }
+        self.end(last_change);
+    }
+
+    /// Appends a tombstone: `{"id", "_removed": true, "_lastChange"}`.
+    pub fn tombstone(&mut self, id: &str, last_change: Cursor) {
+        self.begin(id);
+        self.buf.push_str(",\"_removed\":true");
+        self.end(last_change);
+    }
+
+    fn end(&mut self, last_change: Cursor) {
+        self.buf.push_str(",\"_lastChange\":");
+        self.buf.push_str(itoa(last_change.millis()).as_str());
+        self.buf.push('}');
+    }
+
+    /// Bytes written so far; a streaming server flushes them with [`PullWriter::take`].
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Takes what has been written so far, leaving the writer ready to continue.
+    pub fn take(&mut self) -> String {
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Closes the answer with its cursor; `more` is written only for a paged pull.
+    pub fn finish(mut self, now: Cursor, more: Option<bool>) -> String {
+        self.buf.push_str("],\"now\":");
+        self.buf.push_str(itoa(now.millis()).as_str());
+        if let Some(more) = more {
+            self.buf.push_str(if more { ",\"more\":true" } else { ",\"more\":false" });
+        }
+        self.buf.push('}');
+        self.buf
+    }
+}
+
+fn itoa(n: i64) -> String {
+    n.to_string()
+}
+
+/// The answer to a push: `{"status": "ok", "now": N}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushAnswer {
+    /// Always `"ok"`.
+    pub status: OkStatus,
+    /// The `_lastChange` every object of the push received.
+    pub now: i64,
+}
+
+impl PushAnswer {
+    /// The answer for a push committed at `now`.
+    pub fn new(now: Cursor) -> Self {
+        Self { status: OkStatus::Ok, now: now.millis() }
+    }
+}
+
+/// The constant `"ok"` of a successful push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OkStatus {
+    /// `"ok"`.
+    Ok,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_defaults_and_limits() {
+        let l = Limits::default();
+        assert_eq!(PullQuery::parse("", &l).unwrap(), PullQuery { since: Cursor::ZERO, limit: None });
+        let q = PullQuery::parse("since=42&limit=5&_=1", &l).unwrap();
+        assert_eq!((q.since.millis(), q.limit), (42, Some(5)));
+        assert_eq!(PullQuery::parse("limit=999999999", &l).unwrap().limit, Some(l.max_page));
+        assert!(PullQuery::parse("since=abc", &l).is_err());
+        assert!(PullQuery::parse("since=1.5", &l).is_err());
+        assert!(PullQuery::parse("limit=-1", &l).is_err());
+    }
+
+    #[test]
+    fn answer_splices_stored_fields() {
+        let mut w = PullWriter::new();
+        w.object("A\"1", &Fields::from_stored(r#"{"n":1,"s":"x"}"#.into()), Cursor::from_millis(7));
+        w.object("B", &Fields::empty(), Cursor::from_millis(8));
+        w.tombstone("C", Cursor::from_millis(9));
+        let text = w.finish(Cursor::from_millis(9), None);
+        assert_eq!(
+            text,
+            r#"{"updates":[{"id":"A\"1","n":1,"s":"x","_lastChange":7},{"id":"B","_lastChange":8},{"id":"C","_removed":true,"_lastChange":9}],"now":9}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["now"], 9);
+        assert_eq!(PullWriter::new().finish(Cursor::ZERO, Some(false)), r#"{"updates":[],"now":0,"more":false}"#);
+    }
+
+    #[test]
+    fn push_answer_shape() {
+        let json = serde_json::to_string(&PushAnswer::new(Cursor::from_millis(5))).unwrap();
+        assert_eq!(json, r#"{"status":"ok","now":5}"#);
+    }
+}
