@@ -21,8 +21,8 @@ pub enum ErrorCode {
     BodyTooLarge,
     /// The push has more items than the configured limit.
     TooManyItems,
-    /// The body is not sent as JSON.
-    UnsupportedMediaType,
+    /// A header (such as `Idempotency-Key`) is not valid.
+    InvalidHeader,
     /// An idempotency key was reused with a different body.
     IdempotencyKeyReused,
     /// The store is unreachable or overloaded; nothing was applied and a retry may succeed.
@@ -35,11 +35,10 @@ impl ErrorCode {
     /// The HTTP status this code is answered with.
     pub fn http_status(self) -> u16 {
         match self {
-            Self::MalformedJson | Self::InvalidBody | Self::InvalidQuery => 400,
+            Self::MalformedJson | Self::InvalidBody | Self::InvalidQuery | Self::InvalidHeader => 400,
             Self::UnknownEntity => 404,
             Self::MethodNotAllowed => 405,
             Self::BodyTooLarge | Self::TooManyItems => 413,
-            Self::UnsupportedMediaType => 415,
             Self::IdempotencyKeyReused => 422,
             Self::Unavailable => 503,
             Self::Internal => 500,

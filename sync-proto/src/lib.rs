@@ -22,6 +22,6 @@ pub mod push;
 pub use error::{ErrorBody, ErrorCode, ItemError};
 pub use field::{EntitySchema, FieldType};
 pub use limits::Limits;
-pub use names::{Cursor, EntityName, NameError, ObjectId};
+pub use names::{Cursor, EntityName, IdempotencyKey, NameError, ObjectId};
 pub use pull::{PullQuery, PullWriter, PushAnswer};
 pub use push::{Change, Fields, PushError, parse_push};

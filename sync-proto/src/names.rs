@@ -12,6 +12,9 @@ pub enum NameError {
     /// An id must be a non-empty string of at most the configured number of bytes.
     #[error("invalid id: {0}")]
     Id(&'static str),
+    /// An idempotency key must be 1 to 255 visible ASCII characters.
+    #[error("invalid Idempotency-Key: expected 1 to 255 visible ASCII characters")]
+    IdempotencyKey,
     /// A cursor must be a decimal integer.
     #[error("invalid cursor {0:?}: expected an integer number of milliseconds")]
     Cursor(String),
@@ -135,6 +138,24 @@ impl fmt::Display for Cursor {
     }
 }
 
+/// The `Idempotency-Key` of a push: a push sent again under the same key is applied once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// Checks that `key` is 1 to 255 visible ASCII characters, and wraps it.
+    pub fn new(key: impl Into<String>) -> Result<Self, NameError> {
+        let key = key.into();
+        let valid = !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic());
+        if valid { Ok(Self(key)) } else { Err(NameError::IdempotencyKey) }
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +186,14 @@ mod tests {
         assert!(ObjectId::new("any string ☃ \u{0}", 256).is_ok());
         assert!(ObjectId::new("", 256).is_err());
         assert!(ObjectId::new("x".repeat(257), 256).is_err());
+    }
+
+    #[test]
+    fn idempotency_keys_are_visible_ascii() {
+        assert!(IdempotencyKey::new("3f2a-01").is_ok());
+        for bad in ["", "a b", "é", &"k".repeat(256)] {
+            assert!(IdempotencyKey::new(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

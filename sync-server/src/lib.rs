@@ -1,0 +1,23 @@
+//! A sync server for the persistence.js protocol: apps written against `persistence.sync.js`
+//! point at it unchanged, and get guarantees the reference servers never gave (no missed change
+//! under concurrency, unique monotonic timestamps, atomic pushes, durability of every answer).
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration, the store URL, and which entities are served where.
+//! - [`store`]: the [`store::Store`] trait and its SQLite implementation.
+//! - [`clock`]: the wall clock timestamps start from, and the rule that keeps them increasing.
+//! - [`routes`]: the HTTP handlers.
+//! - [`error`]: the one mapping from errors to HTTP answers.
+//! - [`startup`]: opening the store, binding, serving, shutting down.
+//! - [`telemetry`]: structured logs.
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod routes;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+
+pub use config::Config;
+pub use startup::{run, serve};

@@ -1,0 +1,294 @@
+//! Server configuration: a typed TOML tree with defaults that work on a laptop, overridden by
+//! environment variables and flags (see the binary), validated once after loading.
+//!
+//! ```toml
+//! bind = "127.0.0.1:8080"
+//! db = "sqlite://./sync.db"
+//!
+//! [limits]
+//! max_items = 10000
+//!
+//! [[entity]]
+//! name = "Task"
+//! path = "/taskUpdates"          # default: /taskChanges
+//! fields = { name = "TEXT", done = "BOOL", due = "DATE" }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sync_proto::{EntityName, EntitySchema, FieldType, Limits};
+
+use crate::store::SqliteOptions;
+
+/// Everything the server can be configured with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on (`127.0.0.1:8080`; port 0 picks a free port).
+    pub bind: String,
+    /// The store: a file path or `sqlite://PATH` for SQLite, `postgres://...` for PostgreSQL.
+    pub db: String,
+    /// HTTP worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    /// On SIGTERM or SIGINT, how long in-flight requests get to finish.
+    pub shutdown_timeout_secs: u64,
+    /// Bounds on requests.
+    pub limits: Limits,
+    /// Tuning of the SQLite store.
+    pub sqlite: SqliteOptions,
+    /// Declared entities. When any is declared, only they are served, at their paths, with
+    /// their field types checked; otherwise every `/<name>Changes` path is served, schemaless.
+    #[serde(rename = "entity")]
+    pub entities: Vec<EntityConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            db: "./sync.db".into(),
+            workers: 0,
+            shutdown_timeout_secs: 30,
+            limits: Limits::default(),
+            sqlite: SqliteOptions::default(),
+            entities: Vec::new(),
+        }
+    }
+}
+
+/// One declared entity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntityConfig {
+    /// The entity name (`Task`).
+    pub name: String,
+    /// The URI path; default `/<name with a lower-case first letter>Changes`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Field name to type (`TEXT`, `INT`, `BIGINT`, `REAL`, `BOOL`, `DATE`, `JSON`).
+    #[serde(default)]
+    pub fields: BTreeMap<String, FieldType>,
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of its domain.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file; absent keys keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
+    }
+
+    /// Checks every value and builds what the server serves from it.
+    pub fn validate(&self) -> Result<Validated, ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let l = &self.limits;
+        for (name, value) in [
+            ("max_body_bytes", l.max_body_bytes),
+            ("max_items", l.max_items),
+            ("max_id_bytes", l.max_id_bytes),
+            ("max_fields", l.max_fields),
+            ("max_field_name_bytes", l.max_field_name_bytes),
+            ("max_string_bytes", l.max_string_bytes),
+            ("max_depth", l.max_depth),
+            ("max_page", l.max_page),
+        ] {
+            if value == 0 {
+                return invalid(format!("limits.{name} must be at least 1"));
+            }
+        }
+        if self.sqlite.readers == 0 {
+            return invalid("sqlite.readers must be at least 1".into());
+        }
+        Ok(Validated { db: DbUrl::parse(&self.db)?, entities: Entities::from_config(&self.entities)? })
+    }
+}
+
+/// What a valid configuration resolves to.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    /// The store to open.
+    pub db: DbUrl,
+    /// The entities to serve.
+    pub entities: Entities,
+}
+
+/// Which store to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbUrl {
+    /// An SQLite file, created if missing.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection string.
+    Postgres(String),
+}
+
+impl DbUrl {
+    /// `sqlite://PATH` or a plain path is SQLite; `postgres://` and `postgresql://` are PostgreSQL.
+    pub fn parse(db: &str) -> Result<Self, ConfigError> {
+        if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+            Ok(Self::Postgres(db.to_owned()))
+        } else if let Some(path) = db.strip_prefix("sqlite://") {
+            if path.is_empty() { Err(ConfigError::Invalid("sqlite:// needs a file path".into())) } else { Ok(Self::Sqlite(path.into())) }
+        } else if db.is_empty() || db.contains("://") {
+            Err(ConfigError::Invalid(format!("unsupported db {db:?}: use a file path, sqlite://PATH or postgres://...")))
+        } else {
+            Ok(Self::Sqlite(db.into()))
+        }
+    }
+}
+
+/// An entity a request path resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedEntity {
+    /// Its name, under which its objects are stored.
+    pub name: EntityName,
+    /// Its declared fields; `None` when the server is schemaless.
+    pub schema: Option<Arc<EntitySchema>>,
+}
+
+/// The entities a server serves and the paths they are served at.
+#[derive(Debug, Clone, Default)]
+pub struct Entities {
+    /// Path to entity, when entities are declared; `None` when schemaless.
+    declared: Option<HashMap<String, ResolvedEntity>>,
+}
+
+impl Entities {
+    /// Serve every `/<name>Changes` path, without field checks.
+    pub fn schemaless() -> Self {
+        Self { declared: None }
+    }
+
+    /// The entities declared in a configuration (schemaless when none is).
+    pub fn from_config(entities: &[EntityConfig]) -> Result<Self, ConfigError> {
+        if entities.is_empty() {
+            return Ok(Self::schemaless());
+        }
+        let mut by_path = HashMap::new();
+        let mut names = std::collections::HashSet::new();
+        for e in entities {
+            let name = EntityName::new(e.name.clone()).map_err(|err| ConfigError::Invalid(err.to_string()))?;
+            if !names.insert(name.clone()) {
+                return Err(ConfigError::Invalid(format!("entity {name} is declared twice")));
+            }
+            let path = e.path.clone().unwrap_or_else(|| name.default_path());
+            if !path.starts_with('/') || path == "/healthz" || path.contains(['?', '#']) {
+                return Err(ConfigError::Invalid(format!("entity {name}: invalid path {path:?}")));
+            }
+            let schema = Arc::new(EntitySchema { fields: e.fields.clone() });
+            if by_path.insert(path.clone(), ResolvedEntity { name, schema: Some(schema) }).is_some() {
+                return Err(ConfigError::Invalid(format!("path {path} is used by two entities")));
+            }
+        }
+        Ok(Self { declared: Some(by_path) })
+    }
+
+    /// The entity served at `path`, if any.
+    pub fn resolve(&self, path: &str) -> Option<ResolvedEntity> {
+        match &self.declared {
+            Some(by_path) => by_path.get(path).cloned(),
+            None => {
+                let segment = path.strip_prefix('/')?;
+                if segment.contains('/') {
+                    return None;
+                }
+                EntityName::from_changes_segment(segment).map(|name| ResolvedEntity { name, schema: None })
+            }
+        }
+    }
+
+    /// Whether only declared entities are served.
+    pub fn is_declared(&self) -> bool {
+        self.declared.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_work_without_a_file() {
+        let v = Config::default().validate().unwrap();
+        assert_eq!(v.db, DbUrl::Sqlite("./sync.db".into()));
+        assert!(!v.entities.is_declared());
+        assert_eq!(v.entities.resolve("/feedChanges").unwrap().name.as_str(), "Feed");
+        assert!(v.entities.resolve("/feed").is_none());
+        assert!(v.entities.resolve("/a/feedChanges").is_none());
+    }
+
+    #[test]
+    fn db_urls() {
+        assert_eq!(DbUrl::parse("sqlite:///tmp/x.db").unwrap(), DbUrl::Sqlite("/tmp/x.db".into()));
+        assert_eq!(DbUrl::parse("data.db").unwrap(), DbUrl::Sqlite("data.db".into()));
+        assert!(matches!(DbUrl::parse("postgres://u@h/d").unwrap(), DbUrl::Postgres(_)));
+        assert!(DbUrl::parse("mysql://x").is_err());
+        assert!(DbUrl::parse("sqlite://").is_err());
+    }
+
+    #[test]
+    fn declared_entities_are_served_only_at_their_paths() {
+        let config: Config = toml::from_str(
+            r#"
+            db = "x.db"
+            [limits]
+            max_items = 5
+            [[entity]]
+            name = "Task"
+            path = "/taskUpdates"
+            fields = { name = "VARCHAR(255)", done = "BOOL" }
+            [[entity]]
+            name = "Feed"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.limits.max_items, 5);
+        let v = config.validate().unwrap();
+        let task = v.entities.resolve("/taskUpdates").unwrap();
+        assert_eq!(task.schema.unwrap().fields["done"], FieldType::Bool);
+        assert!(v.entities.resolve("/feedChanges").is_some());
+        assert!(v.entities.resolve("/taskChanges").is_none());
+        assert!(v.entities.resolve("/otherChanges").is_none());
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        for text in [
+            "nonsense = 1",
+            "[[entity]]\nname = \"2x\"",
+            "[[entity]]\nname = \"A\"\n[[entity]]\nname = \"A\"",
+            "[[entity]]\nname = \"A\"\npath = \"/p\"\n[[entity]]\nname = \"B\"\npath = \"/p\"",
+            "[[entity]]\nname = \"A\"\nfields = { x = \"BLOB\" }",
+            "[limits]\nmax_items = 0",
+        ] {
+            let parsed: Result<Config, _> = toml::from_str(text);
+            assert!(parsed.map(|c| c.validate().is_err()).unwrap_or(true), "accepted: {text}");
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The HTTP handlers: pull (`GET <path>?since=`), push (`POST <path>`) and `/healthz`.
+//!
+//! Entity paths are resolved per request by [`Entities`], so the same handler serves the
+//! schemaless `/<name>Changes` convention and declared, custom paths.
+
+use std::sync::Arc;
+
+use actix_web::http::{Method, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use sync_proto::{IdempotencyKey, Limits, PullQuery, PullWriter, PushAnswer, parse_push};
+
+use crate::config::{Entities, ResolvedEntity};
+use crate::error::ApiError;
+use crate::store::{PullPage, Push, Store};
+
+/// Above this size a push body is parsed on a blocking thread, so that one large push does not
+/// stall the other requests of its worker.
+const INLINE_PARSE_BYTES: usize = 64 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// Where objects are stored.
+    pub store: Arc<dyn Store>,
+    /// Which entities are served, at which paths.
+    pub entities: Entities,
+    /// Bounds on requests.
+    pub limits: Limits,
+}
+
+/// `GET /healthz`: `200 {"status":"ok"}` when the store answers, else `503` with an error body.
+pub async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.store.health().await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ok"})))
+}
+
+/// Every other path: an entity's changes, or `404`.
+pub async fn changes(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let entity = state.entities.resolve(req.path()).ok_or_else(|| ApiError::UnknownEntity(req.path().to_owned()))?;
+    match *req.method() {
+        Method::GET => pull(&req, &entity, &state).await,
+        Method::POST => push(&req, payload, &entity, &state).await,
+        ref other => Err(ApiError::MethodNotAllowed(other.to_string())),
+    }
+}
+
+#[tracing::instrument(skip_all, fields(entity = %entity.name))]
+async fn pull(req: &HttpRequest, entity: &ResolvedEntity, state: &AppState) -> Result<HttpResponse, ApiError> {
+    let query = PullQuery::parse(req.query_string(), &state.limits).map_err(ApiError::Query)?;
+    let page = state.store.pull(&entity.name, query).await?;
+    tracing::debug!(since = %query.since, now = %page.now, updates = page.objects.len(), "pulled");
+    Ok(json_answer(render_page(page, query.limit.is_some())))
+}
+
+fn render_page(page: PullPage, paged: bool) -> String {
+    let mut answer = PullWriter::new();
+    for object in &page.objects {
+        match &object.fields {
+            Some(fields) => answer.object(&object.id, fields, object.last_change),
+            None => answer.tombstone(&object.id, object.last_change),
+        }
+    }
+    answer.finish(page.now, paged.then_some(page.more))
+}
+
+#[tracing::instrument(skip_all, fields(entity = %entity.name))]
+async fn push(
+    req: &HttpRequest,
+    payload: web::Payload,
+    entity: &ResolvedEntity,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    let key = req
+        .headers()
+        .get("Idempotency-Key")
+        .map(|v| IdempotencyKey::new(v.to_str().unwrap_or_default()))
+        .transpose()
+        .map_err(ApiError::Header)?;
+    let body = read_body(req, payload, state.limits.max_body_bytes).await?;
+    let idempotency = key.map(|k| (k, hex::encode(Sha256::digest(&body))));
+
+    let limits = state.limits;
+    let schema = entity.schema.clone();
+    let changes = if body.len() <= INLINE_PARSE_BYTES {
+        parse_push(&body, &limits, schema.as_deref())?
+    } else {
+        tokio::task::spawn_blocking(move || parse_push(&body, &limits, schema.as_deref()))
+            .await
+            .map_err(|e| ApiError::Payload(e.to_string()))??
+    };
+    let items = changes.len();
+    let outcome = state.store.push(&entity.name, Push { changes, idempotency }).await?;
+    tracing::debug!(items, now = %outcome.now, replayed = outcome.replayed, "pushed");
+    let mut answer = HttpResponse::Ok();
+    if outcome.replayed {
+        answer.insert_header(("Idempotency-Replayed", "true"));
+    }
+    Ok(answer.insert_header((header::CACHE_CONTROL, "no-store")).json(PushAnswer::new(outcome.now)))
+}
+
+/// Reads the whole body, refusing at once (from `Content-Length`) or as soon as it passes `limit`.
+async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::BodyTooLarge { limit });
+    }
+    let mut body = BytesMut::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::Payload(e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::BodyTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+fn json_answer(body: String) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(header::ContentType::json())
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(body)
+}

@@ -1,0 +1,142 @@
+//! Storage of synced objects behind one trait, [`Store`], with an implementation per database.
+//!
+//! Every implementation guarantees the invariants of the protocol:
+//! 1. the `now` of a pull is a high-water mark read in the same snapshot as the rows, so every
+//!    change with `_lastChange <= now` was visible to that read and every later commit is larger;
+//! 2. `_lastChange` values of successive pushes to an entity strictly increase (see
+//!    [`crate::clock::next_timestamp`]), taken from a clock row held until commit;
+//! 3. a push is applied in one transaction, whole or not at all;
+//! 4. a push returns only after its transaction is durably committed.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use sync_proto::{Change, Cursor, EntityName, Fields, IdempotencyKey, PullQuery};
+
+pub use sqlite::{SqliteOptions, SqliteStore};
+
+/// One stored object as a pull returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    /// The object's id.
+    pub id: String,
+    /// When it last changed (the `now` of the push that changed it).
+    pub last_change: Cursor,
+    /// Its fields, or `None` for a tombstone.
+    pub fields: Option<Fields>,
+}
+
+/// One page of a pull.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullPage {
+    /// Objects with `since < _lastChange <= now`, in `_lastChange` order.
+    pub objects: Vec<StoredObject>,
+    /// The cursor to pull from next.
+    pub now: Cursor,
+    /// Whether changes past `now` were left for the next page (only a paged pull leaves any).
+    pub more: bool,
+}
+
+/// A push to apply.
+#[derive(Debug, Clone)]
+pub struct Push {
+    /// The validated changes, applied in order.
+    pub changes: Vec<Change>,
+    /// The idempotency key and a fingerprint of the request it came with.
+    pub idempotency: Option<(IdempotencyKey, String)>,
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushOutcome {
+    /// The `_lastChange` of every object of the push.
+    pub now: Cursor,
+    /// True when the idempotency key had been applied before and nothing was applied now.
+    pub replayed: bool,
+}
+
+/// Why a store operation failed. Whatever the error, nothing of a failed push was applied.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database is unreachable, locked or overloaded; the same request may succeed later.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The idempotency key was used before for a push with another body.
+    #[error("idempotency key {0:?} was already used for a different push")]
+    IdempotencyKeyReused(String),
+    /// Stored data could not be read back, or the database failed in an unexpected way.
+    #[error("store failure: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    /// Whether the same request may succeed if sent again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// The storage of synced objects. Implementations are shared by every request of a server.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Changes to `entity` after `query.since`, with the high-water mark read in the same snapshot.
+    async fn pull(&self, entity: &EntityName, query: PullQuery) -> Result<PullPage, StoreError>;
+
+    /// Applies a push atomically under a fresh, unique timestamp, or replays the answer of an
+    /// earlier push with the same idempotency key.
+    async fn push(&self, entity: &EntityName, push: Push) -> Result<PushOutcome, StoreError>;
+
+    /// Checks that the store answers.
+    async fn health(&self) -> Result<(), StoreError>;
+
+    /// A description for logs, without credentials (`sqlite:///var/lib/sync.db`).
+    fn describe(&self) -> String;
+}
+
+/// How a pull with a page size turns the rows it read into a page.
+///
+/// The store reads up to `limit + 1` rows after `since`; this decides which to answer without
+/// splitting one `_lastChange` value across pages.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PageCut {
+    /// Every remaining change fits: answer them all with the high-water mark.
+    Complete(Vec<StoredObject>),
+    /// Answer these, with `now` at the last one's `_lastChange`; more remain.
+    Partial(Vec<StoredObject>),
+    /// One push alone holds more than a page: the store must answer every object of this
+    /// `_lastChange`, with `now` at it.
+    WholeGroup(Cursor),
+}
+
+pub(crate) fn cut_page(mut rows: Vec<StoredObject>, limit: usize) -> PageCut {
+    if rows.len() <= limit {
+        return PageCut::Complete(rows);
+    }
+    let boundary = rows[limit].last_change;
+    rows.truncate(limit);
+    while rows.last().is_some_and(|r| r.last_change == boundary) {
+        rows.pop();
+    }
+    if rows.is_empty() { PageCut::WholeGroup(boundary) } else { PageCut::Partial(rows) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(stamps: &[i64]) -> Vec<StoredObject> {
+        stamps
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| StoredObject { id: i.to_string(), last_change: Cursor::from_millis(t), fields: None })
+            .collect()
+    }
+
+    #[test]
+    fn pages_never_split_one_timestamp() {
+        assert_eq!(cut_page(rows(&[1, 2]), 2), PageCut::Complete(rows(&[1, 2])));
+        assert_eq!(cut_page(rows(&[1, 2, 3]), 2), PageCut::Partial(rows(&[1, 2])));
+        assert_eq!(cut_page(rows(&[1, 2, 2]), 2), PageCut::Partial(rows(&[1])));
+        assert_eq!(cut_page(rows(&[2, 2, 2]), 2), PageCut::WholeGroup(Cursor::from_millis(2)));
+    }
+}

@@ -1,0 +1,61 @@
+//! Structured logs through `tracing`: human-readable text or one JSON object per line, filtered by
+//! `RUST_LOG` (default `info`). Every request runs in a span carrying its request id.
+
+use std::future::Future;
+use std::io::IsTerminal;
+use std::time::Instant;
+
+use actix_web::body::BoxBody;
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{Error, HttpMessage};
+use tracing_actix_web::RequestId;
+use tracing_subscriber::EnvFilter;
+
+/// The response header that tells a client the id its request was logged under.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Text for people.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Installs the global subscriber, writing to standard error. Call once, at start.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Middleware (inside the request's span): logs one line per request with its method, path,
+/// status and duration, and returns the request id in the `x-request-id` header.
+pub fn log_request<S>(req: ServiceRequest, service: &S) -> impl Future<Output = Result<ServiceResponse<BoxBody>, Error>> + use<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<BoxBody>, Error = Error>,
+{
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let request_id = req.extensions().get::<RequestId>().map(|id| id.to_string());
+    let response = service.call(req);
+    async move {
+        let mut response = response.await?;
+        let status = response.status().as_u16();
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(%method, %path, status, ms = format_args!("{ms:.2}"), "request");
+        if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+            response.headers_mut().insert(HeaderName::from_static(REQUEST_ID_HEADER), id);
+        }
+        Ok(response)
+    }
+}
