@@ -75,7 +75,9 @@ impl FromStr for FieldType {
             "BOOL" | "BOOLEAN" => Self::Bool,
             "DATE" | "DATETIME" => Self::Date,
             "JSON" => Self::Json,
-            _ => return Err(format!("unknown field type {s:?} (expected TEXT, INT, BIGINT, REAL, BOOL, DATE or JSON)")),
+            _ => {
+                return Err(format!("unknown field type {s:?} (expected TEXT, INT, BIGINT, REAL, BOOL, DATE or JSON)"));
+            }
         })
     }
 }
@@ -328,12 +330,23 @@ mod tests {
             let r = raw(v);
             schema.check(f, &r, inspect(&r, &Limits::default()).unwrap())
         };
-        for (f, v) in [("t", "\"x\""), ("t", "null"), ("i", "3"), ("r", "3"), ("r", "2.5"), ("b", "true"), ("b", "1"),
-            ("b", "0"), ("d", "1279888110"), ("j", "{\"a\":[1]}")]
-        {
+        for (f, v) in [
+            ("t", "\"x\""),
+            ("t", "null"),
+            ("i", "3"),
+            ("r", "3"),
+            ("r", "2.5"),
+            ("b", "true"),
+            ("b", "1"),
+            ("b", "0"),
+            ("d", "1279888110"),
+            ("j", "{\"a\":[1]}"),
+        ] {
             assert!(check(f, v).is_ok(), "{f}={v} refused");
         }
-        for (f, v) in [("t", "1"), ("i", "2.5"), ("i", "\"3\""), ("b", "2"), ("b", "\"true\""), ("d", "1.5"), ("zz", "1")] {
+        for (f, v) in
+            [("t", "1"), ("i", "2.5"), ("i", "\"3\""), ("b", "2"), ("b", "\"true\""), ("d", "1.5"), ("zz", "1")]
+        {
             assert!(check(f, v).is_err(), "{f}={v} accepted");
         }
     }

@@ -121,9 +121,7 @@ impl Cursor {
         if text.is_empty() {
             return Ok(Self::ZERO);
         }
-        text.parse::<i64>()
-            .map(Self::from_millis)
-            .map_err(|_| NameError::Cursor(text.chars().take(64).collect()))
+        text.parse::<i64>().map(Self::from_millis).map_err(|_| NameError::Cursor(text.chars().take(64).collect()))
     }
 
     /// The value in milliseconds.

@@ -96,11 +96,7 @@ impl Fields {
 
     /// The value of one field, as its JSON text.
     pub fn get(&self, name: &str) -> Option<String> {
-        object_pairs(self.as_json())
-            .ok()?
-            .into_iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.get().to_owned())
+        object_pairs(self.as_json()).ok()?.into_iter().find(|(k, _)| k == name).map(|(_, v)| v.get().to_owned())
     }
 }
 
@@ -238,7 +234,9 @@ fn parse_item(item: &RawValue, limits: &Limits, schema: Option<&EntitySchema>) -
         faults.push(fault(shown_id, None, format!("more than {} fields", limits.max_fields)));
     }
     match id {
-        Some(id) if faults.is_empty() => Ok(if removed { Change::Remove { id } } else { Change::Upsert { id, fields: out.finish() } }),
+        Some(id) if faults.is_empty() => {
+            Ok(if removed { Change::Remove { id } } else { Change::Upsert { id, fields: out.finish() } })
+        }
         _ => Err(faults),
     }
 }
@@ -382,7 +380,8 @@ mod tests {
 
     #[test]
     fn values_keep_their_exact_text() {
-        let body = r#"[{"id":"A","i":1,"f":1.0,"b":true,"n":null,"big":12345678901234567890,"s":"a\u0000b😀","e":1e3}]"#;
+        let body =
+            r#"[{"id":"A","i":1,"f":1.0,"b":true,"n":null,"big":12345678901234567890,"s":"a\u0000b😀","e":1e3}]"#;
         let changes = parse(body).unwrap();
         assert_eq!(changes[0].id().as_str(), "A");
         assert_eq!(
@@ -399,7 +398,8 @@ mod tests {
 
     #[test]
     fn removal_carries_only_the_id_and_last_change_is_ignored() {
-        let changes = parse(r#"[{"id":"A","_removed":true,"x":1},{"id":"B","_removed":false,"_lastChange":5,"x":2}]"#).unwrap();
+        let changes =
+            parse(r#"[{"id":"A","_removed":true,"x":1},{"id":"B","_removed":false,"_lastChange":5,"x":2}]"#).unwrap();
         assert_eq!(changes[0], Change::Remove { id: ObjectId::new("A", 10).unwrap() });
         assert_eq!(upsert_fields(&changes[1]), r#"{"x":2}"#);
     }
@@ -414,7 +414,8 @@ mod tests {
 
     #[test]
     fn every_bad_item_is_listed_with_its_index() {
-        let body = r#"[{"id":"ok"}, 5, {"x":1}, {"id":7}, {"id":""}, {"id":"d","a":1,"a":2}, {"id":"r","_removed":"yes"}]"#;
+        let body =
+            r#"[{"id":"ok"}, 5, {"x":1}, {"id":7}, {"id":""}, {"id":"d","a":1,"a":2}, {"id":"r","_removed":"yes"}]"#;
         let Err(PushError::InvalidItems { count, details }) = parse(body) else { panic!("accepted") };
         assert_eq!(count, 6);
         let at = |i: usize| details.iter().find(|d| d.index == i).unwrap();
@@ -428,7 +429,8 @@ mod tests {
 
     #[test]
     fn limits_are_enforced() {
-        let limits = Limits { max_items: 2, max_fields: 1, max_id_bytes: 3, max_field_name_bytes: 2, ..Limits::default() };
+        let limits =
+            Limits { max_items: 2, max_fields: 1, max_id_bytes: 3, max_field_name_bytes: 2, ..Limits::default() };
         let p = |b: &str| parse_push(b.as_bytes(), &limits, None);
         assert!(p(r#"[{"id":"a"},{"id":"b"}]"#).is_ok());
         assert_eq!(p(r#"[{"id":"a"},{"id":"b"},{"id":"c"}]"#), Err(PushError::TooManyItems { max: 2 }));

@@ -100,8 +100,7 @@ pub enum ConfigError {
 impl Config {
     /// Reads a TOML file; absent keys keep their defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
     }
 
@@ -154,9 +153,15 @@ impl DbUrl {
         if db.starts_with("postgres://") || db.starts_with("postgresql://") {
             Ok(Self::Postgres(db.to_owned()))
         } else if let Some(path) = db.strip_prefix("sqlite://") {
-            if path.is_empty() { Err(ConfigError::Invalid("sqlite:// needs a file path".into())) } else { Ok(Self::Sqlite(path.into())) }
+            if path.is_empty() {
+                Err(ConfigError::Invalid("sqlite:// needs a file path".into()))
+            } else {
+                Ok(Self::Sqlite(path.into()))
+            }
         } else if db.is_empty() || db.contains("://") {
-            Err(ConfigError::Invalid(format!("unsupported db {db:?}: use a file path, sqlite://PATH or postgres://...")))
+            Err(ConfigError::Invalid(format!(
+                "unsupported db {db:?}: use a file path, sqlite://PATH or postgres://..."
+            )))
         } else {
             Ok(Self::Sqlite(db.into()))
         }

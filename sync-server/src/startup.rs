@@ -14,8 +14,8 @@ use tracing_actix_web::TracingLogger;
 
 use crate::config::{Config, ConfigError, DbUrl, Validated};
 use crate::routes::{self, AppState};
-use crate::telemetry;
 use crate::store::{SqliteStore, Store, StoreError};
+use crate::telemetry;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,13 +46,20 @@ pub async fn open_store(db: &DbUrl, config: &Config) -> Result<Arc<dyn Store>, S
                 .map_err(|e| StoreError::Internal(e.to_string()))??;
             Ok(Arc::new(store))
         }
-        DbUrl::Postgres(_) => Err(ConfigError::Invalid("the PostgreSQL store is not available in this build".into()).into()),
+        DbUrl::Postgres(_) => {
+            Err(ConfigError::Invalid("the PostgreSQL store is not available in this build".into()).into())
+        }
     }
 }
 
 /// Starts serving on `listener`. The returned server runs when awaited (or spawned) and stops
 /// gracefully on SIGTERM/SIGINT or through its handle.
-pub fn serve(listener: TcpListener, store: Arc<dyn Store>, config: &Config, validated: &Validated) -> std::io::Result<Server> {
+pub fn serve(
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    config: &Config,
+    validated: &Validated,
+) -> std::io::Result<Server> {
     let state = web::Data::new(AppState { store, entities: validated.entities.clone(), limits: config.limits });
     let mut server = HttpServer::new(move || {
         App::new()

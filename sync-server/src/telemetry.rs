@@ -39,7 +39,10 @@ pub fn init(format: LogFormat) {
 
 /// Middleware (inside the request's span): logs one line per request with its method, path,
 /// status and duration, and returns the request id in the `x-request-id` header.
-pub fn log_request<S>(req: ServiceRequest, service: &S) -> impl Future<Output = Result<ServiceResponse<BoxBody>, Error>> + use<S>
+pub fn log_request<S>(
+    req: ServiceRequest,
+    service: &S,
+) -> impl Future<Output = Result<ServiceResponse<BoxBody>, Error>> + use<S>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<BoxBody>, Error = Error>,
 {

@@ -265,9 +265,8 @@ impl Inner {
 /// stored value; an upsert of a removed object re-creates it from the fields sent; removing an
 /// object that is unknown or already removed changes nothing.
 fn apply_changes(tx: &Transaction<'_>, entity: &EntityName, changes: &[Change], now: i64) -> Result<(), StoreError> {
-    let mut current = tx
-        .prepare_cached("SELECT removed, fields FROM objects WHERE entity = ?1 AND id = ?2")
-        .map_err(classify)?;
+    let mut current =
+        tx.prepare_cached("SELECT removed, fields FROM objects WHERE entity = ?1 AND id = ?2").map_err(classify)?;
     let mut insert = tx
         .prepare_cached("INSERT INTO objects (entity, id, last_change, removed, fields) VALUES (?1, ?2, ?3, 0, ?4)")
         .map_err(classify)?;
