@@ -1,9 +1,10 @@
-//! The base protocol as persistence.js speaks it, end to end over real HTTP and a real SQLite file.
+//! The base protocol as persistence.js speaks it, and the extensions, end to end over real HTTP
+//! and a real SQLite file.
 
 mod helpers;
 
-use helpers::TestServer;
-use serde_json::json;
+use helpers::{TestServer, find};
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn push_then_pull_returns_objects_with_the_push_timestamp() {
@@ -12,8 +13,7 @@ async fn push_then_pull_returns_objects_with_the_push_timestamp() {
     let empty = api.pull("/taskChanges", 0).await;
     assert!(empty.updates.is_empty());
 
-    let now =
-        api.push("/taskChanges", json!([{"id": "F89F99F7B887423FB4B9C961C3883C0A", "name": "Main project"}])).await;
+    let now = api.push("/taskChanges", json!([{"id": "F89F99F7B887423FB4B9C961C3883C0A", "name": "Main project"}])).await;
     let pulled = api.pull("/taskChanges", 0).await;
     assert_eq!(pulled.now, now);
     assert_eq!(
@@ -21,5 +21,190 @@ async fn push_then_pull_returns_objects_with_the_push_timestamp() {
         vec![json!({"id": "F89F99F7B887423FB4B9C961C3883C0A", "name": "Main project", "_lastChange": now})]
     );
     assert!(api.pull("/taskChanges", now).await.updates.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn missing_since_means_zero_and_unknown_parameters_are_ignored() {
+    let server = TestServer::start().await;
+    let api = server.api();
+    api.push("/taskChanges", json!([{"id": "a"}])).await;
+    let (status, body) = api.get("/taskChanges").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["updates"].as_array().unwrap().len(), 1);
+    let (status, body) = api.get("/taskChanges?since=0&_=123").await;
+    assert_eq!((status, body["updates"].as_array().unwrap().len()), (200, 1));
+    assert!(body.get("more").is_none(), "a base client never gets extension fields");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_push_gets_a_fresh_now_even_when_empty() {
+    let server = TestServer::start().await;
+    let api = server.api();
+    let first = api.push("/taskChanges", json!([])).await;
+    let second = api.push("/taskChanges", json!([])).await;
+    let third = api.push("/taskChanges", json!([{"id": "x"}])).await;
+    assert!(first < second && second < third, "{first} {second} {third}");
+    let pulled = api.pull("/taskChanges", 0).await;
+    assert_eq!(pulled.updates.len(), 1, "an empty push changes nothing");
+    assert_eq!(pulled.now, third);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn absent_fields_keep_the_server_value_and_null_is_stored() {
+    let server = TestServer::start().await;
+    let api = server.api();
+    api.push("/taskChanges", json!([{"id": "t", "name": "a", "done": false, "note": "keep"}])).await;
+    let now = api.push("/taskChanges", json!([{"id": "t", "done": true, "name": null, "extra": 3}])).await;
+    let pulled = api.pull("/taskChanges", 0).await;
+    assert_eq!(
+        pulled.updates,
+        vec![json!({"id": "t", "name": null, "done": true, "note": "keep", "extra": 3, "_lastChange": now})]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn removals_leave_tombstones_and_recreation_brings_the_id_back() {
+    let server = TestServer::start().await;
+    let api = server.api();
+    let created = api.push("/taskChanges", json!([{"id": "r", "name": "old", "n": 1}])).await;
+    let removed = api.push("/taskChanges", json!([{"id": "r", "_removed": true}])).await;
+    let pulled = api.pull("/taskChanges", created).await;
+    assert_eq!(pulled.updates, vec![json!({"id": "r", "_removed": true, "_lastChange": removed})]);
+
+    // A removal echoed back, or of an unknown id, is not an error and changes nothing.
+    let echoed = api.push("/taskChanges", json!([{"id": "r", "_removed": true}, {"id": "never", "_removed": true}])).await;
+    let after_echo = api.pull("/taskChanges", removed).await;
+    assert!(after_echo.updates.is_empty(), "{:?}", after_echo.updates);
+    assert!(echoed > removed);
+
+    let recreated = api.push("/taskChanges", json!([{"id": "r", "name": "new"}])).await;
+    let pulled = api.pull("/taskChanges", 0).await;
+    assert_eq!(
+        pulled.updates,
+        vec![json!({"id": "r", "name": "new", "_lastChange": recreated})],
+        "a re-created object starts from the fields sent, not the removed ones"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn values_round_trip_exactly() {
+    let server = TestServer::start().await;
+    let api = server.api();
+    let body = r#"[{"id":"v","int":1,"float":1.0,"neg":-0.5,"exp":1e3,"t":true,"f":false,"nul":null,
+        "i64":9223372036854775807,"big":123456789012345678901234567890,"s":"nul\u0000 astral 😀 \ud83d\ude00 \"q\" \\",
+        "empty":"","date":1279888110,"arr":[1,"a",[null]],"obj":{"k":1.50}}]"#;
+    let (status, answer) = api.post("/valueChanges", body).await;
+    assert_eq!(status, 200, "{answer}");
+    let resp = reqwest::get(format!("{}/valueChanges?since=0", server.base_url)).await.unwrap();
+    let text = resp.text().await.unwrap();
+    for raw in [
+        r#""int":1,"#,
+        r#""float":1.0,"#,
+        r#""neg":-0.5"#,
+        r#""exp":1e3"#,
+        r#""t":true"#,
+        r#""nul":null"#,
+        r#""i64":9223372036854775807"#,
+        r#""big":123456789012345678901234567890"#,
+        r#""date":1279888110"#,
+        r#""obj":{"k":1.50}"#,
+    ] {
+        assert!(text.contains(raw), "{raw} not kept verbatim in {text}");
+    }
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let obj = &v["updates"][0];
+    assert_eq!(obj["s"], "nul\u{0} astral 😀 😀 \"q\" \\");
+    assert_eq!(obj["empty"], "");
+    assert_eq!(obj["arr"], json!([1, "a", [null]]));
+    assert!(obj["int"].is_u64() && obj["t"].is_boolean());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn paged_pulls_never_split_one_push_and_cover_everything() {
+    let server = TestServer::start().await;
+    let api = server.api();
+    let mut expected = std::collections::BTreeMap::new();
+    for batch in 0..7 {
+        let size = [1, 3, 2, 5, 1, 4, 2][batch];
+        let items: Vec<Value> = (0..size).map(|i| json!({"id": format!("b{batch}-{i}"), "n": i})).collect();
+        let now = api.push("/pageChanges", Value::Array(items.clone())).await;
+        for item in items {
+            expected.insert(item["id"].as_str().unwrap().to_owned(), now);
+        }
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    let mut since = 0;
+    let mut pages = 0;
+    loop {
+        let (status, body) = api.get(&format!("/pageChanges?since={since}&limit=3")).await;
+        assert_eq!(status, 200);
+        let page = helpers::parse_pull(&body);
+        pages += 1;
+        let stamps: Vec<i64> = page.updates.iter().map(|u| u["_lastChange"].as_i64().unwrap()).collect();
+        assert!(stamps.iter().all(|&s| s > since && s <= page.now), "page outside (since, now]");
+        if page.updates.len() > 3 {
+            assert!(stamps.iter().all(|&s| s == stamps[0]), "an oversized page holds one push only");
+        }
+        for u in &page.updates {
+            assert!(seen.insert(u["id"].as_str().unwrap().to_owned(), u["_lastChange"].as_i64().unwrap()).is_none());
+        }
+        since = page.now;
+        if !page.more.expect("a paged pull says whether more remain") {
+            break;
+        }
+        assert!(pages < 50);
+    }
+    assert_eq!(seen, expected);
+    assert!(pages >= 4, "{pages} pages");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_push_resent_with_its_idempotency_key_is_applied_once() {
+    let server = TestServer::start().await;
+    let api = server.api();
+    let body = json!([{"id": "k", "n": 1}]).to_string();
+    let key = [("Idempotency-Key", "push-0001")];
+    let (s1, first) = api.post_with("/keyChanges", &body, &key).await;
+    api.push("/keyChanges", json!([{"id": "k", "n": 2}])).await;
+    let (s2, second) = api.post_with("/keyChanges", &body, &key).await;
+    assert_eq!((s1, s2), (200, 200));
+    assert_eq!(first["now"], second["now"], "the replay answers with the original now");
+    let pulled = api.pull("/keyChanges", 0).await;
+    assert_eq!(find(&pulled, "k").unwrap()["n"], 2, "the replay did not apply the push again");
+
+    let (status, err) = api.post_with("/keyChanges", r#"[{"id":"k","n":3}]"#, &key).await;
+    assert_eq!((status, err["error"].as_str()), (422, Some("idempotency_key_reused")));
+    let (other_entity, _) = api.post_with("/otherChanges", &body, &key).await;
+    assert_eq!(other_entity, 200, "keys are scoped to their entity");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn entities_are_independent_and_paths_map_to_capitalised_names() {
+    let server = TestServer::start().await;
+    let api = server.api();
+    api.push("/feedChanges", json!([{"id": "1", "nome": "a"}])).await;
+    assert!(api.pull("/taskChanges", 0).await.updates.is_empty());
+    assert_eq!(api.pull("/feedChanges", 0).await.updates.len(), 1);
+    let feed = sync_proto::EntityName::new("Feed").unwrap();
+    let query = sync_proto::PullQuery { since: sync_proto::Cursor::ZERO, limit: None };
+    let page = server.store.pull(&feed, query).await.unwrap();
+    assert_eq!(page.objects.len(), 1, "/feedChanges is stored as entity Feed");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn healthz_answers_and_responses_carry_a_request_id() {
+    let server = TestServer::start().await;
+    let resp = reqwest::get(format!("{}/healthz", server.base_url)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("x-request-id"));
     server.stop().await;
 }

@@ -1,0 +1,223 @@
+//! Every bad input of the protocol gets its 4xx JSON error body and changes nothing.
+
+mod helpers;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use helpers::{Api, TestServer};
+use serde_json::{Value, json};
+use sync_server::Config;
+use sync_server::config::EntityConfig;
+
+/// Asserts the error shape of PROTOCOL.md and returns the body.
+fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["status"], "error", "{body}");
+    assert_eq!(body["error"], want_code, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+}
+
+/// The whole visible state of an entity: the full pull answer, `now` included.
+async fn snapshot(api: &Api, path: &str) -> Value {
+    let (status, body) = api.get(&format!("{path}?since=0")).await;
+    assert_eq!(status, 200);
+    body
+}
+
+async fn seeded() -> (TestServer, Api, Value) {
+    let server = TestServer::start_with(small_limits()).await;
+    let api = server.api();
+    api.push("/taskChanges", json!([{"id": "keep", "name": "original", "n": 1}])).await;
+    let before = snapshot(&api, "/taskChanges").await;
+    (server, api, before)
+}
+
+fn small_limits() -> Config {
+    let mut config = Config::default();
+    config.limits.max_body_bytes = 64 * 1024;
+    config.limits.max_items = 5;
+    config.limits.max_fields = 4;
+    config.limits.max_id_bytes = 16;
+    config.limits.max_field_name_bytes = 8;
+    config.limits.max_string_bytes = 32;
+    config.limits.max_depth = 3;
+    config
+}
+
+#[tokio::test]
+async fn malformed_or_misshapen_bodies_are_refused_and_change_nothing() {
+    let (server, api, before) = seeded().await;
+    let cases: &[(&str, u16, &str)] = &[
+        ("", 400, "malformed_json"),
+        ("[{", 400, "malformed_json"),
+        ("[1,]", 400, "malformed_json"),
+        ("{\"id\":\"keep\",\"name\":\"x\"}", 400, "invalid_body"),
+        ("\"text\"", 400, "invalid_body"),
+        ("null", 400, "invalid_body"),
+        ("[{\"id\":\"keep\",\"name\":\"changed\"}, 7]", 400, "invalid_body"),
+        ("[{\"id\":\"keep\",\"name\":\"changed\"}, {\"name\":\"no id\"}]", 400, "invalid_body"),
+        ("[{\"id\":5}]", 400, "invalid_body"),
+        ("[{\"id\":null}]", 400, "invalid_body"),
+        ("[{\"id\":\"\"}]", 400, "invalid_body"),
+        ("[{\"id\":\"an-id-longer-than-sixteen\"}]", 400, "invalid_body"),
+        ("[{\"id\":\"keep\",\"_removed\":\"yes\"}]", 400, "invalid_body"),
+        ("[{\"id\":\"keep\",\"a\":1,\"a\":2}]", 400, "invalid_body"),
+        ("[{\"id\":\"keep\",\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5}]", 400, "invalid_body"),
+        ("[{\"id\":\"keep\",\"toolongname\":1}]", 400, "invalid_body"),
+        ("[{\"id\":\"keep\",\"name\":\"a string that is longer than thirty-two bytes\"}]", 400, "invalid_body"),
+        ("[{\"id\":\"keep\",\"deep\":[[[1]]]}]", 400, "invalid_body"),
+        ("[{\"id\":\"a\"},{\"id\":\"b\"},{\"id\":\"c\"},{\"id\":\"d\"},{\"id\":\"e\"},{\"id\":\"f\"}]", 413, "too_many_items"),
+    ];
+    for (body, status, code) in cases {
+        let (got, answer) = api.post("/taskChanges", body).await;
+        assert_error(got, &answer, *status, code);
+        assert_eq!(snapshot(&api, "/taskChanges").await, before, "{body} changed something");
+    }
+    let (got, answer) = api.post("/taskChanges", "[{\"id\":\"keep\",\"name\":\"\u{ff}\"}]").await;
+    assert_eq!(got, 200, "valid UTF-8 is fine: {answer}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn each_invalid_item_is_listed_with_index_id_field_and_reason() {
+    let (server, api, before) = seeded().await;
+    let (status, body) = api.post("/taskChanges", r#"[{"id":"ok"}, 3, {"id":"x","_removed":1}, {"id":7}]"#).await;
+    assert_error(status, &body, 400, "invalid_body");
+    let details = body["details"].as_array().unwrap();
+    assert_eq!(details.len(), 3);
+    assert_eq!(details[0]["index"], 1);
+    assert_eq!((details[1]["index"].as_u64(), details[1]["id"].as_str()), (Some(2), Some("x")));
+    assert_eq!(details[1]["field"], "_removed");
+    assert_eq!((details[2]["index"].as_u64(), details[2]["field"].as_str()), (Some(3), Some("id")));
+    assert!(details.iter().all(|d| d["reason"].as_str().is_some_and(|r| !r.is_empty())));
+    assert_eq!(snapshot(&api, "/taskChanges").await, before);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_is_refused() {
+    let (server, _api, _) = seeded().await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/taskChanges", server.base_url))
+        .body(b"[{\"id\":\"\xff\"}]".to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    assert_error(status, &resp.json().await.unwrap(), 400, "malformed_json");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_query_parameters_are_refused() {
+    let (server, api, _) = seeded().await;
+    for query in ["since=abc", "since=1.5", "since=1e3", "since=99999999999999999999", "since=0&limit=x", "limit=-2"] {
+        let (status, body) = api.get(&format!("/taskChanges?{query}")).await;
+        assert_error(status, &body, 400, "invalid_query");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_are_refused() {
+    let (server, api, before) = seeded().await;
+    for path in ["/task", "/", "/a/taskChanges", "/Changes", "/9taskChanges"] {
+        let (status, body) = api.get(path).await;
+        assert_error(status, &body, 404, "unknown_entity");
+    }
+    let resp = reqwest::Client::new().delete(format!("{}/taskChanges", server.base_url)).send().await.unwrap();
+    assert_eq!(resp.headers()["allow"], "GET, POST");
+    let status = resp.status().as_u16();
+    assert_error(status, &resp.json().await.unwrap(), 405, "method_not_allowed");
+    let (status, body) = api.post_with("/taskChanges", "[]", &[("Idempotency-Key", "has space")]).await;
+    assert_error(status, &body, 400, "invalid_header");
+    assert_eq!(snapshot(&api, "/taskChanges").await, before);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn declared_entities_check_types_and_refuse_unknown_entities() {
+    let mut config = Config::default();
+    config.entities = vec![EntityConfig {
+        name: "Task".into(),
+        path: Some("/taskUpdates".into()),
+        fields: [("name", "TEXT"), ("done", "BOOL"), ("due", "DATE"), ("n", "INT")]
+            .into_iter()
+            .map(|(k, t)| (k.to_owned(), t.parse().unwrap()))
+            .collect(),
+    }];
+    let server = TestServer::start_with(config).await;
+    let api = server.api();
+    api.push("/taskUpdates", json!([{"id": "t", "name": "x", "done": 1, "due": 1279888110, "n": null}])).await;
+    let before = snapshot(&api, "/taskUpdates").await;
+    for body in [
+        r#"[{"id":"t","name":5}]"#,
+        r#"[{"id":"t","done":"true"}]"#,
+        r#"[{"id":"t","done":2}]"#,
+        r#"[{"id":"t","due":1.5}]"#,
+        r#"[{"id":"t","n":"1"}]"#,
+        r#"[{"id":"t","undeclared":1}]"#,
+    ] {
+        let (status, answer) = api.post("/taskUpdates", body).await;
+        assert_error(status, &answer, 400, "invalid_body");
+        assert!(answer["details"][0]["field"].is_string(), "{answer}");
+    }
+    assert_eq!(snapshot(&api, "/taskUpdates").await, before);
+    for path in ["/taskChanges", "/feedChanges"] {
+        let (status, body) = api.get(path).await;
+        assert_error(status, &body, 404, "unknown_entity");
+        let (status, body) = api.post(path, "[]").await;
+        assert_error(status, &body, 404, "unknown_entity");
+    }
+    server.stop().await;
+}
+
+/// Sends raw bytes and returns the status line and how long the answer took.
+fn raw_request(addr: &str, head: &str, body: &[u8]) -> (String, Duration) {
+    let started = Instant::now();
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.write_all(head.as_bytes()).unwrap();
+    let _ = conn.write_all(body);
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    assert!(text.contains("\"status\":\"error\""), "no JSON error body: {text}");
+    (text.lines().next().unwrap_or_default().to_owned(), started.elapsed())
+}
+
+#[tokio::test]
+async fn a_huge_content_length_is_refused_at_once_without_reading_the_body() {
+    let (server, api, before) = seeded().await;
+    let addr = server.base_url.trim_start_matches("http://").to_owned();
+    let (status, took) = tokio::task::spawn_blocking(move || {
+        let head = "POST /taskChanges HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                    Content-Length: 2147483648\r\nConnection: close\r\n\r\n";
+        raw_request(&addr, head, b"[")
+    })
+    .await
+    .unwrap();
+    assert!(status.contains("413"), "{status}");
+    assert!(took < Duration::from_secs(2), "answered after {took:?}");
+    assert_eq!(snapshot(&api, "/taskChanges").await, before);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_refused() {
+    let (server, api, before) = seeded().await;
+    let addr = server.base_url.trim_start_matches("http://").to_owned();
+    let (status, _) = tokio::task::spawn_blocking(move || {
+        let item = format!("{{\"id\":\"keep\",\"name\":\"{}\"}},", "x".repeat(20));
+        let payload = format!("[{}]", item.repeat(4000));
+        let chunk = format!("{:x}\r\n{payload}\r\n0\r\n\r\n", payload.len());
+        let head = "POST /taskChanges HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+        raw_request(&addr, head, chunk.as_bytes())
+    })
+    .await
+    .unwrap();
+    assert!(status.contains("413"), "{status}");
+    assert_eq!(snapshot(&api, "/taskChanges").await, before);
+    server.stop().await;
+}

@@ -1,0 +1,151 @@
+//! No missed change under concurrency: many writers and cursor-following readers at once; at the
+//! end every reader has seen the last acknowledged version of every object, and every push got a
+//! unique `now`. `SYNC_STRESS_SECS` sets how long writers run (default 5 s).
+
+mod helpers;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use helpers::{Api, TestServer};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+const WRITERS: usize = 8;
+const READERS: usize = 6;
+const IDS: usize = 300;
+const PATH: &str = "/stressChanges";
+
+/// One acknowledged change: the push's `now`, the id, and the value or `None` for a removal.
+type Acked = Vec<(i64, String, Option<String>)>;
+
+/// The state the server must end in: acknowledged changes replayed in timestamp order with the
+/// protocol's rules (removing an absent or already removed object changes nothing).
+fn expected_state(mut acked: Acked) -> View {
+    acked.sort();
+    let mut state = View::new();
+    for (now, id, value) in acked {
+        let live = state.get(&id).is_some_and(|(_, v)| v.is_some());
+        if value.is_some() || live {
+            state.insert(id, (now, value));
+        }
+    }
+    state
+}
+
+fn stress_duration() -> Duration {
+    let secs = std::env::var("SYNC_STRESS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    Duration::from_secs(secs)
+}
+
+async fn writer(api: Api, n: usize, stop: Arc<AtomicBool>) -> (Vec<i64>, Acked) {
+    let mut rng = StdRng::seed_from_u64(n as u64);
+    let mut nows = Vec::new();
+    let mut acked = Acked::new();
+    let mut seq = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let size = rng.random_range(0..=6);
+        let mut items = Vec::new();
+        let mut ids = HashSet::new();
+        for _ in 0..size {
+            let id = format!("o{}", rng.random_range(0..IDS));
+            if !ids.insert(id.clone()) {
+                continue;
+            }
+            seq += 1;
+            if rng.random_bool(0.1) {
+                items.push((id, None));
+            } else {
+                items.push((id, Some(format!("w{n}-{seq}"))));
+            }
+        }
+        let body: Vec<Value> = items
+            .iter()
+            .map(|(id, v)| match v {
+                Some(v) => json!({"id": id, "v": v}),
+                None => json!({"id": id, "_removed": true}),
+            })
+            .collect();
+        let now = api.push(PATH, Value::Array(body)).await;
+        nows.push(now);
+        acked.extend(items.into_iter().map(|(id, value)| (now, id, value)));
+    }
+    (nows, acked)
+}
+
+/// A reader's view: per id, the last `_lastChange` and value (`None` for a tombstone).
+type View = BTreeMap<String, (i64, Option<String>)>;
+
+async fn reader(api: Api, stop: Arc<AtomicBool>) -> View {
+    let mut view = View::new();
+    let mut since = 0;
+    let mut done = false;
+    loop {
+        // One more full pull after the writers stop, so the reader catches up.
+        if stop.load(Ordering::Relaxed) {
+            done = true;
+        }
+        let pulled = api.pull(PATH, since).await;
+        assert!(pulled.now >= since, "now went backwards: {} after {since}", pulled.now);
+        for u in &pulled.updates {
+            let stamp = u["_lastChange"].as_i64().unwrap();
+            assert!(stamp > since && stamp <= pulled.now, "{stamp} outside ({since}, {}]", pulled.now);
+            let value = if u["_removed"] == true { None } else { Some(u["v"].as_str().unwrap().to_owned()) };
+            let id = u["id"].as_str().unwrap().to_owned();
+            if let Some((seen, _)) = view.get(&id) {
+                assert!(stamp > *seen, "{id}: {stamp} after {seen}");
+            }
+            view.insert(id, (stamp, value));
+        }
+        since = pulled.now;
+        if done {
+            return view;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursor_following_readers_never_miss_a_change_under_concurrent_writers() {
+    let server = TestServer::start().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..WRITERS).map(|n| tokio::spawn(writer(server.api(), n, stop.clone()))).collect();
+    let readers: Vec<_> = (0..READERS).map(|_| tokio::spawn(reader(server.api(), stop.clone()))).collect();
+
+    let started = Instant::now();
+    tokio::time::sleep(stress_duration()).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut all_nows, mut acked) = (Vec::new(), Acked::new());
+    for w in writers {
+        let (nows, changes) = w.await.unwrap();
+        all_nows.extend(nows);
+        acked.extend(changes);
+    }
+    // Writers are done: everything acknowledged is now committed, and readers do a last pull after this.
+    let views: Vec<View> = futures_join(readers).await;
+    let elapsed = started.elapsed();
+
+    let unique: HashSet<_> = all_nows.iter().collect();
+    assert_eq!(unique.len(), all_nows.len(), "two pushes got the same now");
+    assert!(all_nows.len() > 100, "only {} pushes in {elapsed:?}", all_nows.len());
+    let expected = expected_state(acked);
+    for (r, view) in views.iter().enumerate() {
+        for (id, version) in &expected {
+            let seen = view.get(id).unwrap_or_else(|| panic!("reader {r} never saw {id}"));
+            assert_eq!(seen, version, "reader {r} missed the last version of {id}");
+        }
+        assert_eq!(view.len(), expected.len(), "reader {r} saw objects nobody acknowledged");
+    }
+    eprintln!("{} pushes, {} objects, {READERS} readers agree, in {elapsed:?}", all_nows.len(), expected.len());
+    server.stop().await;
+}
+
+async fn futures_join(handles: Vec<tokio::task::JoinHandle<View>>) -> Vec<View> {
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}

@@ -1,0 +1,57 @@
+//! Store-level guarantees that HTTP cannot provoke: timestamps stay unique and increasing when
+//! the wall clock steps back, and stay close to the wall clock otherwise.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use sync_proto::{Change, Cursor, EntityName, Fields, ObjectId, PullQuery};
+use sync_server::clock::Clock;
+use sync_server::store::{Push, SqliteOptions, SqliteStore, Store};
+
+/// A wall clock the test sets by hand.
+struct ManualClock(AtomicI64);
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+fn upsert(id: &str) -> Change {
+    Change::Upsert { id: ObjectId::new(id, 64).unwrap(), fields: Fields::empty() }
+}
+
+async fn push(store: &SqliteStore, entity: &EntityName, changes: Vec<Change>) -> i64 {
+    store.push(entity, Push { changes, idempotency: None }).await.unwrap().now.millis()
+}
+
+#[tokio::test]
+async fn timestamps_never_go_backwards_when_the_wall_clock_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
+    let store =
+        SqliteStore::open_with_clock(dir.path().join("s.db"), SqliteOptions::default(), clock.clone()).unwrap();
+    let task = EntityName::new("Task").unwrap();
+
+    let a = push(&store, &task, vec![upsert("a")]).await;
+    assert_eq!(a, 1_700_000_000_000, "timestamps are the wall clock when it moves forward");
+    let b = push(&store, &task, vec![upsert("b")]).await;
+    assert_eq!(b, a + 1, "two pushes in one millisecond still get distinct timestamps");
+
+    clock.0.store(1_600_000_000_000, Ordering::SeqCst); // the clock steps back a long way
+    let c = push(&store, &task, vec![upsert("c")]).await;
+    assert_eq!(c, b + 1);
+    let d = push(&store, &task, vec![]).await;
+    assert_eq!(d, c + 1);
+
+    clock.0.store(1_800_000_000_000, Ordering::SeqCst);
+    assert_eq!(push(&store, &task, vec![upsert("e")]).await, 1_800_000_000_000);
+
+    let page = store.pull(&task, PullQuery { since: Cursor::from_millis(b), limit: None }).await.unwrap();
+    let ids: Vec<_> = page.objects.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(ids, ["c", "e"], "a reader past b sees the changes made while the clock was behind");
+
+    // Each entity has its own clock.
+    let other = EntityName::new("Other").unwrap();
+    assert_eq!(push(&store, &other, vec![]).await, 1_800_000_000_000);
+}
