@@ -1,0 +1,341 @@
+// Loads the published persistence.js client (npm `persistencejs@0.3.0`) as a browser would, once
+// per simulated device, and gives the tests a promise-based handle on it.
+//
+// The client is browser code: it expects a global `window` and `XMLHttpRequest`, and it keeps all
+// its state in globals. So each device gets its own `vm` context (its own globals, its own
+// `persistence` object, its own in-memory store and its own XMLHttpRequest), and several devices can
+// sync against one server in one process.
+//
+// The sources are evaluated from the installed package, with only the four fixes of CLIENT_FIXES
+// applied to their text in memory; each fix must match exactly once, so that a different package
+// version fails loudly instead of being patched in the wrong place.
+
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import vm from 'node:vm';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const libDir = path.resolve(here, '..', 'node_modules', 'persistencejs', 'lib');
+
+// Load order as in persistence.js's own browser sync test (test/browser/test.sync.html): the core,
+// the store, the sync plugin; the store is configured afterwards.
+const SOURCE_FILES = ['persistence.js', 'persistence.store.memory.js', 'persistence.sync.js'];
+
+/**
+ * Fixes for known bugs of the published client, applied to the loaded source text. A deployment of
+ * persistence.js with this server needs the same fixes; nothing else of the client is changed.
+ * Each `find` is quoted exactly from the 0.3.0 sources and must occur exactly once.
+ */
+export const CLIENT_FIXES = [
+  {
+    file: 'persistence.sync.js',
+    name: 'remove the dead "ensure IDs var chars" block (upstream issue #146)',
+    // Bug: this block sits between "group the removed ids" and the loop over the groups, and reads
+    // `group`, which is only a parameter of the callback below it. Every sync throws
+    // "ReferenceError: group is not defined" there, so no sync can ever complete. `idVals` is never
+    // used, so deleting the block changes nothing else: it is the smallest fix.
+    find:
+      '          /* ensure IDs var chars */\n' +
+      '          var idVals = new Array();\n' +
+      '          for(var id=0;id<group.length;id++){\n' +
+      '            idVals.push( persistence.typeMapper.entityIdToDbId(group[id]));\n' +
+      '          }\n',
+    replace: '',
+  },
+  {
+    file: 'persistence.sync.js',
+    name: 'keep the result of existingItems.concat',
+    // Bug: Array.prototype.concat returns a new array, and the result is discarded, so
+    // `existingItems` stays empty. Step 1 of the merge (compare remote objects with their local
+    // versions, detect conflicts, apply remote changes) then never runs: conflicts go undetected and
+    // remote changes to objects a device already has are dropped. Assigning the result is the
+    // smallest change that makes the code do what it was written to do.
+    find: '          existingItems.concat(groupOfExistingItems);\n',
+    replace: '          existingItems = existingItems.concat(groupOfExistingItems);\n',
+  },
+  {
+    file: 'persistence.store.memory.js',
+    name: 'flush marks flushed objects as no longer new',
+    // Bug: the memory store's flush clears `_dirtyProperties` of every tracked object but never
+    // clears `_new` (the SQL stores do, once the INSERT is done). Two consequences:
+    //  - the sync plugin's flush hook treats `_new` as dirty, so every flush re-stamps
+    //    `_lastChange = Date.now()` on every object ever created or pulled: each sync then sees all
+    //    of them as locally changed (pushes them all again, and reports false conflicts);
+    //  - persistence.remove (lib/persistence.js, `persistence.remove`, lines ~301-312) only untracks
+    //    an object that is still `_new` (it was never stored, so there is nothing to delete); only
+    //    a stored object is put in `objectsRemoved`, which the sync plugin turns into a removal to
+    //    push. With `_new` never cleared, no local removal is ever synced.
+    // Clearing `_new` at the exact point where the flush has "stored" the object (its dirty
+    // properties are cleared) is the smallest fix; removed objects are dropped just above it.
+    find: '              trackedObjects[id]._dirtyProperties = {};\n',
+    replace:
+      '              trackedObjects[id]._dirtyProperties = {};\n' +
+      '              trackedObjects[id]._new = false;\n',
+  },
+  {
+    file: 'persistence.store.memory.js',
+    name: 'DbQueryCollection.destroyAll removes the matching objects',
+    // Bug: destroyAll clones the store's collection of the entity (makeLocalClone) and calls
+    // LocalQueryCollection.destroyAll on the clone, which only empties the clone's item list: nothing
+    // is deleted. The sync plugin uses destroyAll twice: (a) to apply removals pulled from the server
+    // (`Entity.all(session).filter('id', 'in', group).destroyAll(next)`), which therefore never take
+    // effect, and (b) to forget the local removal records it has just pushed
+    // (`removedObjColl.destroyAll(...)`), which therefore are pushed again on every sync.
+    //
+    // Fix: delete each matching object from the store, i.e. from the entity's collection in
+    // `allObjects` and from the tracked objects (the same two places the memory store's own
+    // persistence.add puts it), WITHOUT going through persistence.remove. persistence.remove
+    // records a removal in `objectsRemoved`, which the sync plugin's flush hook turns into a
+    // `_SyncRemovedObject` that the next sync pushes: every removal pulled from the server would be
+    // echoed back as a new local removal (a fresh tombstone that every other device then downloads
+    // again). A removal pulled from the server is not a local change, so it must not be recorded as
+    // one. (The SQL store's destroyAll does record them; that echo is tolerated by the protocol,
+    // but it is a wasted round for every device, not something to copy.) For (b) the difference
+    // does not matter: removal records are not synced entities.
+    find: '    coll.destroyAll(null, callback);\n',
+    replace:
+      '    coll.list(null, function(results) {\n' +
+      '      results.forEach(function(obj) {\n' +
+      '        allObjects[obj._type].remove(obj);\n' +
+      '        delete persistence.trackedObjects[obj.id];\n' +
+      '      });\n' +
+      '      callback();\n' +
+      '    });\n',
+  },
+];
+
+/** Counts the non-overlapping occurrences of `needle` in `haystack`. */
+export function countOccurrences(haystack, needle) {
+  let count = 0;
+  for (let at = haystack.indexOf(needle); at !== -1; at = haystack.indexOf(needle, at + needle.length)) {
+    count++;
+  }
+  return count;
+}
+
+/**
+ * Reads the client sources and applies CLIENT_FIXES. Throws unless every fix matches exactly once.
+ * Returns the patched sources ({file: text}) and, per fix, the number of matches found.
+ */
+export function loadPatchedSources() {
+  const sources = {};
+  for (const file of SOURCE_FILES) {
+    sources[file] = fs.readFileSync(path.join(libDir, file), 'utf8');
+  }
+  const matches = CLIENT_FIXES.map((fix) => {
+    const count = countOccurrences(sources[fix.file], fix.find);
+    if (count !== 1) {
+      throw new Error(`client fix "${fix.name}" must match exactly once in ${fix.file}, matched ${count} times`);
+    }
+    // split/join rather than String.replace: the replacement text must not be read as a pattern.
+    sources[fix.file] = sources[fix.file].split(fix.find).join(fix.replace);
+    return { name: fix.name, file: fix.file, count };
+  });
+  return { sources, matches };
+}
+
+// The sources are read and patched once; every device evaluates the same text.
+let patched;
+function patchedSources() {
+  patched ??= loadPatchedSources();
+  return patched.sources;
+}
+
+/**
+ * Makes an XMLHttpRequest class over Node's http module, with just what persistence.sync.js uses:
+ * open, setRequestHeader, send, readyState (4 when done), status, responseText, onreadystatechange.
+ * Like a browser it is asynchronous: the client sets onreadystatechange after calling send().
+ * A network failure ends with readyState 4 and status 0, as in a browser.
+ *
+ * `device.exchanges` records every request and answer so that tests can check what the client
+ * actually sent. Exceptions thrown by the client's callback are reported to `device.fail`.
+ */
+function makeXMLHttpRequest(device) {
+  return class XMLHttpRequest {
+    constructor() {
+      this.readyState = 0;
+      this.status = 0;
+      this.responseText = '';
+      this.onreadystatechange = null;
+      this._headers = {};
+    }
+
+    open(method, url) {
+      this._method = method;
+      this._url = url;
+      this.readyState = 1;
+    }
+
+    setRequestHeader(name, value) {
+      this._headers[name] = value;
+    }
+
+    send(body) {
+      const exchange = { method: this._method, url: this._url, body: body ?? null, status: null, response: null };
+      device.exchanges.push(exchange);
+      const finish = (status, text) => {
+        exchange.status = status;
+        exchange.response = text;
+        this.status = status;
+        this.responseText = text;
+        this.readyState = 4;
+        try {
+          if (typeof this.onreadystatechange === 'function') this.onreadystatechange();
+        } catch (err) {
+          device.fail(err);
+        }
+      };
+      const req = http.request(this._url, { method: this._method, headers: this._headers }, (res) => {
+        res.setEncoding('utf8');
+        let text = '';
+        res.on('data', (chunk) => (text += chunk));
+        res.on('end', () => finish(res.statusCode, text));
+        res.on('error', () => finish(0, ''));
+      });
+      req.on('error', () => finish(0, ''));
+      if (body !== undefined && body !== null) req.write(body);
+      req.end();
+    }
+  };
+}
+
+/**
+ * One simulated device: an independent persistence.js instance with the in-memory store and the
+ * sync plugin, whose entities sync with `baseUrl`.
+ *
+ * `entities` maps an entity name to its persistence.js field spec; the entity syncs with
+ * `<baseUrl>/<name with a lower-case first letter>Changes` (the protocol's convention).
+ */
+export class Device {
+  constructor(label, baseUrl, entities) {
+    this.label = label;
+    this.exchanges = [];
+    this._pending = null; // the reject function of the operation in progress, if any
+    this._errors = [];
+
+    const quietConsole = {
+      // persistence.sync.js logs every pushed object with console.log; keep test output readable.
+      log: process.env.INTEROP_DEBUG ? (...args) => console.log(`[${label}]`, ...args) : () => {},
+      warn: (...args) => console.warn(`[${label}]`, ...args),
+      error: (...args) => console.error(`[${label}]`, ...args),
+    };
+    // Errors thrown inside the client's asynchronous callbacks must fail the operation in progress
+    // rather than crash the test process or leave a promise pending forever.
+    const guardedSetTimeout = (fn, ms, ...args) =>
+      setTimeout(() => {
+        try {
+          fn(...args);
+        } catch (err) {
+          this.fail(err);
+        }
+      }, ms);
+
+    const context = vm.createContext({
+      window: {},
+      XMLHttpRequest: makeXMLHttpRequest(this),
+      console: quietConsole,
+      setTimeout: guardedSetTimeout,
+      clearTimeout,
+    });
+    const sources = patchedSources();
+    for (const file of Object.keys(sources)) {
+      vm.runInContext(sources[file], context, { filename: path.join(libDir, file) });
+    }
+    const persistence = context.window.persistence;
+    persistence.store.memory.config(persistence);
+
+    this.context = context;
+    this.persistence = persistence;
+    this.entities = {};
+    for (const [name, fields] of Object.entries(entities)) {
+      const Entity = persistence.define(name, fields);
+      Entity.enableSync(`${baseUrl}/${name[0].toLowerCase()}${name.slice(1)}Changes`);
+      this.entities[name] = Entity;
+    }
+  }
+
+  /** Reports an error thrown inside the client: the operation in progress fails with it. */
+  fail(err) {
+    this._errors.push(err);
+    if (this._pending) this._pending(err);
+  }
+
+  /** Runs `start(resolve)` as one client operation, failing on client errors and on a timeout. */
+  _operation(what, start, timeoutMs = 15000) {
+    return new Promise((resolve, reject) => {
+      if (this._errors.length) return reject(this._errors[0]);
+      const timer = setTimeout(
+        () => reject(new Error(`${this.label}: ${what} did not finish within ${timeoutMs} ms (last exchange: ${JSON.stringify(this.exchanges.at(-1))})`)),
+        timeoutMs,
+      );
+      const done = (fn) => (value) => {
+        clearTimeout(timer);
+        this._pending = null;
+        fn(value);
+      };
+      this._pending = done(reject);
+      try {
+        start(done(resolve), done(reject));
+      } catch (err) {
+        done(reject)(err);
+      }
+    });
+  }
+
+  /** Creates and adds a new object; the caller flushes. */
+  create(entityName, values) {
+    const obj = new this.entities[entityName](values);
+    this.persistence.add(obj);
+    return obj;
+  }
+
+  flush() {
+    return this._operation('flush', (resolve) => this.persistence.flush(() => resolve()));
+  }
+
+  /** All live objects of the entity, as the client's own query returns them. */
+  list(entityName) {
+    return this._operation('list', (resolve) => this.entities[entityName].all().list((items) => resolve(items)));
+  }
+
+  /**
+   * Entity.syncAll(conflictHandler, callback, errorCallback). Resolves with what happened: the
+   * conflicts handed to the handler, and the exchanges (GET, POST) of this sync.
+   * `handler` is 'preferLocal', 'preferRemote' or 'none' (no conflict expected: one fails the sync).
+   */
+  sync(entityName, handler = 'none') {
+    const before = this.exchanges.length;
+    const conflicts = [];
+    const stock = {
+      preferLocal: this.persistence.sync.preferLocalConflictHandler,
+      preferRemote: this.persistence.sync.preferRemoteConflictHandler,
+    }[handler];
+    return this._operation(`sync of ${entityName}`, (resolve, reject) => {
+      const conflictHandler = (list, updatesToPush, callback) => {
+        // Record what the client considered a conflict (copied out of the device's realm).
+        for (const c of list) {
+          conflicts.push({ id: c.local.id, properties: [...c.properties], remote: { ...c.remote } });
+        }
+        if (!stock) return reject(new Error(`${this.label}: unexpected conflicts ${JSON.stringify(conflicts)}`));
+        return stock(list, updatesToPush, callback);
+      };
+      this.entities[entityName].syncAll(
+        conflictHandler,
+        () => resolve({ conflicts, exchanges: this.exchanges.slice(before) }),
+        (xhr) => reject(new Error(`${this.label}: sync failed: HTTP ${xhr.status} ${xhr.responseText}`)),
+      );
+    });
+  }
+
+  /** persistence.reset: the device forgets every local object and its sync state. */
+  reset() {
+    return this._operation('reset', (resolve) => this.persistence.reset(() => resolve()));
+  }
+
+  /** Marks an object removed; the caller flushes. */
+  remove(obj) {
+    this.persistence.remove(obj);
+  }
+}
