@@ -69,8 +69,14 @@ impl PullWriter {
 
     /// Appends a live object: its id, its stored fields verbatim, and `_lastChange`.
     pub fn object(&mut self, id: &str, fields: &Fields, last_change: Cursor) {
+        self.object_json(id, fields.as_json(), last_change);
+    }
+
+    /// As [`PullWriter::object`], from the fields' JSON object text as a store keeps it (the text of
+    /// a [`Fields`]), without copying it first.
+    pub fn object_json(&mut self, id: &str, fields_json: &str, last_change: Cursor) {
         self.begin(id);
-        let members = fields.members();
+        let members = crate::push::members_of(fields_json);
         if !members.is_empty() {
             self.buf.push(',');
             self.buf.push_str(members);

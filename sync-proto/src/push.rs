@@ -71,7 +71,7 @@ impl Fields {
 
     /// The members between the braces (`"name":"x","done":false`), for splicing into an answer.
     pub fn members(&self) -> &str {
-        self.0.get(1..self.0.len().saturating_sub(1)).unwrap_or("").trim()
+        members_of(&self.0)
     }
 
     /// These fields written over `base`: a field present here replaces the base's value in place, a
@@ -280,12 +280,22 @@ impl ObjectWriter {
     }
 }
 
-/// Appends `s` as a JSON string literal.
+/// The members between the braces of a JSON object text.
+pub(crate) fn members_of(object: &str) -> &str {
+    object.get(1..object.len().saturating_sub(1)).unwrap_or("").trim()
+}
+
+/// Appends `s` as a JSON string literal, escaped exactly as `serde_json` escapes it.
 pub fn write_json_string(out: &mut String, s: &str) {
-    // Serializing a &str into a String cannot fail.
-    let mut buf = std::mem::take(out).into_bytes();
-    serde_json::to_writer(&mut buf, s).expect("writing a JSON string to memory");
-    *out = String::from_utf8(buf).expect("serde_json writes UTF-8");
+    // Most ids and keys need no escaping: copy them as they are, which keeps answers cheap to write.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(s).expect("a string always serializes"));
+    }
 }
 
 /// The members of a JSON object text, in order, values unparsed.
@@ -446,6 +456,15 @@ mod tests {
         assert!(p(r#"[{"id":"a","done":true},{"id":"b","done":0}]"#).is_ok());
         assert!(p(r#"[{"id":"a","done":"yes"}]"#).is_err());
         assert!(p(r#"[{"id":"a","other":1}]"#).is_err());
+    }
+
+    #[test]
+    fn strings_are_escaped_like_serde_json() {
+        for s in ["plain", "", "quote\"", "back\\slash", "nul\u{0}", "tab\t", "é😀", "\u{7f}"] {
+            let mut out = String::from("x");
+            write_json_string(&mut out, s);
+            assert_eq!(out, format!("x{}", serde_json::to_string(s).unwrap()));
+        }
     }
 
     #[test]

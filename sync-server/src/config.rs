@@ -8,6 +8,9 @@
 //! [limits]
 //! max_items = 10000
 //!
+//! [postgres]                     # read only when db is postgres://...
+//! pool_size = 10
+//!
 //! [[entity]]
 //! name = "Task"
 //! path = "/taskUpdates"          # default: /taskChanges
@@ -21,7 +24,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sync_proto::{EntityName, EntitySchema, FieldType, Limits};
 
-use crate::store::SqliteOptions;
+use crate::store::{PostgresOptions, SqliteOptions};
 
 /// Everything the server can be configured with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +42,8 @@ pub struct Config {
     pub limits: Limits,
     /// Tuning of the SQLite store.
     pub sqlite: SqliteOptions,
+    /// Tuning of the PostgreSQL store.
+    pub postgres: PostgresOptions,
     /// Declared entities. When any is declared, only they are served, at their paths, with
     /// their field types checked; otherwise every `/<name>Changes` path is served, schemaless.
     #[serde(rename = "entity")]
@@ -54,6 +59,7 @@ impl Default for Config {
             shutdown_timeout_secs: 30,
             limits: Limits::default(),
             sqlite: SqliteOptions::default(),
+            postgres: PostgresOptions::default(),
             entities: Vec::new(),
         }
     }
@@ -124,6 +130,16 @@ impl Config {
         }
         if self.sqlite.readers == 0 {
             return invalid("sqlite.readers must be at least 1".into());
+        }
+        let pg = &self.postgres;
+        for (name, value) in [
+            ("pool_size", u64::from(pg.pool_size)),
+            ("connect_timeout_ms", pg.connect_timeout_ms),
+            ("wait_timeout_ms", pg.wait_timeout_ms),
+        ] {
+            if value == 0 {
+                return invalid(format!("postgres.{name} must be at least 1"));
+            }
         }
         Ok(Validated { db: DbUrl::parse(&self.db)?, entities: Entities::from_config(&self.entities)? })
     }
@@ -291,6 +307,8 @@ mod tests {
             "[[entity]]\nname = \"A\"\npath = \"/p\"\n[[entity]]\nname = \"B\"\npath = \"/p\"",
             "[[entity]]\nname = \"A\"\nfields = { x = \"BLOB\" }",
             "[limits]\nmax_items = 0",
+            "[postgres]\npool_size = 0",
+            "[postgres]\nunknown = 1",
         ] {
             let parsed: Result<Config, _> = toml::from_str(text);
             assert!(parsed.map(|c| c.validate().is_err()).unwrap_or(true), "accepted: {text}");

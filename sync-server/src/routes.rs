@@ -10,11 +10,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
-use sync_proto::{IdempotencyKey, Limits, PullQuery, PullWriter, PushAnswer, parse_push};
+use sync_proto::{IdempotencyKey, Limits, PullQuery, PushAnswer, parse_push};
 
 use crate::config::{Entities, ResolvedEntity};
 use crate::error::ApiError;
-use crate::store::{PullPage, Push, Store};
+use crate::store::{Push, Store};
 
 /// Above this size a push body is parsed on a blocking thread, so that one large push does not
 /// stall the other requests of its worker.
@@ -54,20 +54,21 @@ pub async fn changes(
 #[tracing::instrument(skip_all, fields(entity = %entity.name))]
 async fn pull(req: &HttpRequest, entity: &ResolvedEntity, state: &AppState) -> Result<HttpResponse, ApiError> {
     let query = PullQuery::parse(req.query_string(), &state.limits).map_err(ApiError::Query)?;
-    let page = state.store.pull(&entity.name, query).await?;
-    tracing::debug!(since = %query.since, now = %page.now, updates = page.objects.len(), "pulled");
-    Ok(json_answer(render_page(page, query.limit.is_some())))
-}
-
-fn render_page(page: PullPage, paged: bool) -> String {
-    let mut answer = PullWriter::new();
-    for object in &page.objects {
-        match &object.fields {
-            Some(fields) => answer.object(&object.id, fields, object.last_change),
-            None => answer.tombstone(&object.id, object.last_change),
-        }
+    if query.limit.is_some() {
+        let page = state.store.pull(&entity.name, query).await?;
+        tracing::debug!(since = %query.since, now = %page.now, updates = page.objects.len(), "pulled a page");
+        return Ok(json_answer().body(page.to_json(true)));
     }
-    answer.finish(page.now, paged.then_some(page.more))
+    let mut chunks = state.store.pull_stream(&entity.name, query.since).await?;
+    // An answer that fits in one chunk goes out with a Content-Length; a larger one is streamed
+    // chunk by chunk as the store reads it, so memory stays bounded whatever the answer's size.
+    let first = chunks.recv().await.transpose()?.unwrap_or_default();
+    let Some(second) = chunks.recv().await else {
+        return Ok(json_answer().body(first));
+    };
+    let head = futures_util::stream::iter([Ok(first), second]);
+    let rest = futures_util::stream::poll_fn(move |cx| chunks.poll_recv(cx));
+    Ok(json_answer().streaming(head.chain(rest)))
 }
 
 #[tracing::instrument(skip_all, fields(entity = %entity.name))]
@@ -123,9 +124,8 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -
     Ok(body.freeze())
 }
 
-fn json_answer(body: String) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type(header::ContentType::json())
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body(body)
+fn json_answer() -> actix_web::HttpResponseBuilder {
+    let mut answer = HttpResponse::Ok();
+    answer.content_type(header::ContentType::json()).insert_header((header::CACHE_CONTROL, "no-store"));
+    answer
 }

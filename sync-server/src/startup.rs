@@ -14,7 +14,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::config::{Config, ConfigError, DbUrl, Validated};
 use crate::routes::{self, AppState};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
 use crate::telemetry;
 
 /// Why the server could not start.
@@ -46,9 +46,7 @@ pub async fn open_store(db: &DbUrl, config: &Config) -> Result<Arc<dyn Store>, S
                 .map_err(|e| StoreError::Internal(e.to_string()))??;
             Ok(Arc::new(store))
         }
-        DbUrl::Postgres(_) => {
-            Err(ConfigError::Invalid("the PostgreSQL store is not available in this build".into()).into())
-        }
+        DbUrl::Postgres(url) => Ok(Arc::new(PostgresStore::connect(url, config.postgres).await?)),
     }
 }
 

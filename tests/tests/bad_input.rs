@@ -5,7 +5,7 @@ mod helpers;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use helpers::{Api, TestServer};
+use helpers::{Api, Backend, TestServer, backend_tests};
 use serde_json::{Value, json};
 use sync_server::Config;
 use sync_server::config::EntityConfig;
@@ -25,8 +25,8 @@ async fn snapshot(api: &Api, path: &str) -> Value {
     body
 }
 
-async fn seeded() -> (TestServer, Api, Value) {
-    let server = TestServer::start_with(small_limits()).await;
+async fn seeded(backend: Backend) -> (TestServer, Api, Value) {
+    let server = TestServer::start_with_on(small_limits(), backend).await;
     let api = server.api();
     api.push("/taskChanges", json!([{"id": "keep", "name": "original", "n": 1}])).await;
     let before = snapshot(&api, "/taskChanges").await;
@@ -45,9 +45,8 @@ fn small_limits() -> Config {
     config
 }
 
-#[tokio::test]
-async fn malformed_or_misshapen_bodies_are_refused_and_change_nothing() {
-    let (server, api, before) = seeded().await;
+async fn malformed_or_misshapen_bodies_are_refused_and_change_nothing(backend: Backend) {
+    let (server, api, before) = seeded(backend).await;
     let cases: &[(&str, u16, &str)] = &[
         ("", 400, "malformed_json"),
         ("[{", 400, "malformed_json"),
@@ -67,7 +66,11 @@ async fn malformed_or_misshapen_bodies_are_refused_and_change_nothing() {
         ("[{\"id\":\"keep\",\"toolongname\":1}]", 400, "invalid_body"),
         ("[{\"id\":\"keep\",\"name\":\"a string that is longer than thirty-two bytes\"}]", 400, "invalid_body"),
         ("[{\"id\":\"keep\",\"deep\":[[[1]]]}]", 400, "invalid_body"),
-        ("[{\"id\":\"a\"},{\"id\":\"b\"},{\"id\":\"c\"},{\"id\":\"d\"},{\"id\":\"e\"},{\"id\":\"f\"}]", 413, "too_many_items"),
+        (
+            "[{\"id\":\"a\"},{\"id\":\"b\"},{\"id\":\"c\"},{\"id\":\"d\"},{\"id\":\"e\"},{\"id\":\"f\"}]",
+            413,
+            "too_many_items",
+        ),
     ];
     for (body, status, code) in cases {
         let (got, answer) = api.post("/taskChanges", body).await;
@@ -79,9 +82,8 @@ async fn malformed_or_misshapen_bodies_are_refused_and_change_nothing() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn each_invalid_item_is_listed_with_index_id_field_and_reason() {
-    let (server, api, before) = seeded().await;
+async fn each_invalid_item_is_listed_with_index_id_field_and_reason(backend: Backend) {
+    let (server, api, before) = seeded(backend).await;
     let (status, body) = api.post("/taskChanges", r#"[{"id":"ok"}, 3, {"id":"x","_removed":1}, {"id":7}]"#).await;
     assert_error(status, &body, 400, "invalid_body");
     let details = body["details"].as_array().unwrap();
@@ -95,9 +97,8 @@ async fn each_invalid_item_is_listed_with_index_id_field_and_reason() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn invalid_utf8_is_refused() {
-    let (server, _api, _) = seeded().await;
+async fn invalid_utf8_is_refused(backend: Backend) {
+    let (server, _api, _) = seeded(backend).await;
     let resp = reqwest::Client::new()
         .post(format!("{}/taskChanges", server.base_url))
         .body(b"[{\"id\":\"\xff\"}]".to_vec())
@@ -109,9 +110,8 @@ async fn invalid_utf8_is_refused() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn bad_query_parameters_are_refused() {
-    let (server, api, _) = seeded().await;
+async fn bad_query_parameters_are_refused(backend: Backend) {
+    let (server, api, _) = seeded(backend).await;
     for query in ["since=abc", "since=1.5", "since=1e3", "since=99999999999999999999", "since=0&limit=x", "limit=-2"] {
         let (status, body) = api.get(&format!("/taskChanges?{query}")).await;
         assert_error(status, &body, 400, "invalid_query");
@@ -119,9 +119,8 @@ async fn bad_query_parameters_are_refused() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn unknown_paths_and_methods_are_refused() {
-    let (server, api, before) = seeded().await;
+async fn unknown_paths_and_methods_are_refused(backend: Backend) {
+    let (server, api, before) = seeded(backend).await;
     for path in ["/task", "/", "/a/taskChanges", "/Changes", "/9taskChanges"] {
         let (status, body) = api.get(path).await;
         assert_error(status, &body, 404, "unknown_entity");
@@ -136,18 +135,19 @@ async fn unknown_paths_and_methods_are_refused() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn declared_entities_check_types_and_refuse_unknown_entities() {
-    let mut config = Config::default();
-    config.entities = vec![EntityConfig {
-        name: "Task".into(),
-        path: Some("/taskUpdates".into()),
-        fields: [("name", "TEXT"), ("done", "BOOL"), ("due", "DATE"), ("n", "INT")]
-            .into_iter()
-            .map(|(k, t)| (k.to_owned(), t.parse().unwrap()))
-            .collect(),
-    }];
-    let server = TestServer::start_with(config).await;
+async fn declared_entities_check_types_and_refuse_unknown_entities(backend: Backend) {
+    let config = Config {
+        entities: vec![EntityConfig {
+            name: "Task".into(),
+            path: Some("/taskUpdates".into()),
+            fields: [("name", "TEXT"), ("done", "BOOL"), ("due", "DATE"), ("n", "INT")]
+                .into_iter()
+                .map(|(k, t)| (k.to_owned(), t.parse().unwrap()))
+                .collect(),
+        }],
+        ..Config::default()
+    };
+    let server = TestServer::start_with_on(config, backend).await;
     let api = server.api();
     api.push("/taskUpdates", json!([{"id": "t", "name": "x", "done": 1, "due": 1279888110, "n": null}])).await;
     let before = snapshot(&api, "/taskUpdates").await;
@@ -187,9 +187,8 @@ fn raw_request(addr: &str, head: &str, body: &[u8]) -> (String, Duration) {
     (text.lines().next().unwrap_or_default().to_owned(), started.elapsed())
 }
 
-#[tokio::test]
-async fn a_huge_content_length_is_refused_at_once_without_reading_the_body() {
-    let (server, api, before) = seeded().await;
+async fn a_huge_content_length_is_refused_at_once_without_reading_the_body(backend: Backend) {
+    let (server, api, before) = seeded(backend).await;
     let addr = server.base_url.trim_start_matches("http://").to_owned();
     let (status, took) = tokio::task::spawn_blocking(move || {
         let head = "POST /taskChanges HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
@@ -204,9 +203,8 @@ async fn a_huge_content_length_is_refused_at_once_without_reading_the_body() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_chunked_body_over_the_limit_is_refused() {
-    let (server, api, before) = seeded().await;
+async fn a_chunked_body_over_the_limit_is_refused(backend: Backend) {
+    let (server, api, before) = seeded(backend).await;
     let addr = server.base_url.trim_start_matches("http://").to_owned();
     let (status, _) = tokio::task::spawn_blocking(move || {
         let item = format!("{{\"id\":\"keep\",\"name\":\"{}\"}},", "x".repeat(20));
@@ -221,3 +219,14 @@ async fn a_chunked_body_over_the_limit_is_refused() {
     assert_eq!(snapshot(&api, "/taskChanges").await, before);
     server.stop().await;
 }
+
+backend_tests!(
+    malformed_or_misshapen_bodies_are_refused_and_change_nothing,
+    each_invalid_item_is_listed_with_index_id_field_and_reason,
+    invalid_utf8_is_refused,
+    bad_query_parameters_are_refused,
+    unknown_paths_and_methods_are_refused,
+    declared_entities_check_types_and_refuse_unknown_entities,
+    a_huge_content_length_is_refused_at_once_without_reading_the_body,
+    a_chunked_body_over_the_limit_is_refused,
+);

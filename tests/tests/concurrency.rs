@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use helpers::{Api, TestServer};
+use helpers::{Api, Backend, TestServer, backend_tests};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -84,8 +84,8 @@ async fn reader(api: Api, stop: Arc<AtomicBool>) -> View {
     let mut since = 0;
     let mut done = false;
     loop {
-        // One more full pull after the writers stop, so the reader catches up.
-        if stop.load(Ordering::Relaxed) {
+        // One more pull after the writers are done, so the reader catches up.
+        if stop.load(Ordering::SeqCst) {
             done = true;
         }
         let pulled = api.pull(PATH, since).await;
@@ -107,12 +107,14 @@ async fn reader(api: Api, stop: Arc<AtomicBool>) -> View {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cursor_following_readers_never_miss_a_change_under_concurrent_writers() {
-    let server = TestServer::start().await;
+async fn cursor_following_readers_never_miss_a_change_under_concurrent_writers(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..WRITERS).map(|n| tokio::spawn(writer(server.api(), n, stop.clone()))).collect();
-    let readers: Vec<_> = (0..READERS).map(|_| tokio::spawn(reader(server.api(), stop.clone()))).collect();
+    // Readers stop only after every writer has been joined, so their last pull comes after the
+    // last acknowledged push.
+    let writers_done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..READERS).map(|_| tokio::spawn(reader(server.api(), writers_done.clone()))).collect();
 
     let started = Instant::now();
     tokio::time::sleep(stress_duration()).await;
@@ -123,7 +125,7 @@ async fn cursor_following_readers_never_miss_a_change_under_concurrent_writers()
         all_nows.extend(nows);
         acked.extend(changes);
     }
-    // Writers are done: everything acknowledged is now committed, and readers do a last pull after this.
+    writers_done.store(true, Ordering::SeqCst);
     let views: Vec<View> = futures_join(readers).await;
     let elapsed = started.elapsed();
 
@@ -149,3 +151,5 @@ async fn futures_join(handles: Vec<tokio::task::JoinHandle<View>>) -> Vec<View> 
     }
     out
 }
+
+backend_tests!(multi_thread: cursor_following_readers_never_miss_a_change_under_concurrent_writers);

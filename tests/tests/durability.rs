@@ -6,13 +6,12 @@ mod helpers;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use helpers::{ServerProcess, find, sqlite_in};
+use helpers::{Backend, ServerProcess, TestDb, backend_tests, find};
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_pushes_survive_a_restart_and_a_crash() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = sqlite_in(dir.path());
+async fn acknowledged_pushes_survive_a_restart_and_a_crash(backend: Backend) {
+    let test_db = TestDb::create(backend).await;
+    let db = test_db.url.clone();
 
     let server = ServerProcess::spawn(&db, &[]).await;
     let api = server.api();
@@ -56,10 +55,9 @@ async fn acknowledged_pushes_survive_a_restart_and_a_crash() {
     server.signal_and_wait(15).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_lets_an_in_flight_push_finish() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = sqlite_in(dir.path());
+async fn sigterm_lets_an_in_flight_push_finish(backend: Backend) {
+    let test_db = TestDb::create(backend).await;
+    let db = test_db.url.clone();
     let server = ServerProcess::spawn(&db, &[]).await;
     let addr = server.base_url.trim_start_matches("http://").to_owned();
 
@@ -91,3 +89,5 @@ async fn sigterm_lets_an_in_flight_push_finish() {
     assert_eq!(find(&pulled, "inflight").unwrap()["done"], true);
     server.signal_and_wait(15).await;
 }
+
+backend_tests!(multi_thread: acknowledged_pushes_survive_a_restart_and_a_crash, sigterm_lets_an_in_flight_push_finish);

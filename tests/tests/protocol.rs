@@ -1,19 +1,19 @@
-//! The base protocol as persistence.js speaks it, and the extensions, end to end over real HTTP
-//! and a real SQLite file.
+//! The base protocol as persistence.js speaks it, and the extensions, end to end over real HTTP,
+//! against every store.
 
 mod helpers;
 
-use helpers::{TestServer, find};
+use helpers::{Backend, TestServer, backend_tests, find};
 use serde_json::{Value, json};
 
-#[tokio::test]
-async fn push_then_pull_returns_objects_with_the_push_timestamp() {
-    let server = TestServer::start().await;
+async fn push_then_pull_returns_objects_with_the_push_timestamp(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let api = server.api();
     let empty = api.pull("/taskChanges", 0).await;
     assert!(empty.updates.is_empty());
 
-    let now = api.push("/taskChanges", json!([{"id": "F89F99F7B887423FB4B9C961C3883C0A", "name": "Main project"}])).await;
+    let now =
+        api.push("/taskChanges", json!([{"id": "F89F99F7B887423FB4B9C961C3883C0A", "name": "Main project"}])).await;
     let pulled = api.pull("/taskChanges", 0).await;
     assert_eq!(pulled.now, now);
     assert_eq!(
@@ -24,9 +24,8 @@ async fn push_then_pull_returns_objects_with_the_push_timestamp() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn missing_since_means_zero_and_unknown_parameters_are_ignored() {
-    let server = TestServer::start().await;
+async fn missing_since_means_zero_and_unknown_parameters_are_ignored(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let api = server.api();
     api.push("/taskChanges", json!([{"id": "a"}])).await;
     let (status, body) = api.get("/taskChanges").await;
@@ -38,9 +37,8 @@ async fn missing_since_means_zero_and_unknown_parameters_are_ignored() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn every_push_gets_a_fresh_now_even_when_empty() {
-    let server = TestServer::start().await;
+async fn every_push_gets_a_fresh_now_even_when_empty(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let api = server.api();
     let first = api.push("/taskChanges", json!([])).await;
     let second = api.push("/taskChanges", json!([])).await;
@@ -52,9 +50,8 @@ async fn every_push_gets_a_fresh_now_even_when_empty() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn absent_fields_keep_the_server_value_and_null_is_stored() {
-    let server = TestServer::start().await;
+async fn absent_fields_keep_the_server_value_and_null_is_stored(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let api = server.api();
     api.push("/taskChanges", json!([{"id": "t", "name": "a", "done": false, "note": "keep"}])).await;
     let now = api.push("/taskChanges", json!([{"id": "t", "done": true, "name": null, "extra": 3}])).await;
@@ -66,9 +63,8 @@ async fn absent_fields_keep_the_server_value_and_null_is_stored() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn removals_leave_tombstones_and_recreation_brings_the_id_back() {
-    let server = TestServer::start().await;
+async fn removals_leave_tombstones_and_recreation_brings_the_id_back(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let api = server.api();
     let created = api.push("/taskChanges", json!([{"id": "r", "name": "old", "n": 1}])).await;
     let removed = api.push("/taskChanges", json!([{"id": "r", "_removed": true}])).await;
@@ -76,7 +72,8 @@ async fn removals_leave_tombstones_and_recreation_brings_the_id_back() {
     assert_eq!(pulled.updates, vec![json!({"id": "r", "_removed": true, "_lastChange": removed})]);
 
     // A removal echoed back, or of an unknown id, is not an error and changes nothing.
-    let echoed = api.push("/taskChanges", json!([{"id": "r", "_removed": true}, {"id": "never", "_removed": true}])).await;
+    let echoed =
+        api.push("/taskChanges", json!([{"id": "r", "_removed": true}, {"id": "never", "_removed": true}])).await;
     let after_echo = api.pull("/taskChanges", removed).await;
     assert!(after_echo.updates.is_empty(), "{:?}", after_echo.updates);
     assert!(echoed > removed);
@@ -91,9 +88,8 @@ async fn removals_leave_tombstones_and_recreation_brings_the_id_back() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn values_round_trip_exactly() {
-    let server = TestServer::start().await;
+async fn values_round_trip_exactly(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let api = server.api();
     let body = r#"[{"id":"v","int":1,"float":1.0,"neg":-0.5,"exp":1e3,"t":true,"f":false,"nul":null,
         "i64":9223372036854775807,"big":123456789012345678901234567890,"s":"nul\u0000 astral 😀 \ud83d\ude00 \"q\" \\",
@@ -125,9 +121,8 @@ async fn values_round_trip_exactly() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn paged_pulls_never_split_one_push_and_cover_everything() {
-    let server = TestServer::start().await;
+async fn paged_pulls_never_split_one_push_and_cover_everything(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let api = server.api();
     let mut expected = std::collections::BTreeMap::new();
     for batch in 0..7 {
@@ -165,9 +160,8 @@ async fn paged_pulls_never_split_one_push_and_cover_everything() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_push_resent_with_its_idempotency_key_is_applied_once() {
-    let server = TestServer::start().await;
+async fn a_push_resent_with_its_idempotency_key_is_applied_once(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let api = server.api();
     let body = json!([{"id": "k", "n": 1}]).to_string();
     let key = [("Idempotency-Key", "push-0001")];
@@ -186,9 +180,8 @@ async fn a_push_resent_with_its_idempotency_key_is_applied_once() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn entities_are_independent_and_paths_map_to_capitalised_names() {
-    let server = TestServer::start().await;
+async fn entities_are_independent_and_paths_map_to_capitalised_names(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let api = server.api();
     api.push("/feedChanges", json!([{"id": "1", "nome": "a"}])).await;
     assert!(api.pull("/taskChanges", 0).await.updates.is_empty());
@@ -200,11 +193,23 @@ async fn entities_are_independent_and_paths_map_to_capitalised_names() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn healthz_answers_and_responses_carry_a_request_id() {
-    let server = TestServer::start().await;
+async fn healthz_answers_and_responses_carry_a_request_id(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let resp = reqwest::get(format!("{}/healthz", server.base_url)).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().contains_key("x-request-id"));
     server.stop().await;
 }
+
+backend_tests!(
+    push_then_pull_returns_objects_with_the_push_timestamp,
+    missing_since_means_zero_and_unknown_parameters_are_ignored,
+    every_push_gets_a_fresh_now_even_when_empty,
+    absent_fields_keep_the_server_value_and_null_is_stored,
+    removals_leave_tombstones_and_recreation_brings_the_id_back,
+    values_round_trip_exactly,
+    paged_pulls_never_split_one_push_and_cover_everything,
+    a_push_resent_with_its_idempotency_key_is_applied_once,
+    entities_are_independent_and_paths_map_to_capitalised_names,
+    healthz_answers_and_responses_carry_a_request_id,
+);

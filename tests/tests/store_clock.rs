@@ -1,12 +1,15 @@
 //! Store-level guarantees that HTTP cannot provoke: timestamps stay unique and increasing when
 //! the wall clock steps back, and stay close to the wall clock otherwise.
 
+mod helpers;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use helpers::{Backend, TestDb, backend_tests};
 use sync_proto::{Change, Cursor, EntityName, Fields, ObjectId, PullQuery};
 use sync_server::clock::Clock;
-use sync_server::store::{Push, SqliteOptions, SqliteStore, Store};
+use sync_server::store::{Push, Store};
 
 /// A wall clock the test sets by hand.
 struct ManualClock(AtomicI64);
@@ -21,16 +24,14 @@ fn upsert(id: &str) -> Change {
     Change::Upsert { id: ObjectId::new(id, 64).unwrap(), fields: Fields::empty() }
 }
 
-async fn push(store: &SqliteStore, entity: &EntityName, changes: Vec<Change>) -> i64 {
+async fn push(store: &Arc<dyn Store>, entity: &EntityName, changes: Vec<Change>) -> i64 {
     store.push(entity, Push { changes, idempotency: None }).await.unwrap().now.millis()
 }
 
-#[tokio::test]
-async fn timestamps_never_go_backwards_when_the_wall_clock_does() {
-    let dir = tempfile::tempdir().unwrap();
+async fn timestamps_never_go_backwards_when_the_wall_clock_does(backend: Backend) {
+    let db = TestDb::create(backend).await;
     let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
-    let store =
-        SqliteStore::open_with_clock(dir.path().join("s.db"), SqliteOptions::default(), clock.clone()).unwrap();
+    let store = db.open_store_with_clock(clock.clone()).await;
     let task = EntityName::new("Task").unwrap();
 
     let a = push(&store, &task, vec![upsert("a")]).await;
@@ -55,3 +56,5 @@ async fn timestamps_never_go_backwards_when_the_wall_clock_does() {
     let other = EntityName::new("Other").unwrap();
     assert_eq!(push(&store, &other, vec![]).await, 1_800_000_000_000);
 }
+
+backend_tests!(timestamps_never_go_backwards_when_the_wall_clock_does);

@@ -8,11 +8,15 @@
 //! 3. a push is applied in one transaction, whole or not at all;
 //! 4. a push returns only after its transaction is durably committed.
 
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
-use sync_proto::{Change, Cursor, EntityName, Fields, IdempotencyKey, PullQuery};
+use bytes::Bytes;
+use sync_proto::{Change, Cursor, EntityName, Fields, IdempotencyKey, PullQuery, PullWriter};
+use tokio::sync::mpsc;
 
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 /// One stored object as a pull returns it.
@@ -37,6 +41,24 @@ pub struct PullPage {
     pub more: bool,
 }
 
+impl PullPage {
+    /// The JSON answer for this page; `more` is written only for a paged pull.
+    pub fn to_json(&self, paged: bool) -> String {
+        let mut answer = PullWriter::new();
+        for object in &self.objects {
+            match &object.fields {
+                Some(fields) => answer.object(&object.id, fields, object.last_change),
+                None => answer.tombstone(&object.id, object.last_change),
+            }
+        }
+        answer.finish(self.now, paged.then_some(self.more))
+    }
+}
+
+/// A complete pull answer being produced, as chunks of its JSON text in order. The snapshot is
+/// taken before the first chunk; a store failure after that ends the stream with an error.
+pub type AnswerStream = mpsc::Receiver<Result<Bytes, StoreError>>;
+
 /// A push to apply.
 #[derive(Debug, Clone)]
 pub struct Push {
@@ -56,7 +78,7 @@ pub struct PushOutcome {
 }
 
 /// Why a store operation failed. Whatever the error, nothing of a failed push was applied.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database is unreachable, locked or overloaded; the same request may succeed later.
     #[error("the store is unavailable: {0}")]
@@ -81,6 +103,18 @@ impl StoreError {
 pub trait Store: Send + Sync + 'static {
     /// Changes to `entity` after `query.since`, with the high-water mark read in the same snapshot.
     async fn pull(&self, entity: &EntityName, query: PullQuery) -> Result<PullPage, StoreError>;
+
+    /// The complete answer to an unpaged pull, streamed, so that its size does not bound memory.
+    /// Returns once the snapshot is taken (errors before that are returned here).
+    ///
+    /// The default builds the whole answer with [`Store::pull`]; stores override it to stream.
+    async fn pull_stream(&self, entity: &EntityName, since: Cursor) -> Result<AnswerStream, StoreError> {
+        let page = self.pull(entity, PullQuery { since, limit: None }).await?;
+        let (sink, stream) = mpsc::channel(1);
+        // The channel is new and has room for this one message.
+        let _ = sink.try_send(Ok(Bytes::from(page.to_json(false))));
+        Ok(stream)
+    }
 
     /// Applies a push atomically under a fresh, unique timestamp, or replays the answer of an
     /// earlier push with the same idempotency key.

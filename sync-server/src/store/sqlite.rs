@@ -1,23 +1,29 @@
 //! The embedded SQLite store: one file, nothing to install.
 //!
-//! Writes go through a single connection behind a mutex, each push in one `BEGIN IMMEDIATE`
-//! transaction, so writers are serialized (also across processes sharing the file, by SQLite's
-//! own lock). Reads use a bounded pool of connections; WAL mode lets them run beside the writer,
-//! each pull reading the clock and the rows in one snapshot. `synchronous = FULL` makes every
-//! acknowledged push survive a crash or power loss.
+//! Writes go through one connection owned by a writer thread. Pushes queue for it; it takes every
+//! push waiting and commits them as a group: one `BEGIN IMMEDIATE` transaction, each push inside
+//! its own savepoint (so each is still applied whole or not at all, and gets its own timestamp),
+//! one commit, one `fsync`, then every push of the group is answered. Writers are serialized
+//! (also across processes sharing the file, by SQLite's own lock), and under load the cost of
+//! durability is shared instead of paid per push. Reads use a bounded pool of connections; WAL
+//! mode lets them run beside the writer, each pull reading the clock and the rows in one snapshot.
+//! `synchronous = FULL` makes every acknowledged push survive a crash or power loss.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use sync_proto::{Change, Cursor, EntityName, Fields, PullQuery};
 
-use super::{PageCut, PullPage, Push, PushOutcome, Store, StoreError, StoredObject, cut_page};
+use bytes::Bytes;
+use sync_proto::PullWriter;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{AnswerStream, PageCut, PullPage, Push, PushOutcome, Store, StoreError, StoredObject, cut_page};
 use crate::clock::{self, Clock, next_timestamp};
 
 /// Tuning of the SQLite store.
@@ -65,6 +71,18 @@ const MIGRATIONS: &[&str] = &[r#"
     CREATE INDEX idempotency_by_age ON idempotency (created_ms);
 "#];
 
+/// A streamed pull answer is handed to the HTTP layer in chunks of about this many bytes ...
+const STREAM_CHUNK_BYTES: usize = 64 * 1024;
+/// ... with at most this many chunks waiting for a slow client.
+const STREAM_DEPTH: usize = 4;
+
+/// A commit group takes waiting pushes until it holds this many ...
+const GROUP_MAX_PUSHES: usize = 256;
+/// ... or this many objects, so that one group's transaction stays short.
+const GROUP_MAX_ITEMS: usize = 20_000;
+/// Pushes that may wait for the writer before new ones wait to be queued.
+const WRITE_QUEUE: usize = 1024;
+
 /// How often, at most, expired idempotency keys are purged (by the push that notices).
 const PURGE_INTERVAL_MS: i64 = 60_000;
 
@@ -76,13 +94,25 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    /// The only connection that writes: holding its lock is holding the right to take the next
-    /// timestamp, so timestamps are handed out in commit order.
-    writer: Mutex<Connection>,
+    /// Pushes for the writer thread, the only one that writes: timestamps are handed out in
+    /// commit order because only it takes them.
+    writes: mpsc::Sender<WriteJob>,
     readers: r2d2::Pool<SqliteConnectionManager>,
+}
+
+/// A push waiting for the writer, and where to send its outcome.
+struct WriteJob {
+    entity: EntityName,
+    push: Push,
+    reply: oneshot::Sender<Result<PushOutcome, StoreError>>,
+}
+
+/// The writer thread's state.
+struct Writer {
+    conn: Connection,
     clock: Arc<dyn Clock>,
-    options: SqliteOptions,
-    last_purge_ms: AtomicI64,
+    idempotency_ttl_ms: i64,
+    last_purge_ms: i64,
 }
 
 impl SqliteStore {
@@ -102,10 +132,19 @@ impl SqliteStore {
         let busy = Duration::from_millis(options.busy_timeout_ms);
         let mut writer = Connection::open(&path).map_err(|e| open_error(&path, e))?;
         writer.busy_timeout(busy).map_err(internal)?;
-        writer
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;")
-            .map_err(|e| open_error(&path, e))?;
-        migrate(&mut writer)?;
+        // Switching to WAL can answer "busy" at once, without waiting, while another process opens
+        // the same file; so can the first migration. Both are retried until the busy timeout.
+        retry_while_busy(busy, || {
+            writer.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;")
+        })
+        .map_err(|e| open_error(&path, e))?;
+        if let Some(newer) = retry_while_busy(busy, || migrate(&mut writer)).map_err(classify)? {
+            return Err(StoreError::Internal(format!(
+                "the schema of {} (version {newer}) is newer than this server's (version {})",
+                path.display(),
+                MIGRATIONS.len()
+            )));
+        }
 
         let manager = SqliteConnectionManager::file(&path).with_init(move |c| {
             c.busy_timeout(busy)?;
@@ -118,16 +157,18 @@ impl SqliteStore {
             .build(manager)
             .map_err(|e| StoreError::Unavailable(format!("cannot open readers on {}: {e}", path.display())))?;
 
-        Ok(Self {
-            inner: Arc::new(Inner {
-                path,
-                writer: Mutex::new(writer),
-                readers,
-                clock,
-                options,
-                last_purge_ms: AtomicI64::new(0),
-            }),
-        })
+        let (writes, queue) = mpsc::channel(WRITE_QUEUE);
+        let writer = Writer {
+            conn: writer,
+            clock,
+            idempotency_ttl_ms: (options.idempotency_ttl_secs as i64).saturating_mul(1000),
+            last_purge_ms: 0,
+        };
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer.run(queue))
+            .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self { inner: Arc::new(Inner { path, writes, readers }) })
     }
 
     async fn run<T, F>(&self, job: F) -> Result<T, StoreError>
@@ -152,8 +193,32 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(skip(self, push), fields(entity = %entity, items = push.changes.len()), err)]
     async fn push(&self, entity: &EntityName, push: Push) -> Result<PushOutcome, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        let job = WriteJob { entity: entity.clone(), push, reply };
+        let stopped = || StoreError::Unavailable("the SQLite writer has stopped".into());
+        self.inner.writes.send(job).await.map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+
+    #[tracing::instrument(skip(self), fields(entity = %entity), err)]
+    async fn pull_stream(&self, entity: &EntityName, since: Cursor) -> Result<AnswerStream, StoreError> {
+        let (sink, stream) = mpsc::channel(STREAM_DEPTH);
+        let (ready, opened) = oneshot::channel();
+        let inner = Arc::clone(&self.inner);
         let entity = entity.clone();
-        self.run(move |inner| inner.push(&entity, push)).await
+        tokio::task::spawn_blocking(move || {
+            let mut ready = Some(ready);
+            if let Err(e) = inner.stream(&entity, since, &mut ready, &sink) {
+                // Before the snapshot was taken the caller can still answer with an error status;
+                // after, the error ends the stream and the client sees a truncated answer.
+                match ready.take() {
+                    Some(ready) => drop(ready.send(Err(e))),
+                    None => drop(sink.blocking_send(Err(e))),
+                }
+            }
+        });
+        opened.await.map_err(|_| StoreError::Internal("the pull task ended before reading".into()))??;
+        Ok(stream)
     }
 
     async fn health(&self) -> Result<(), StoreError> {
@@ -206,69 +271,151 @@ impl Inner {
         }
     }
 
-    fn push(&self, entity: &EntityName, push: Push) -> Result<PushOutcome, StoreError> {
-        let mut conn = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(classify)?;
-
-        if let Some((key, fingerprint)) = &push.idempotency {
-            let earlier: Option<(i64, String)> = tx
-                .query_row(
-                    "SELECT now, fingerprint FROM idempotency WHERE entity = ?1 AND key = ?2",
-                    params![entity.as_str(), key.as_str()],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
-                .map_err(classify)?;
-            if let Some((now, earlier_fingerprint)) = earlier {
-                return if &earlier_fingerprint == fingerprint {
-                    Ok(PushOutcome { now: Cursor::from_millis(now), replayed: true })
-                } else {
-                    Err(StoreError::IdempotencyKeyReused(key.as_str().to_owned()))
-                };
+    /// Writes the whole answer since `since` into `sink`, chunk by chunk, from one snapshot;
+    /// signals `ready` once the snapshot is taken.
+    fn stream(
+        &self,
+        entity: &EntityName,
+        since: Cursor,
+        ready: &mut Option<oneshot::Sender<Result<(), StoreError>>>,
+        sink: &mpsc::Sender<Result<Bytes, StoreError>>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.readers.get().map_err(unavailable)?;
+        let tx = conn.transaction().map_err(classify)?;
+        let now = Cursor::from_millis(clock_of(&tx, entity)?);
+        if let Some(ready) = ready.take() {
+            if ready.send(Ok(())).is_err() {
+                return Ok(()); // the request is gone
             }
         }
-
-        let wall = self.clock.now_ms();
-        let now = next_timestamp(wall, clock_of(&tx, entity)?);
-        tx.execute(
-            "INSERT INTO clocks (entity, last) VALUES (?1, ?2) ON CONFLICT (entity) DO UPDATE SET last = excluded.last",
-            params![entity.as_str(), now],
-        )
-        .map_err(classify)?;
-        apply_changes(&tx, entity, &push.changes, now)?;
-
-        if let Some((key, fingerprint)) = &push.idempotency {
-            tx.execute(
-                "INSERT INTO idempotency (entity, key, now, fingerprint, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![entity.as_str(), key.as_str(), now, fingerprint, wall],
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT id, last_change, removed, fields FROM objects
+                 WHERE entity = ?1 AND last_change > ?2 ORDER BY last_change",
             )
             .map_err(classify)?;
+        let mut rows = stmt.query(params![entity.as_str(), since.millis()]).map_err(classify)?;
+        let mut answer = PullWriter::new();
+        while let Some(row) = rows.next().map_err(classify)? {
+            let id = row.get_ref(0).map_err(classify)?.as_str().map_err(unreadable)?;
+            let last_change = Cursor::from_millis(row.get(1).map_err(classify)?);
+            if row.get(2).map_err(classify)? {
+                answer.tombstone(id, last_change);
+            } else {
+                let fields = row.get_ref(3).map_err(classify)?.as_str().map_err(unreadable)?;
+                answer.object_json(id, fields, last_change);
+            }
+            if answer.len() >= STREAM_CHUNK_BYTES && sink.blocking_send(Ok(Bytes::from(answer.take()))).is_err() {
+                return Ok(()); // the client went away
+            }
         }
-        self.purge_expired_keys(&tx, wall)?;
-        tx.commit().map_err(classify)?;
-        Ok(PushOutcome { now: Cursor::from_millis(now), replayed: false })
-    }
-
-    fn purge_expired_keys(&self, tx: &Transaction<'_>, wall: i64) -> Result<(), StoreError> {
-        let last = self.last_purge_ms.load(Ordering::Relaxed);
-        if wall - last < PURGE_INTERVAL_MS {
-            return Ok(());
-        }
-        self.last_purge_ms.store(wall, Ordering::Relaxed);
-        let horizon = wall - (self.options.idempotency_ttl_secs as i64).saturating_mul(1000);
-        tx.execute("DELETE FROM idempotency WHERE created_ms < ?1", [horizon]).map_err(classify)?;
+        let _ = sink.blocking_send(Ok(Bytes::from(answer.finish(now, None))));
         Ok(())
     }
+}
+
+impl Writer {
+    /// Commits queued pushes in groups until every sender is gone.
+    fn run(mut self, mut queue: mpsc::Receiver<WriteJob>) {
+        while let Some(first) = queue.blocking_recv() {
+            let mut items = first.push.changes.len();
+            let mut group = vec![first];
+            while group.len() < GROUP_MAX_PUSHES && items < GROUP_MAX_ITEMS {
+                let Ok(job) = queue.try_recv() else { break };
+                items += job.push.changes.len();
+                group.push(job);
+            }
+            match self.commit_group(&group) {
+                Ok(outcomes) => {
+                    for (job, outcome) in group.into_iter().zip(outcomes) {
+                        let _ = job.reply.send(outcome);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, pushes = group.len(), "commit failed; nothing of the group was applied");
+                    for job in group {
+                        let _ = job.reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies each push of the group in its own savepoint and commits them together. A push that
+    /// fails is rolled back alone; if the commit fails, none is applied.
+    fn commit_group(&mut self, group: &[WriteJob]) -> Result<Vec<Result<PushOutcome, StoreError>>, StoreError> {
+        let wall = self.clock.now_ms();
+        let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(classify)?;
+        let mut outcomes = Vec::with_capacity(group.len());
+        for job in group {
+            let savepoint = tx.savepoint().map_err(classify)?;
+            let outcome = apply_push(&savepoint, &job.entity, &job.push, wall);
+            if outcome.is_ok() {
+                savepoint.commit().map_err(classify)?;
+            } // else the savepoint rolls back as it is dropped
+            outcomes.push(outcome);
+        }
+        if wall - self.last_purge_ms >= PURGE_INTERVAL_MS {
+            tx.execute("DELETE FROM idempotency WHERE created_ms < ?1", [wall - self.idempotency_ttl_ms])
+                .map_err(classify)?;
+        }
+        tx.commit().map_err(classify)?;
+        if wall - self.last_purge_ms >= PURGE_INTERVAL_MS {
+            self.last_purge_ms = wall;
+        }
+        Ok(outcomes)
+    }
+}
+
+/// Applies one push under a fresh timestamp, or replays an earlier push with the same key.
+fn apply_push(conn: &Connection, entity: &EntityName, push: &Push, wall: i64) -> Result<PushOutcome, StoreError> {
+    if let Some((key, fingerprint)) = &push.idempotency {
+        let earlier: Option<(i64, String)> = conn
+            .query_row(
+                "SELECT now, fingerprint FROM idempotency WHERE entity = ?1 AND key = ?2",
+                params![entity.as_str(), key.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(classify)?;
+        if let Some((now, earlier_fingerprint)) = earlier {
+            return if &earlier_fingerprint == fingerprint {
+                Ok(PushOutcome { now: Cursor::from_millis(now), replayed: true })
+            } else {
+                Err(StoreError::IdempotencyKeyReused(key.as_str().to_owned()))
+            };
+        }
+    }
+    let now = next_timestamp(wall, clock_of(conn, entity)?);
+    conn.execute(
+        "INSERT INTO clocks (entity, last) VALUES (?1, ?2) ON CONFLICT (entity) DO UPDATE SET last = excluded.last",
+        params![entity.as_str(), now],
+    )
+    .map_err(classify)?;
+    apply_changes(conn, entity, &push.changes, now)?;
+    if let Some((key, fingerprint)) = &push.idempotency {
+        conn.execute(
+            "INSERT INTO idempotency (entity, key, now, fingerprint, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![entity.as_str(), key.as_str(), now, fingerprint, wall],
+        )
+        .map_err(classify)?;
+    }
+    Ok(PushOutcome { now: Cursor::from_millis(now), replayed: false })
 }
 
 /// Applies each change in order under timestamp `now`. A field absent from an upsert keeps its
 /// stored value; an upsert of a removed object re-creates it from the fields sent; removing an
 /// object that is unknown or already removed changes nothing.
-fn apply_changes(tx: &Transaction<'_>, entity: &EntityName, changes: &[Change], now: i64) -> Result<(), StoreError> {
+fn apply_changes(tx: &Connection, entity: &EntityName, changes: &[Change], now: i64) -> Result<(), StoreError> {
     let mut current =
         tx.prepare_cached("SELECT removed, fields FROM objects WHERE entity = ?1 AND id = ?2").map_err(classify)?;
+    // New objects are the common case of a push: try the insert first, and read the stored row
+    // only when the id exists already.
     let mut insert = tx
-        .prepare_cached("INSERT INTO objects (entity, id, last_change, removed, fields) VALUES (?1, ?2, ?3, 0, ?4)")
+        .prepare_cached(
+            "INSERT INTO objects (entity, id, last_change, removed, fields) VALUES (?1, ?2, ?3, 0, ?4)
+             ON CONFLICT (entity, id) DO NOTHING",
+        )
         .map_err(classify)?;
     let mut update = tx
         .prepare_cached("UPDATE objects SET last_change = ?3, removed = ?4, fields = ?5 WHERE entity = ?1 AND id = ?2")
@@ -276,13 +423,15 @@ fn apply_changes(tx: &Transaction<'_>, entity: &EntityName, changes: &[Change], 
     let e = entity.as_str();
     for change in changes {
         let id = change.id().as_str();
+        if let Change::Upsert { fields, .. } = change {
+            if insert.execute(params![e, id, now, fields.as_json()]).map_err(classify)? == 1 {
+                continue;
+            }
+        }
         let stored: Option<(bool, String)> =
             current.query_row(params![e, id], |r| Ok((r.get(0)?, r.get(1)?))).optional().map_err(classify)?;
         match (change, stored) {
-            (Change::Upsert { fields, .. }, None) => {
-                insert.execute(params![e, id, now, fields.as_json()]).map_err(classify)?;
-            }
-            (Change::Upsert { fields, .. }, Some((true, _))) => {
+            (Change::Upsert { fields, .. }, Some((true, _)) | None) => {
                 update.execute(params![e, id, now, false, fields.as_json()]).map_err(classify)?;
             }
             (Change::Upsert { fields, .. }, Some((false, old))) => {
@@ -298,14 +447,14 @@ fn apply_changes(tx: &Transaction<'_>, entity: &EntityName, changes: &[Change], 
     Ok(())
 }
 
-fn clock_of(tx: &Transaction<'_>, entity: &EntityName) -> Result<i64, StoreError> {
+fn clock_of(tx: &Connection, entity: &EntityName) -> Result<i64, StoreError> {
     tx.query_row("SELECT last FROM clocks WHERE entity = ?1", [entity.as_str()], |r| r.get(0))
         .optional()
         .map(Option::unwrap_or_default)
         .map_err(classify)
 }
 
-fn select_rows(tx: &Transaction<'_>, sql: &str, args: impl rusqlite::Params) -> Result<Vec<StoredObject>, StoreError> {
+fn select_rows(tx: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<StoredObject>, StoreError> {
     let mut stmt = tx.prepare_cached(sql).map_err(classify)?;
     let rows = stmt
         .query_map(args, |r| {
@@ -320,22 +469,39 @@ fn select_rows(tx: &Transaction<'_>, sql: &str, args: impl rusqlite::Params) -> 
     rows.collect::<Result<_, _>>().map_err(classify)
 }
 
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+/// Applies pending migrations. Returns the schema version found when it is newer than this
+/// server knows, without touching the database.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<Option<usize>> {
     // Under an immediate transaction, so that processes starting at once apply each migration once.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(classify)?;
-    let applied: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(classify)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let applied: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let applied = usize::try_from(applied).unwrap_or(usize::MAX);
     if applied > MIGRATIONS.len() {
-        return Err(StoreError::Internal(format!(
-            "the database schema (version {applied}) is newer than this server (version {})",
-            MIGRATIONS.len()
-        )));
+        return Ok(Some(applied));
     }
     for sql in &MIGRATIONS[applied..] {
-        tx.execute_batch(sql).map_err(classify)?;
+        tx.execute_batch(sql)?;
     }
-    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64).map_err(classify)?;
-    tx.commit().map_err(classify)
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    tx.commit()?;
+    Ok(None)
+}
+
+/// Runs `op` again while it fails with "busy" or "locked", for at most `patience`.
+fn retry_while_busy<T>(patience: Duration, mut op: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+    let started = std::time::Instant::now();
+    loop {
+        match op() {
+            Err(e)
+                if matches!(e.sqlite_error_code(), Some(DatabaseBusy | DatabaseLocked))
+                    && started.elapsed() < patience =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Busy and locked databases are transient; everything else is a fault.
@@ -345,6 +511,10 @@ fn classify(e: rusqlite::Error) -> StoreError {
         Some(DatabaseBusy | DatabaseLocked) => StoreError::Unavailable(e.to_string()),
         _ => StoreError::Internal(e.to_string()),
     }
+}
+
+fn unreadable(e: rusqlite::types::FromSqlError) -> StoreError {
+    StoreError::Internal(format!("stored object unreadable: {e}"))
 }
 
 fn internal(e: rusqlite::Error) -> StoreError {

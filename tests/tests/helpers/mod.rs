@@ -1,46 +1,293 @@
 //! What every end-to-end test shares: a real server on port 0 over a fresh store, in this process
 //! ([`TestServer`]) or as a child process of the shipped binary ([`ServerProcess`]), and typed
 //! helpers for the two requests of the protocol.
+//!
+//! Every store runs the same tests: [`backend_tests!`] turns an `async fn(Backend)` into one test
+//! per [`Backend`], and [`TestDb`] gives each test a fresh database of that backend (a temp
+//! SQLite file, or a PostgreSQL database created on the server named by
+//! `SYNC_TEST_POSTGRES_URL` and dropped afterwards). Without that variable the PostgreSQL variants
+//! pass after printing `SKIPPED`; CI sets it, and a test fails there if it is missing.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use sync_server::Config;
-use sync_server::store::Store;
+use sync_server::clock::Clock;
+use sync_server::store::{PostgresOptions, PostgresStore, SqliteOptions, SqliteStore, Store};
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// The variable naming the PostgreSQL server the tests create their databases on, as a URL
+/// (`postgres://postgres@127.0.0.1:5432/postgres`); its user must be allowed to create databases.
+pub const POSTGRES_URL_VAR: &str = "SYNC_TEST_POSTGRES_URL";
+
+/// Test databases are named with this prefix, the creation time and a random suffix.
+const TEST_DB_PREFIX: &str = "sync_test_";
+
+/// Test databases older than this are left over from killed runs, and dropped by the next run.
+const STALE_TEST_DB_SECS: u64 = 6 * 3600;
+
+/// The stores the tests run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in a temp dir.
+    Sqlite,
+    /// A fresh database on the PostgreSQL server of [`POSTGRES_URL_VAR`].
+    Postgres,
+}
+
+impl Backend {
+    /// Whether tests of this backend can run here. PostgreSQL needs [`POSTGRES_URL_VAR`]; without
+    /// it, says that `test` was skipped and returns false.
+    pub fn is_available(self, test: &str) -> bool {
+        if self == Backend::Sqlite || postgres_url().is_some() {
+            return true;
+        }
+        eprintln!(
+            "SKIPPED: {test} on PostgreSQL: set {POSTGRES_URL_VAR} (e.g. postgres://postgres@127.0.0.1:5432/postgres)"
+        );
+        false
+    }
+}
+
+/// The PostgreSQL server URL of [`POSTGRES_URL_VAR`], if set.
+pub fn postgres_url() -> Option<String> {
+    std::env::var(POSTGRES_URL_VAR).ok().filter(|url| !url.trim().is_empty())
+}
+
+/// Runs each named `async fn(Backend)` as one test per store, `NAME::sqlite` and `NAME::postgres`,
+/// so that every store passes the same tests. Prefix the names with `multi_thread:` to run them
+/// on a multi-threaded runtime with two workers.
+#[allow(unused_macros)] // each test binary uses a different part of this module
+macro_rules! backend_tests {
+    (multi_thread: $($name:ident),+ $(,)?) => {
+        $crate::helpers::backend_tests!(@each (flavor = "multi_thread", worker_threads = 2) $($name),+);
+    };
+    (@each $flavor:tt $($name:ident),+) => {
+        $(
+            mod $name {
+                #[tokio::test $flavor]
+                async fn sqlite() {
+                    super::$name($crate::helpers::Backend::Sqlite).await;
+                }
+
+                #[tokio::test $flavor]
+                async fn postgres() {
+                    if $crate::helpers::Backend::Postgres.is_available(module_path!()) {
+                        super::$name($crate::helpers::Backend::Postgres).await;
+                    }
+                }
+            }
+        )+
+    };
+    ($($name:ident),+ $(,)?) => {
+        $crate::helpers::backend_tests!(@each () $($name),+);
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use backend_tests;
+
+/// A fresh, empty database for one test, of one backend. Clones share it; it is deleted (the
+/// temp dir removed, the PostgreSQL database dropped) when the last clone goes, also when a test
+/// fails.
+#[derive(Clone)]
+pub struct TestDb {
+    /// The store URL to give the server (`sqlite://...` or `postgres://...`).
+    pub url: String,
+    /// Which store it is.
+    pub backend: Backend,
+    guard: Arc<DbGuard>,
+}
+
+enum DbGuard {
+    Sqlite { dir: TempDir, path: PathBuf },
+    Postgres { server_url: String, name: String },
+}
+
+impl TestDb {
+    /// Creates an empty database. Panics for PostgreSQL without [`POSTGRES_URL_VAR`].
+    pub async fn create(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let path = dir.path().join("sync.db");
+                Self {
+                    url: format!("sqlite://{}", path.display()),
+                    backend,
+                    guard: Arc::new(DbGuard::Sqlite { dir, path }),
+                }
+            }
+            Backend::Postgres => {
+                let server_url = postgres_url().unwrap_or_else(|| panic!("{POSTGRES_URL_VAR} is not set"));
+                let admin = admin_connection(&server_url).await;
+                drop_stale_test_databases(&admin).await;
+                let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                let name = format!("{TEST_DB_PREFIX}{created}_{:016x}", rand::random::<u64>());
+                admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("CREATE DATABASE");
+                let url = with_dbname(&server_url, &name);
+                Self { url, backend, guard: Arc::new(DbGuard::Postgres { server_url, name }) }
+            }
+        }
+    }
+
+    /// The SQLite file, for SQLite databases.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match &*self.guard {
+            DbGuard::Sqlite { path, .. } => Some(path),
+            DbGuard::Postgres { .. } => None,
+        }
+    }
+
+    /// Opens this database as a store, directly (no HTTP), with default options.
+    pub async fn open_store(&self) -> Arc<dyn Store> {
+        self.open_store_with_clock(sync_server::clock::system()).await
+    }
+
+    /// As [`TestDb::open_store`], with the store's wall clock given.
+    pub async fn open_store_with_clock(&self, clock: Arc<dyn Clock>) -> Arc<dyn Store> {
+        match &*self.guard {
+            DbGuard::Sqlite { path, .. } => Arc::new(
+                SqliteStore::open_with_clock(path, SqliteOptions::default(), clock).expect("SQLite store opens"),
+            ),
+            DbGuard::Postgres { .. } => Arc::new(
+                PostgresStore::connect_with_clock(&self.url, PostgresOptions::default(), clock)
+                    .await
+                    .expect("PostgreSQL store opens"),
+            ),
+        }
+    }
+
+    /// Terminates every connection of every server to this PostgreSQL database, as a database
+    /// restart or a network fault would; returns how many were terminated. Panics for SQLite.
+    pub async fn terminate_connections(&self) -> u64 {
+        let DbGuard::Postgres { server_url, name } = &*self.guard else {
+            panic!("only PostgreSQL connections can be terminated");
+        };
+        let admin = admin_connection(server_url).await;
+        let rows = admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[name],
+            )
+            .await
+            .expect("pg_terminate_backend");
+        rows.len() as u64
+    }
+}
+
+impl Drop for DbGuard {
+    fn drop(&mut self) {
+        let DbGuard::Postgres { server_url, name } = self else {
+            return; // the temp dir removes itself
+        };
+        let (server_url, db) = (server_url.clone(), name.clone());
+        // Drop runs inside the test's runtime, which cannot be blocked on; a thread with its own
+        // runtime can. FORCE ends the connections servers of the test may still hold.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async {
+                let admin = admin_connection(&server_url).await;
+                admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                    .await
+                    .map_err(std::io::Error::other)
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("warning: could not drop test database {name}: {dropped:?}");
+        }
+    }
+}
+
+/// A connection to the PostgreSQL server for creating and dropping test databases.
+async fn admin_connection(server_url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(server_url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {POSTGRES_URL_VAR}={server_url}: {e}"));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// Drops test databases left over by runs that were killed before they could clean up.
+async fn drop_stale_test_databases(admin: &tokio_postgres::Client) {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let Ok(rows) = admin.query("SELECT datname FROM pg_database WHERE datname LIKE 'sync\\_test\\_%'", &[]).await
+    else {
+        return;
+    };
+    for row in rows {
+        let name: String = row.get(0);
+        let created = name.strip_prefix(TEST_DB_PREFIX).and_then(|rest| rest.split('_').next()?.parse::<u64>().ok());
+        if created.is_some_and(|created| now.saturating_sub(created) > STALE_TEST_DB_SECS) {
+            // Another run may drop it at the same moment; either way it goes.
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+        }
+    }
+}
+
+/// `url` with its database name replaced by `dbname` (`postgres://u@h:5432/postgres?x=y` to
+/// `postgres://u@h:5432/DBNAME?x=y`).
+fn with_dbname(url: &str, dbname: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{dbname}?{query}"),
+        None => format!("{base}/{dbname}"),
+    }
+}
 
 /// The shipped server binary, built with these tests.
 pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_sync-server-under-test");
 
-/// A server running in this process on an ephemeral port, over a fresh SQLite file in a temp dir.
+/// A server running in this process on an ephemeral port, over a fresh database.
 pub struct TestServer {
     /// `http://127.0.0.1:PORT`.
     pub base_url: String,
     /// The store, for checks that bypass HTTP.
-    pub store: std::sync::Arc<dyn Store>,
-    /// The SQLite file.
-    pub db_path: PathBuf,
+    pub store: Arc<dyn Store>,
+    /// The database; a clone of it outlives the server (to start another over the same data).
+    pub db: TestDb,
     handle: actix_web::dev::ServerHandle,
     client: reqwest::Client,
-    _dir: TempDir,
 }
 
 impl TestServer {
-    /// A schemaless server with default limits.
+    /// A schemaless server with default limits over a fresh SQLite file.
     pub async fn start() -> Self {
-        Self::start_with(Config::default()).await
+        Self::start_on(Backend::Sqlite).await
     }
 
-    /// A server with this configuration; its `bind` and `db` are replaced by port 0 and a temp file.
-    pub async fn start_with(mut config: Config) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let db_path = dir.path().join("sync.db");
-        config.db = format!("sqlite://{}", db_path.display());
+    /// A schemaless server with default limits over a fresh database of `backend`.
+    pub async fn start_on(backend: Backend) -> Self {
+        Self::start_with_on(Config::default(), backend).await
+    }
+
+    /// A server with this configuration over a fresh SQLite file.
+    pub async fn start_with(config: Config) -> Self {
+        Self::start_with_on(config, Backend::Sqlite).await
+    }
+
+    /// A server with this configuration over a fresh database of `backend`.
+    pub async fn start_with_on(config: Config, backend: Backend) -> Self {
+        Self::start_over(config, TestDb::create(backend).await).await
+    }
+
+    /// A server with this configuration over `db` (which may hold data already); its `bind` and
+    /// `db` are replaced by port 0 and `db`'s URL.
+    pub async fn start_over(mut config: Config, db: TestDb) -> Self {
+        config.db = db.url.clone();
         config.workers = 2;
         config.shutdown_timeout_secs = 1;
         let validated = config.validate().expect("valid test config");
@@ -50,7 +297,7 @@ impl TestServer {
         let server = sync_server::serve(listener, store.clone(), &config, &validated).expect("server starts");
         let handle = server.handle();
         tokio::spawn(server);
-        Self { base_url: format!("http://127.0.0.1:{port}"), store, db_path, handle, client: client(), _dir: dir }
+        Self { base_url: format!("http://127.0.0.1:{port}"), store, db, handle, client: client() }
     }
 
     /// Stops accepting, lets in-flight requests finish.

@@ -1,0 +1,122 @@
+//! `syncbench`: measures the sync server through HTTP and, in the same run, the same work through
+//! the `Store` directly (no HTTP), so that every HTTP figure is also a ratio of its limit.
+//!
+//! It starts its own server (this program re-run as `syncbench serve`, so the server's memory is
+//! measured alone) on an ephemeral port over a fresh store, or targets `--url`.
+//!
+//! ```text
+//! cargo run --release -p examples --bin syncbench                       # SQLite in a temp dir
+//! cargo run --release -p examples --bin syncbench -- --db postgres://postgres@127.0.0.1/bench
+//! cargo run --release -p examples --bin syncbench -- --only W1,W2 --runs 9
+//! ```
+
+mod data;
+mod server;
+mod stats;
+mod workloads;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sync_server::config::{Config, DbUrl};
+
+/// Benchmarks of the sync server: pushes, pulls, deltas, concurrency, a large pull.
+#[derive(Debug, Parser)]
+#[command(name = "syncbench")]
+struct Args {
+    /// The store: `sqlite` (a fresh file in a temp dir), `sqlite://PATH`, or `postgres://...`
+    /// (entities get a fresh random prefix, so any database will do).
+    #[arg(long, default_value = "sqlite")]
+    db: String,
+    /// Benchmark a server that is already running at this base URL instead of starting one
+    /// (`--db` must then name the same store, for the direct-store figures).
+    #[arg(long)]
+    url: Option<String>,
+    /// Repetitions of each workload; medians are reported.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Only these workloads (`W1,W3`).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Objects stored for W5.
+    #[arg(long, default_value_t = 1_000_000)]
+    w5_objects: usize,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (used by the benchmark itself, so the server runs in its own process).
+    Serve {
+        /// Store URL.
+        #[arg(long)]
+        db: String,
+        /// Address.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(Command::Serve { db, bind }) = args.command {
+        sync_server::telemetry::init(sync_server::telemetry::LogFormat::Json);
+        let config = Config { db, bind, ..Config::default() };
+        return actix_web::rt::System::new().block_on(sync_server::run(config));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(bench(args))
+}
+
+async fn bench(args: Args) -> anyhow::Result<()> {
+    let temp = tempfile::tempdir()?;
+    let db = if args.db == "sqlite" { format!("sqlite://{}", temp.path().join("bench.db").display()) } else { args.db };
+    let db_url = DbUrl::parse(&db)?;
+    let config = Config { db: db.clone(), ..Config::default() };
+    let store = sync_server::startup::open_store(&db_url, &config).await.context("opening the store")?;
+
+    let server = match &args.url {
+        Some(url) => server::Server::external(url.clone()),
+        None => server::Server::spawn(&db).await?,
+    };
+    let selected = |w: &str| args.only.is_empty() || args.only.iter().any(|o| o.eq_ignore_ascii_case(w));
+    let bench = workloads::Bench::new(server, store, args.runs.max(1));
+    println!("store: {}   runs: {}   machine: {}", describe(&db_url), bench.runs, machine());
+    println!();
+    if selected("W1") || selected("W2") {
+        bench.w1_w2().await?;
+    }
+    if selected("W3") {
+        bench.w3().await?;
+    }
+    if selected("W4") {
+        bench.w4().await?;
+    }
+    if selected("W5") {
+        bench.w5(args.w5_objects).await?;
+    }
+    bench.server.stop();
+    Ok(())
+}
+
+fn describe(db: &DbUrl) -> String {
+    match db {
+        DbUrl::Sqlite(path) => format!("SQLite ({})", PathBuf::from(path).display()),
+        DbUrl::Postgres(_) => "PostgreSQL".into(),
+    }
+}
+
+/// The CPU model and core count, so figures are read with their machine.
+fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{model}, {} cores", std::thread::available_parallelism().map_or(1, |n| n.get()))
+}

@@ -1,0 +1,335 @@
+//! The workloads, each measured through HTTP and through the `Store` directly (push bodies parsed
+//! with `sync-proto` and applied with `Store::push`; pulls rendered with `Store::pull_stream`), so
+//! the direct figure is everything the server does except HTTP.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use memchr::memmem;
+use rand::Rng;
+use sync_proto::{Cursor, EntityName, Limits, parse_push};
+use sync_server::store::{Push, Store};
+
+use crate::data::push_body;
+use crate::server::Server;
+use crate::stats::{median, ms, per_sec, percentile, rate};
+
+/// Counts objects (one `"_lastChange":` each) in a pull answer read chunk by chunk, and keeps the
+/// answer's tail to read `now` from, without holding the answer.
+#[derive(Default)]
+struct AnswerScan {
+    objects: usize,
+    bytes: usize,
+    tail: Vec<u8>,
+}
+
+const MARK: &[u8] = b"\"_lastChange\":";
+
+impl AnswerScan {
+    fn feed(&mut self, chunk: &[u8]) {
+        self.bytes += chunk.len();
+        // Marks split across two chunks are found in the joint: the previous tail plus this head.
+        let head = &chunk[..chunk.len().min(MARK.len() - 1)];
+        let mut joint = self.tail[self.tail.len().saturating_sub(MARK.len() - 1)..].to_vec();
+        joint.extend_from_slice(head);
+        self.objects += memmem::find_iter(&joint, MARK).count() + memmem::find_iter(chunk, MARK).count();
+        self.tail = chunk[chunk.len().saturating_sub(64)..].to_vec();
+        if chunk.len() < 64 {
+            self.tail = joint; // keep enough context for tiny chunks
+        }
+    }
+
+    fn now(&self) -> anyhow::Result<i64> {
+        let at = memmem::rfind(&self.tail, b"\"now\":").context("answer without now")?;
+        let digits: String =
+            self.tail[at + 6..].iter().take_while(|b| b.is_ascii_digit()).map(|&b| b as char).collect();
+        Ok(digits.parse()?)
+    }
+}
+
+/// One benchmark session: a server, the same store opened directly, an HTTP client.
+pub struct Bench {
+    /// The server under test.
+    pub server: Server,
+    /// How many times each workload runs.
+    pub runs: usize,
+    endpoint: Arc<Endpoint>,
+    /// A random prefix of this session's entity names, so any existing database will do.
+    tag: String,
+}
+
+impl Bench {
+    /// A session over `server` and the same store opened directly.
+    pub fn new(server: Server, store: Arc<dyn Store>, runs: usize) -> Self {
+        let tag = format!("{:06x}", rand::rng().random_range(0..0xFF_FFFF));
+        let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().expect("HTTP client");
+        let endpoint = Arc::new(Endpoint { base_url: server.base_url.clone(), store, http });
+        Self { server, runs, endpoint, tag }
+    }
+
+    fn entity(&self, name: &str) -> (EntityName, String) {
+        let entity = EntityName::new(format!("B{}{name}", self.tag)).expect("valid entity name");
+        let path = format!("/b{}{name}Changes", self.tag);
+        (entity, path)
+    }
+
+    /// W1: push 10,000 objects in batches of 1,000 and in one batch; W2: pull them all since 0.
+    pub async fn w1_w2(&self) -> anyhow::Result<()> {
+        const N: usize = 10_000;
+        let (mut batched, mut batched_direct, mut single, mut single_direct) = (vec![], vec![], vec![], vec![]);
+        let (mut pull, mut pull_direct) = (vec![], vec![]);
+        for run in 0..self.runs {
+            let (_, path) = self.entity(&format!("W1r{run}"));
+            let (direct, _) = self.entity(&format!("D1r{run}"));
+            let bodies: Vec<_> = (0..N / 1000).map(|b| push_body(b * 1000, 1000, 0)).collect();
+
+            let started = Instant::now();
+            for body in &bodies {
+                self.endpoint.http_push(&path, body.clone()).await?;
+            }
+            batched.push(started.elapsed());
+            let started = Instant::now();
+            for body in &bodies {
+                self.endpoint.direct_push(&direct, body).await?;
+            }
+            batched_direct.push(started.elapsed());
+
+            let one = push_body(0, N, 0);
+            let (_, single_path) = self.entity(&format!("W1s{run}"));
+            let (single_entity, _) = self.entity(&format!("D1s{run}"));
+            let started = Instant::now();
+            self.endpoint.http_push(&single_path, one.clone()).await?;
+            single.push(started.elapsed());
+            let started = Instant::now();
+            self.endpoint.direct_push(&single_entity, &one).await?;
+            single_direct.push(started.elapsed());
+
+            let started = Instant::now();
+            let scan = self.endpoint.http_pull(&path, 0).await?;
+            pull.push(started.elapsed());
+            ensure!(scan.objects == N, "W2 pulled {} objects over HTTP, expected {N}", scan.objects);
+            let started = Instant::now();
+            let scan = self.endpoint.direct_pull(&direct, 0).await?;
+            pull_direct.push(started.elapsed());
+            ensure!(scan.objects == N, "W2 pulled {} objects directly, expected {N}", scan.objects);
+        }
+        row("W1 push 10,000 in batches of 1,000", N, &batched, &batched_direct);
+        row("W1 push 10,000 in one batch", N, &single, &single_direct);
+        row("W2 pull 10,000 since 0", N, &pull, &pull_direct);
+        Ok(())
+    }
+
+    /// W3: the pull of a 10-object delta with 10,000 and then 100,000 objects stored.
+    pub async fn w3(&self) -> anyhow::Result<()> {
+        const REPS: usize = 50;
+        let (entity, path) = self.entity("W3");
+        let (direct, _) = self.entity("D3");
+        let mut stored = 0;
+        let mut p50 = Vec::new();
+        for target in [10_000, 100_000] {
+            for e in [&entity, &direct] {
+                for start in (stored..target).step_by(10_000) {
+                    self.endpoint.direct_push(e, &push_body(start, 10_000.min(target - start), 0)).await?;
+                }
+            }
+            stored = target;
+            let (mut http, mut local) = (Vec::new(), Vec::new());
+            let mut since = self.endpoint.http_pull(&path, 0).await?.now()?;
+            let mut direct_since = self.endpoint.direct_pull(&direct, 0).await?.now()?;
+            for rep in 0..REPS {
+                let first = rand::rng().random_range(0..target - 10);
+                let body = push_body(first, 10, rep + 1);
+                self.endpoint.http_push(&path, body.clone()).await?;
+                let started = Instant::now();
+                let scan = self.endpoint.http_pull(&path, since).await?;
+                http.push(started.elapsed());
+                ensure!(scan.objects == 10, "W3 delta had {} objects over HTTP", scan.objects);
+                since = scan.now()?;
+
+                self.endpoint.direct_push(&direct, &body).await?;
+                let started = Instant::now();
+                let scan = self.endpoint.direct_pull(&direct, direct_since).await?;
+                local.push(started.elapsed());
+                ensure!(scan.objects == 10, "W3 delta had {} objects directly", scan.objects);
+                direct_since = scan.now()?;
+            }
+            println!(
+                "W3 10-object delta, {:>7} stored    http p50 {}  p99 {}    direct p50 {}  p99 {}    http/direct p50 {:.2}",
+                target,
+                ms(median(&http)),
+                ms(percentile(&http, 99.0)),
+                ms(median(&local)),
+                ms(percentile(&local, 99.0)),
+                median(&local).as_secs_f64() / median(&http).as_secs_f64().max(1e-9),
+            );
+            p50.push(median(&http));
+        }
+        println!(
+            "W3 p50 with 100,000 stored / p50 with 10,000 stored: {:.2}",
+            p50[1].as_secs_f64() / p50[0].as_secs_f64().max(1e-9)
+        );
+        Ok(())
+    }
+
+    /// W4: 32 concurrent clients, each pushing 20 batches of 50 new objects and pulling after
+    /// each push; then every client must have seen all objects exactly once, every push a unique now.
+    pub async fn w4(&self) -> anyhow::Result<()> {
+        const CLIENTS: usize = 32;
+        const BATCHES: usize = 20;
+        const SIZE: usize = 50;
+        let total = CLIENTS * BATCHES * SIZE;
+        let (mut walls, mut walls_direct) = (Vec::new(), Vec::new());
+        let (mut latencies, mut latencies_direct) = (Vec::new(), Vec::new());
+        for run in 0..self.runs {
+            for direct in [false, true] {
+                let (entity, path) = self.entity(&format!("{}4r{run}", if direct { "D" } else { "W" }));
+                let started = Instant::now();
+                let mut tasks = Vec::new();
+                for client in 0..CLIENTS {
+                    let me = Arc::clone(&self.endpoint);
+                    let (entity, path) = (entity.clone(), path.clone());
+                    tasks.push(tokio::spawn(async move {
+                        let (mut since, mut seen, mut nows, mut lat) = (0, 0, Vec::new(), Vec::new());
+                        for batch in 0..BATCHES {
+                            let body = push_body((client * BATCHES + batch) * SIZE, SIZE, 0);
+                            let t = Instant::now();
+                            let now = if direct {
+                                me.direct_push(&entity, &body).await?
+                            } else {
+                                me.http_push(&path, body).await?
+                            };
+                            lat.push(t.elapsed());
+                            nows.push(now);
+                            let t = Instant::now();
+                            let scan = if direct {
+                                me.direct_pull(&entity, since).await?
+                            } else {
+                                me.http_pull(&path, since).await?
+                            };
+                            lat.push(t.elapsed());
+                            seen += scan.objects;
+                            since = scan.now()?;
+                        }
+                        anyhow::Ok((since, seen, nows, lat))
+                    }));
+                }
+                let mut results = Vec::new();
+                for task in tasks {
+                    results.push(task.await??);
+                }
+                let wall = started.elapsed();
+                // Everything is acknowledged now: one last pull per client must complete its view.
+                let mut all_nows = Vec::new();
+                for (since, seen, nows, lat) in results {
+                    let rest = if direct {
+                        self.endpoint.direct_pull(&entity, since).await?
+                    } else {
+                        self.endpoint.http_pull(&path, since).await?
+                    };
+                    ensure!(seen + rest.objects == total, "a client saw {} of {total} objects", seen + rest.objects);
+                    all_nows.extend(nows);
+                    if direct { latencies_direct.extend(lat) } else { latencies.extend(lat) }
+                }
+                let unique: std::collections::HashSet<_> = all_nows.iter().collect();
+                if unique.len() != all_nows.len() {
+                    bail!("two pushes got the same now");
+                }
+                if direct { walls_direct.push(wall) } else { walls.push(wall) }
+            }
+        }
+        row("W4 32 clients x 20 pushes of 50 + pulls", total, &walls, &walls_direct);
+        println!(
+            "W4 per request                         http p50 {}  p99 {}    direct p50 {}  p99 {}    (verified: every client saw all {total} objects, all nows unique)",
+            ms(median(&latencies)),
+            ms(percentile(&latencies, 99.0)),
+            ms(median(&latencies_direct)),
+            ms(percentile(&latencies_direct, 99.0)),
+        );
+        Ok(())
+    }
+
+    /// W5: the pull of `n` stored objects, streamed; the server's peak RSS during it.
+    pub async fn w5(&self, n: usize) -> anyhow::Result<()> {
+        let (entity, path) = self.entity("W5");
+        let load = Instant::now();
+        for start in (0..n).step_by(10_000) {
+            self.endpoint.direct_push(&entity, &push_body(start, 10_000.min(n - start), 0)).await?;
+        }
+        let loaded = load.elapsed();
+        let (mut http, mut direct, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..self.runs.min(3) {
+            self.server.reset_peak_rss();
+            let started = Instant::now();
+            let scan = self.endpoint.http_pull(&path, 0).await?;
+            http.push(started.elapsed());
+            ensure!(scan.objects == n, "W5 pulled {} objects over HTTP, expected {n}", scan.objects);
+            rss.extend(self.server.peak_rss_mb());
+            let started = Instant::now();
+            let scan = self.endpoint.direct_pull(&entity, 0).await?;
+            direct.push(started.elapsed());
+            ensure!(scan.objects == n, "W5 pulled {} objects directly", scan.objects);
+        }
+        row(&format!("W5 pull {n} stored objects"), n, &http, &direct);
+        let rss = rss.iter().cloned().fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+        println!(
+            "W5 server peak RSS during the pull: {}    (loaded {n} objects directly in {:.1} s)",
+            rss.map_or("not measured".into(), |r| format!("{r:.1} MiB")),
+            loaded.as_secs_f64()
+        );
+        Ok(())
+    }
+}
+
+/// The two ways to reach the store, HTTP and direct; shared by W4's concurrent clients.
+struct Endpoint {
+    base_url: String,
+    store: Arc<dyn Store>,
+    http: reqwest::Client,
+}
+
+impl Endpoint {
+    async fn http_push(&self, path: &str, body: Vec<u8>) -> anyhow::Result<i64> {
+        let resp = self.http.post(format!("{}{path}", self.base_url)).body(body).send().await?;
+        ensure!(resp.status() == 200, "push answered {}", resp.status());
+        let answer: serde_json::Value = resp.json().await?;
+        answer["now"].as_i64().context("push answer without now")
+    }
+
+    async fn http_pull(&self, path: &str, since: i64) -> anyhow::Result<AnswerScan> {
+        let mut resp = self.http.get(format!("{}{path}?since={since}", self.base_url)).send().await?;
+        ensure!(resp.status() == 200, "pull answered {}", resp.status());
+        let mut scan = AnswerScan::default();
+        while let Some(chunk) = resp.chunk().await? {
+            scan.feed(&chunk);
+        }
+        Ok(scan)
+    }
+
+    async fn direct_push(&self, entity: &EntityName, body: &[u8]) -> anyhow::Result<i64> {
+        let changes = parse_push(body, &Limits::default(), None)?;
+        Ok(self.store.push(entity, Push { changes, idempotency: None }).await?.now.millis())
+    }
+
+    async fn direct_pull(&self, entity: &EntityName, since: i64) -> anyhow::Result<AnswerScan> {
+        let mut chunks = self.store.pull_stream(entity, Cursor::from_millis(since)).await?;
+        let mut scan = AnswerScan::default();
+        while let Some(chunk) = chunks.recv().await {
+            scan.feed(&chunk?);
+        }
+        Ok(scan)
+    }
+}
+
+/// Prints one workload: HTTP and direct medians as rates, and their ratio.
+fn row(name: &str, objects: usize, http: &[Duration], direct: &[Duration]) {
+    let (h, d) = (median(http), median(direct));
+    println!(
+        "{name:<40} http {:>16} ({})    direct {:>16} ({})    http/direct {:.2}",
+        per_sec(rate(objects, h)),
+        ms(h),
+        per_sec(rate(objects, d)),
+        ms(d),
+        d.as_secs_f64() / h.as_secs_f64().max(1e-9),
+    );
+}

@@ -1,0 +1,542 @@
+//! The sync engine: one run per entity resends an unacknowledged push, pulls every change since
+//! the stored cursor (page by page when the server pages), merges each object three-way into the
+//! local store (asking the conflict handler where both sides conflict), pushes the local changes,
+//! and returns a report.
+//!
+//! What makes it lose nothing:
+//! - Each pulled page is merged and its cursor stored in one local transaction: a crash between
+//!   pages resumes from the last stored page.
+//! - A push is recorded (body and idempotency key) in the local database before it is sent. Until
+//!   the server acknowledges it, every run starts by sending that same push again under the same
+//!   key; a server with idempotent push applies it once.
+//! - A push is built from objects whose last local write is at most the change counter read when
+//!   the push was built. When it is acknowledged, an object is marked clean only if it was not
+//!   written since: an edit made while the push was in flight stays dirty and goes in the next push.
+//! - The base version of each pushed object becomes what the server now holds, so the server's echo
+//!   of a push in the next pull merges as "no change".
+//!
+//! Pushes carry only the fields that differ from the base version (all fields of an object the
+//! server does not have live): the server merges fields, so an edit on another device to another
+//! field is never overwritten.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use sync_proto::{Cursor, IdempotencyKey};
+
+use crate::conflict::{Conflict, ConflictHandler, ConflictKind, Resolution};
+use crate::error::{StoreError, SyncError};
+use crate::merge::{self, Merge, Version};
+use crate::schema::{EntityDef, Fields};
+use crate::store::{Store, Tx};
+use crate::tracking::{self, Base, PendingPush, RowState};
+use crate::transport::{PullPage, RemoteObject, Transport};
+
+/// How a [`Syncer`] uses the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncOptions {
+    /// Asks for pages of about this many objects (`limit=`); `None` pulls the whole delta in one
+    /// answer. A server without paging answers the whole delta either way.
+    pub page_size: Option<usize>,
+    /// Most objects in one push.
+    pub push_batch: usize,
+    /// Sends each push with an `Idempotency-Key` header. A server without the extension ignores
+    /// it; turn it off only for a server that refuses unknown headers.
+    pub idempotency: bool,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        Self { page_size: Some(500), push_batch: 500, idempotency: true }
+    }
+}
+
+/// A conflict met during a sync and how it was resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedConflict {
+    /// The object's id.
+    pub id: String,
+    /// What kind of conflict.
+    pub kind: ConflictKind,
+    /// The conflicting fields (see [`Conflict::fields`]).
+    pub fields: Vec<String>,
+    /// What the handler decided.
+    pub resolution: Resolution,
+}
+
+/// What a sync of one entity did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EntityReport {
+    /// The entity.
+    pub entity: String,
+    /// Objects received from the server (after collapsing an id sent twice in one answer).
+    pub pulled: usize,
+    /// Objects pushed and acknowledged (removals included).
+    pub pushed: usize,
+    /// Pushes the server answered from an earlier application of the same idempotency key.
+    pub replayed_pushes: usize,
+    /// Field values received that did not fit their declared type, and were ignored.
+    pub refused_values: usize,
+    /// The conflicts met, in order, with their resolutions.
+    pub conflicts: Vec<ResolvedConflict>,
+    /// How long the sync took.
+    pub duration: Duration,
+}
+
+/// What a sync of every entity did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SyncReport {
+    /// One report per entity, in schema order.
+    pub entities: Vec<EntityReport>,
+    /// How long the whole sync took.
+    pub duration: Duration,
+}
+
+impl SyncReport {
+    /// Objects received, over all entities.
+    pub fn pulled(&self) -> usize {
+        self.entities.iter().map(|e| e.pulled).sum()
+    }
+
+    /// Objects pushed and acknowledged, over all entities.
+    pub fn pushed(&self) -> usize {
+        self.entities.iter().map(|e| e.pushed).sum()
+    }
+
+    /// Conflicts resolved, over all entities.
+    pub fn conflicts(&self) -> usize {
+        self.entities.iter().map(|e| e.conflicts.len()).sum()
+    }
+}
+
+/// Syncs a [`Store`] with a server through a [`Transport`].
+///
+/// Its methods block until the sync is done; only one sync runs on a database at a time (a second
+/// caller waits). The app may keep reading and writing the store meanwhile, from other threads:
+/// the store is locked only while a page is merged or a push is built or acknowledged.
+pub struct Syncer {
+    store: Store,
+    transport: Arc<dyn Transport>,
+    options: SyncOptions,
+}
+
+impl std::fmt::Debug for Syncer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Syncer").field("store", &self.store).field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+impl Syncer {
+    /// A syncer of `store` through `transport` with the default options.
+    pub fn new(store: Store, transport: impl Transport + 'static) -> Self {
+        Self::with_options(store, transport, SyncOptions::default())
+    }
+
+    /// A syncer with these options.
+    pub fn with_options(store: Store, transport: impl Transport + 'static, options: SyncOptions) -> Self {
+        Self { store, transport: Arc::new(transport), options }
+    }
+
+    /// The store this syncer syncs.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Syncs every entity of the schema, in order, resolving conflicts with `handler`. Stops at
+    /// the first entity that fails; what was synced before stays synced.
+    pub fn sync_all<H: ConflictHandler + ?Sized>(&self, handler: &H) -> Result<SyncReport, SyncError> {
+        let _running = self.store.lock_sync();
+        let start = Instant::now();
+        let mut report = SyncReport::default();
+        for def in self.store.schema().entities() {
+            report.entities.push(self.run(def, handler)?);
+        }
+        report.duration = start.elapsed();
+        Ok(report)
+    }
+
+    /// Syncs one entity, resolving conflicts with `handler`.
+    pub fn sync_entity<H: ConflictHandler + ?Sized>(
+        &self,
+        entity: &str,
+        handler: &H,
+    ) -> Result<EntityReport, SyncError> {
+        let _running = self.store.lock_sync();
+        let def = self.store.schema().entity(entity)?;
+        self.run(def, handler)
+    }
+
+    #[tracing::instrument(skip_all, fields(entity = %def.name))]
+    fn run<H: ConflictHandler + ?Sized>(&self, def: &EntityDef, handler: &H) -> Result<EntityReport, SyncError> {
+        let start = Instant::now();
+        let entity = def.name.as_str();
+        let mut report = EntityReport { entity: entity.to_owned(), ..EntityReport::default() };
+
+        if let Some(pending) = self.store.transaction(|tx| tracking::pending(tx.conn(), entity))? {
+            tracing::info!(key = %pending.key, "sending again a push that was not acknowledged");
+            self.send(def, &pending, &mut report)?;
+        }
+
+        let mut since = self.store.transaction(|tx| tracking::cursor(tx.conn(), entity))?;
+        loop {
+            let page = self
+                .transport
+                .pull(&def.path, Cursor::from_millis(since), self.options.page_size)
+                .map_err(|source| SyncError::Transport { entity: entity.to_owned(), source })?;
+            if page.more && page.now.millis() <= since {
+                return Err(SyncError::Protocol {
+                    entity: entity.to_owned(),
+                    reason: format!("a page with more to come did not advance the cursor past {since}"),
+                });
+            }
+            self.store.transaction(|tx| {
+                apply_page(tx, def, &page, handler, &mut report)?;
+                tracking::set_cursor(tx.conn(), entity, page.now.millis()).map_err(SyncError::from)
+            })?;
+            since = page.now.millis();
+            if !page.more {
+                break;
+            }
+        }
+
+        let upto = self.store.transaction(|tx| tracking::current_seq(tx.conn()))?;
+        while let Some(pending) = self.store.transaction(|tx| build_push(tx, def, upto, self.options.push_batch))? {
+            self.send(def, &pending, &mut report)?;
+        }
+
+        report.duration = start.elapsed();
+        tracing::debug!(pulled = report.pulled, pushed = report.pushed, conflicts = report.conflicts.len(), "synced");
+        Ok(report)
+    }
+
+    /// Sends a recorded push and, once acknowledged, updates the base versions and marks clean
+    /// what was not written since the push was built.
+    fn send(&self, def: &EntityDef, pending: &PendingPush, report: &mut EntityReport) -> Result<(), SyncError> {
+        let entity = def.name.as_str();
+        let key = IdempotencyKey::new(pending.key.clone())
+            .map_err(|e| StoreError::Corrupt(format!("pending push of {entity}: {e}")))?;
+        let key = self.options.idempotency.then_some(&key);
+        match self.transport.push(&def.path, &pending.body, key) {
+            Ok(ack) => {
+                let pushed = self.store.transaction(|tx| acknowledge(tx, def, pending, ack.now.millis()))?;
+                report.pushed += pushed;
+                report.replayed_pushes += usize::from(ack.replayed);
+                Ok(())
+            }
+            Err(source) => {
+                if source.is_rejected_body() {
+                    // The server applied nothing and never will: forget this push. Its objects
+                    // are still dirty, so the next run builds a new one from them.
+                    self.store.transaction(|tx| tracking::clear_pending(tx.conn(), entity))?;
+                }
+                Err(SyncError::Transport { entity: entity.to_owned(), source })
+            }
+        }
+    }
+}
+
+/// Merges one pulled page into the local store.
+fn apply_page<H: ConflictHandler + ?Sized>(
+    tx: &Tx<'_>,
+    def: &EntityDef,
+    page: &PullPage,
+    handler: &H,
+    report: &mut EntityReport,
+) -> Result<(), SyncError> {
+    let entity = def.name.as_str();
+    let declared: Vec<&str> = def.field_names().collect();
+    for remote in collapse_duplicates(&page.updates) {
+        report.pulled += 1;
+        let remote_version = if remote.removed {
+            Version::Removed
+        } else {
+            let (fields, refused) = def.read_remote(&remote.fields);
+            if !refused.is_empty() {
+                tracing::warn!(id = %remote.id, fields = ?refused, "ignored values that do not fit the declared types");
+                report.refused_values += refused.len();
+            }
+            Version::Live(fields)
+        };
+        let state = tracking::row_state(tx.conn(), entity, &remote.id)?;
+        let known = state.as_ref().and_then(|s| s.base.last_change());
+        if matches!((remote.last_change, known), (Some(seen), Some(known)) if seen < known) {
+            // An older version than the one this device already knows (from its own push).
+            continue;
+        }
+        let new_base = match &remote_version {
+            Version::Live(fields) => Base::Live { last_change: remote.last_change, fields: fields.clone() },
+            Version::Removed => Base::Removed { last_change: remote.last_change },
+        };
+        let dirty_seq = state.as_ref().and_then(|s| s.dirty_seq);
+        let Some(dirty_seq) = dirty_seq else {
+            // No local change: the server's version is taken as it is.
+            write_version(tx, def, &remote.id, &remote_version)?;
+            match remote_version {
+                Version::Live(_) => tracking::set_row_state(
+                    tx.conn(),
+                    entity,
+                    &remote.id,
+                    &RowState { dirty_seq: None, local_removed: false, base: new_base },
+                )?,
+                Version::Removed => tracking::delete_row_state(tx.conn(), entity, &remote.id)?,
+            }
+            continue;
+        };
+        let (old_base, local_removed) = state.map_or((Base::Unknown, false), |s| (s.base, s.local_removed));
+        let local = match tx.read_local(def, &remote.id)? {
+            Some(fields) if !local_removed => Version::Live(fields),
+            _ => Version::Removed,
+        };
+        let base = match &old_base {
+            Base::Unknown => None,
+            Base::Live { fields, .. } => Some(Version::Live(fields.clone())),
+            Base::Removed { .. } => Some(Version::Removed),
+        };
+        let (result, dirty) = match merge::merge(&declared, base.as_ref(), &local, &remote_version) {
+            Merge::Clean { result, dirty } => (result, dirty),
+            Merge::Conflict(pending) => {
+                let conflict = Conflict {
+                    entity: entity.to_owned(),
+                    id: remote.id.clone(),
+                    kind: pending.kind,
+                    local: local.fields().cloned(),
+                    remote: remote_version.fields().cloned(),
+                    base: old_base.fields().cloned(),
+                    fields: pending.fields.clone(),
+                };
+                let resolution = match handler.resolve(&conflict) {
+                    Resolution::Merged(given) => Resolution::Merged(def.check_partial(&given).map_err(|source| {
+                        SyncError::InvalidResolution {
+                            entity: entity.to_owned(),
+                            id: remote.id.clone(),
+                            source: Box::new(source),
+                        }
+                    })?),
+                    other => other,
+                };
+                tracing::debug!(id = %remote.id, kind = ?pending.kind, ?resolution, "conflict resolved");
+                let outcome = merge::resolve(&declared, &pending, &local, &remote_version, &resolution);
+                report.conflicts.push(ResolvedConflict {
+                    id: remote.id.clone(),
+                    kind: pending.kind,
+                    fields: pending.fields,
+                    resolution,
+                });
+                outcome
+            }
+        };
+        write_version(tx, def, &remote.id, &result)?;
+        let removed = result == Version::Removed;
+        if dirty {
+            let state = RowState { dirty_seq: Some(dirty_seq), local_removed: removed, base: new_base };
+            tracking::set_row_state(tx.conn(), entity, &remote.id, &state)?;
+        } else if removed {
+            tracking::delete_row_state(tx.conn(), entity, &remote.id)?;
+        } else {
+            let state = RowState { dirty_seq: None, local_removed: false, base: new_base };
+            tracking::set_row_state(tx.conn(), entity, &remote.id, &state)?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes the local table hold `version` of an object (untracked: this is the server's state, or
+/// a merge whose tracking the caller writes).
+fn write_version(tx: &Tx<'_>, def: &EntityDef, id: &str, version: &Version) -> Result<(), StoreError> {
+    match version {
+        Version::Live(fields) => tx.write_local(def, id, fields),
+        Version::Removed => tx.delete_local(def, id).map(drop),
+    }
+}
+
+/// One entry per id, in the order ids first appear. When an answer lists an id twice (base
+/// servers send a tombstone without `_lastChange` and the re-created object), the live object
+/// wins over a tombstone without `_lastChange`; otherwise the larger `_lastChange` wins, and the
+/// later entry on a tie.
+fn collapse_duplicates(updates: &[RemoteObject]) -> Vec<&RemoteObject> {
+    let mut out: Vec<&RemoteObject> = Vec::with_capacity(updates.len());
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for update in updates {
+        match index.get(update.id.as_str()) {
+            None => {
+                index.insert(&update.id, out.len());
+                out.push(update);
+            }
+            Some(&at) => {
+                if supersedes(update, out[at]) {
+                    out[at] = update;
+                }
+            }
+        }
+    }
+    out
+}
+
+fn supersedes(new: &RemoteObject, old: &RemoteObject) -> bool {
+    match (new.removed, new.last_change, old.removed, old.last_change) {
+        (false, _, true, None) => true,
+        (true, None, false, _) => false,
+        (_, new_lc, _, old_lc) => new_lc >= old_lc,
+    }
+}
+
+/// Builds the next push of `entity` from objects last written at or before `upto`, records it as
+/// pending, and returns it; `None` when nothing is left to push. Objects whose local version
+/// equals their base (changed and changed back) are marked clean instead.
+fn build_push(tx: &Tx<'_>, def: &EntityDef, upto: i64, batch: usize) -> Result<Option<PendingPush>, SyncError> {
+    let entity = def.name.as_str();
+    let conn = tx.conn();
+    loop {
+        let ids = tracking::dirty_rows(conn, entity, upto, batch.max(1))?;
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let mut items = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(state) = tracking::row_state(conn, entity, &id)? else { continue };
+            let local = if state.local_removed { None } else { tx.read_local(def, &id)? };
+            let mut item = Map::new();
+            item.insert("id".into(), Value::String(id.clone()));
+            match (local, state.base.fields()) {
+                (None, _) => {
+                    item.insert("_removed".into(), Value::Bool(true));
+                }
+                (Some(local), Some(base)) => {
+                    let changed = merge::changed_fields(&def.field_names().collect::<Vec<_>>(), Some(base), &local);
+                    if changed.is_empty() {
+                        let clean = RowState { dirty_seq: None, ..state };
+                        tracking::set_row_state(conn, entity, &id, &clean)?;
+                        continue;
+                    }
+                    for name in changed {
+                        let value = local.get(&name).cloned().unwrap_or(Value::Null);
+                        item.insert(name, value);
+                    }
+                }
+                (Some(local), None) => item.extend(local),
+            }
+            items.push(Value::Object(item));
+        }
+        if items.is_empty() {
+            continue;
+        }
+        let pending = PendingPush {
+            key: uuid::Uuid::new_v4().simple().to_string(),
+            body: Value::Array(items).to_string(),
+            captured: tracking::current_seq(conn)?,
+        };
+        tracking::set_pending(conn, entity, &pending)?;
+        return Ok(Some(pending));
+    }
+}
+
+/// Applies the server's acknowledgement of `pending` at `now`: each pushed object's base becomes
+/// what the server now holds; objects not written since the push was built are marked clean.
+/// Returns how many objects the push held.
+fn acknowledge(tx: &Tx<'_>, def: &EntityDef, pending: &PendingPush, now: i64) -> Result<usize, StoreError> {
+    let entity = def.name.as_str();
+    let conn = tx.conn();
+    let corrupt = |what: &str| StoreError::Corrupt(format!("pending push of {entity}: {what}"));
+    let items: Vec<Fields> = serde_json::from_str(&pending.body).map_err(|_| corrupt("not an array of objects"))?;
+    for mut item in items.iter().cloned() {
+        let Some(Value::String(id)) = item.remove("id") else { return Err(corrupt("an item without id")) };
+        let removed = item.remove("_removed") == Some(Value::Bool(true));
+        let state = tracking::row_state(conn, entity, &id)?.unwrap_or(RowState {
+            dirty_seq: None,
+            local_removed: removed,
+            base: Base::Unknown,
+        });
+        let base = if removed {
+            Base::Removed { last_change: Some(now) }
+        } else {
+            let mut fields = def.complete(state.base.fields().unwrap_or(&Fields::new()));
+            fields.extend(item);
+            Base::Live { last_change: Some(now), fields }
+        };
+        let written_since = state.dirty_seq.is_some_and(|seq| seq > pending.captured);
+        if removed && state.local_removed && !written_since {
+            tracking::delete_row_state(conn, entity, &id)?;
+        } else {
+            let dirty_seq = if written_since { state.dirty_seq } else { None };
+            let next = RowState { dirty_seq, local_removed: state.local_removed, base };
+            tracking::set_row_state(conn, entity, &id, &next)?;
+        }
+    }
+    tracking::clear_pending(conn, entity)?;
+    Ok(items.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use sync_proto::{ErrorCode, FieldType};
+
+    use super::*;
+    use crate::conflict::PreferRemote;
+    use crate::error::TransportError;
+    use crate::schema::Entity;
+    use crate::transport::PushAck;
+
+    /// A server that answers every pull with `more` but never advances, and refuses every push
+    /// body as invalid.
+    struct Misbehaving;
+
+    impl Transport for Misbehaving {
+        fn pull(&self, _: &str, since: Cursor, _: Option<usize>) -> Result<PullPage, TransportError> {
+            Ok(PullPage { updates: Vec::new(), now: since, more: since == Cursor::ZERO })
+        }
+
+        fn push(&self, _: &str, _: &str, _: Option<&IdempotencyKey>) -> Result<PushAck, TransportError> {
+            Err(TransportError::Status {
+                url: "/todoChanges".into(),
+                status: 400,
+                code: Some(ErrorCode::InvalidBody),
+                message: "invalid".into(),
+            })
+        }
+    }
+
+    fn store() -> Store {
+        Store::open_in_memory([Entity::new("Todo").field("text", FieldType::Text)]).unwrap()
+    }
+
+    #[test]
+    fn paging_that_does_not_advance_is_a_protocol_error_not_a_loop() {
+        let err = Syncer::new(store(), Misbehaving).sync_all(&PreferRemote).unwrap_err();
+        assert!(matches!(err, SyncError::Protocol { .. }), "{err}");
+    }
+
+    #[test]
+    fn push_refused_as_invalid_is_forgotten_and_its_rows_stay_dirty() {
+        let store = store();
+        store.insert_with_id("Todo", "a", json!({"text": "x"})).unwrap();
+        store.transaction(|tx| tracking::set_cursor(tx.conn(), "Todo", 5)).unwrap();
+        let err = Syncer::new(store.clone(), Misbehaving).sync_all(&PreferRemote).unwrap_err();
+        assert!(matches!(err, SyncError::Transport { .. }) && !err.is_retryable(), "{err}");
+        assert_eq!(store.transaction(|tx| tracking::pending(tx.conn(), "Todo")).unwrap(), None);
+        assert_eq!(store.pending_changes("Todo").unwrap(), 1);
+    }
+
+    fn obj(id: &str, removed: bool, last_change: Option<i64>) -> RemoteObject {
+        RemoteObject { id: id.into(), last_change, removed, fields: Fields::new() }
+    }
+
+    #[test]
+    fn live_object_wins_over_tombstone_without_last_change() {
+        let updates = [obj("A", true, None), obj("B", false, Some(3)), obj("A", false, Some(5))];
+        let out = collapse_duplicates(&updates);
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[0].id.as_str(), out[0].removed), ("A", false));
+        let reversed = [obj("A", false, Some(5)), obj("A", true, None)];
+        assert!(!collapse_duplicates(&reversed)[0].removed);
+    }
+
+    #[test]
+    fn larger_last_change_wins_otherwise() {
+        let updates = [obj("A", false, Some(9)), obj("A", true, Some(7))];
+        assert!(!collapse_duplicates(&updates)[0].removed);
+        let updates = [obj("A", false, Some(7)), obj("A", true, Some(9))];
+        assert!(collapse_duplicates(&updates)[0].removed);
+    }
+}

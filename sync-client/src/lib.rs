@@ -1,0 +1,93 @@
+//! An offline-first local store that syncs with a persistence.js-compatible server.
+//!
+//! The app reads and writes its own SQLite file through a [`Store`], online or not; a [`Syncer`]
+//! reconciles it with the server when asked: it pulls what changed since the last sync, merges
+//! each object three-way per field against the version both sides started from, lets a
+//! [`ConflictHandler`] decide what truly conflicts, and pushes the local changes.
+//!
+//! ```no_run
+//! use serde_json::json;
+//! use sync_client::{Entity, FieldType, HttpTransport, PreferRemote, Query, Store, Syncer};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = Store::open("app.db", [Entity::new("Todo").field("text", FieldType::Text).field("done", FieldType::Bool)])?;
+//! let id = store.insert("Todo", json!({"text": "buy milk", "done": false}))?;
+//! store.update("Todo", &id, json!({"done": true}))?;
+//! let open = store.query(&Query::new("Todo").filter("done", false))?;
+//!
+//! let syncer = Syncer::new(store.clone(), HttpTransport::new("http://127.0.0.1:8080")?);
+//! let report = syncer.sync_all(&PreferRemote)?;
+//! println!("pulled {}, pushed {}, {} conflicts", report.pulled(), report.pushed(), report.conflicts());
+//! # let _ = open;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Guarantees
+//! - Every local write is tracked in the same SQLite transaction as the write, by a local change
+//!   counter (never the wall clock).
+//! - No lost edits: an edit made while a sync is in flight is never marked clean by that sync; a
+//!   push is recorded with its idempotency key before it is sent, and re-sent unchanged until the
+//!   server acknowledges it, so a crash or a lost answer ends as a clean run would (the server
+//!   applies it once when it supports idempotent push).
+//! - It works with any server of the base protocol (no paging, no idempotency, an id sent twice)
+//!   and uses paging and idempotent push when the server offers them.
+//!
+//! One limit of the protocol remains: without preconditions, a change another device pushes
+//! between this device's pull and its push of the same field is overwritten by that push (as in
+//! persistence.js); the window is one sync's round trip, or longer when a push waits to be sent
+//! again after a failure.
+//!
+//! # Threads and async
+//! [`Store`] and [`Syncer`] are `Send + Sync`; share them with `Arc` or clone the store. The
+//! methods block: call them from plain threads as they are. From async code (tokio), run a sync
+//! on the blocking pool, so that it never stalls the runtime's workers:
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use sync_client::{PreferLocal, Syncer};
+//! # async fn run(syncer: Arc<Syncer>) -> Result<(), Box<dyn std::error::Error>> {
+//! let s = Arc::clone(&syncer);
+//! let report = tokio::task::spawn_blocking(move || s.sync_all(&PreferLocal)).await??;
+//! # let _ = report;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Store reads and writes are short local transactions; async apps may call them directly or
+//! through `spawn_blocking` as for any file I/O. [`HttpTransport`] may be created and dropped on
+//! any thread, async or not (it does the parts of `reqwest::blocking` that must not run inside a
+//! runtime on a helper thread).
+//!
+//! # Layout
+//! - [`schema`]: entities, typed fields, their tables, and value conversion.
+//! - [`store`]: the local store: CRUD, queries, transactions.
+//! - `tracking` (internal): the change counter, base versions, tombstones, cursors, pending pushes.
+//! - [`merge`]: the pure three-way merge of one object.
+//! - [`conflict`]: conflicts, resolutions, and the handlers that decide them.
+//! - [`engine`]: the sync run and its report.
+//! - [`transport`]: the [`Transport`] trait and the HTTP implementation with timeouts and retries.
+//! - [`error`]: the error types.
+//!
+//! # Features
+//! - `rustls`: HTTPS through rustls. Off by default, so that the default build stays small (plain
+//!   HTTP, for a server behind a TLS-terminating proxy on the same host or network).
+
+#![warn(missing_docs)]
+
+pub mod conflict;
+pub mod engine;
+pub mod error;
+pub mod merge;
+pub mod schema;
+pub mod store;
+mod tracking;
+pub mod transport;
+
+pub use conflict::{Conflict, ConflictHandler, ConflictKind, PreferLocal, PreferRemote, Resolution};
+pub use engine::{EntityReport, ResolvedConflict, SyncOptions, SyncReport, Syncer};
+pub use error::{StoreError, SyncError, TransportError};
+pub use schema::{Entity, Fields};
+pub use store::{Order, Query, Record, Store, Tx, new_id};
+pub use sync_proto::{Cursor, FieldType, IdempotencyKey};
+pub use transport::{HttpTransport, HttpTransportBuilder, PullPage, PushAck, RemoteObject, RetryPolicy, Transport};

@@ -1,0 +1,580 @@
+//! The local store: the app's SQLite file, its CRUD and queries, and multi-object transactions.
+//!
+//! Every write records itself for sync (in the bookkeeping tables) in the same SQLite transaction
+//! as the write, so a write is either stored and tracked, or neither. A [`Store`] is a cheap
+//! handle (clone it freely, share it between threads); writes and reads are serialized on one
+//! connection, each a short transaction, so the app keeps writing while a sync waits on the
+//! network.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params_from_iter};
+use serde_json::Value;
+use sync_proto::ObjectId;
+
+use crate::error::StoreError;
+use crate::schema::{self, Entity, EntityDef, Fields, MAX_ID_BYTES, Schema, quoted};
+use crate::tracking;
+
+/// How long a write waits for another connection's lock on the file before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One object read from the local store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The object's id.
+    pub id: String,
+    /// Every declared field, `null` where unset.
+    pub fields: Fields,
+}
+
+impl Record {
+    /// The value of a field (`None` for an undeclared field; `Some(Null)` for an unset one).
+    pub fn get(&self, field: &str) -> Option<&Value> {
+        self.fields.get(field)
+    }
+
+    /// The value of a `TEXT` field, when set.
+    pub fn get_str(&self, field: &str) -> Option<&str> {
+        self.get(field).and_then(Value::as_str)
+    }
+
+    /// The value of a `BOOL` field, when set.
+    pub fn get_bool(&self, field: &str) -> Option<bool> {
+        self.get(field).and_then(Value::as_bool)
+    }
+
+    /// The value of an `INT`, `BIGINT` or `DATE` field, when set.
+    pub fn get_i64(&self, field: &str) -> Option<i64> {
+        self.get(field).and_then(Value::as_i64)
+    }
+
+    /// The value of a `REAL` field, when set.
+    pub fn get_f64(&self, field: &str) -> Option<f64> {
+        self.get(field).and_then(Value::as_f64)
+    }
+}
+
+/// Sort direction of [`Query::order_by`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Smallest first (`NULL` first).
+    Asc,
+    /// Largest first.
+    Desc,
+}
+
+/// A simple query over one entity: equality filters, an order, a limit.
+///
+/// ```
+/// # use sync_client::{Query, Order};
+/// let open_by_text = Query::new("Todo").filter("done", false).order_by("text", Order::Asc).limit(50);
+/// # let _ = open_by_text;
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    entity: String,
+    filters: Vec<(String, Value)>,
+    order: Vec<(String, Order)>,
+    limit: Option<usize>,
+}
+
+impl Query {
+    /// Every object of `entity`, in no particular order.
+    pub fn new(entity: impl Into<String>) -> Self {
+        Self { entity: entity.into(), filters: Vec::new(), order: Vec::new(), limit: None }
+    }
+
+    /// Keeps objects whose `field` (or `id`) equals `value`; `null` matches unset fields.
+    pub fn filter(mut self, field: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.filters.push((field.into(), value.into()));
+        self
+    }
+
+    /// Sorts by `field` (or `id`); later calls break ties of earlier ones. Ties left over are
+    /// broken by id, so the order is always the same.
+    pub fn order_by(mut self, field: impl Into<String>, order: Order) -> Self {
+        self.order.push((field.into(), order));
+        self
+    }
+
+    /// Returns at most `n` objects.
+    pub fn limit(mut self, n: usize) -> Self {
+        self.limit = Some(n);
+        self
+    }
+}
+
+/// A handle on the local database. Cloning it is cheap; clones share one connection.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    conn: Mutex<Connection>,
+    schema: Schema,
+    /// Held for the whole of a sync run, so that two runs on one database never interleave
+    /// (each relies on the pending push and the base versions it wrote staying as it left them).
+    sync_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("schema", &self.shared.schema).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` for these entities: creates their
+    /// tables and the sync bookkeeping, adds columns for newly declared fields (existing rows
+    /// keep their data and are pulled again to fill the new fields), and refuses a field whose
+    /// type changed.
+    ///
+    /// The file is put in WAL mode with `synchronous = FULL`, so that a push recorded before
+    /// sending survives a power loss.
+    pub fn open(path: impl AsRef<Path>, entities: impl IntoIterator<Item = Entity>) -> Result<Self, StoreError> {
+        let conn = Connection::open(path.as_ref()).map_err(StoreError::sqlite("opening the database"))?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+            .map_err(StoreError::sqlite("setting up the database"))?;
+        Self::with_connection(conn, Schema::new(entities)?)
+    }
+
+    /// A store in memory, gone when the last handle is dropped: for tests and throwaway caches.
+    pub fn open_in_memory(entities: impl IntoIterator<Item = Entity>) -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory().map_err(StoreError::sqlite("opening the database"))?;
+        Self::with_connection(conn, Schema::new(entities)?)
+    }
+
+    fn with_connection(mut conn: Connection, schema: Schema) -> Result<Self, StoreError> {
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(StoreError::sqlite("setting up the database"))?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::sqlite("migrating the database"))?;
+        tracking::init(&tx)?;
+        for entity in schema.entities() {
+            migrate_entity(&tx, entity)?;
+        }
+        tx.commit().map_err(StoreError::sqlite("migrating the database"))?;
+        Ok(Self { shared: Arc::new(Shared { conn: Mutex::new(conn), schema, sync_lock: Mutex::new(()) }) })
+    }
+
+    /// The checked entities of this store.
+    pub fn schema(&self) -> &Schema {
+        &self.shared.schema
+    }
+
+    /// Runs `f` in one transaction: if it returns `Ok`, every write it made is committed
+    /// together; if it returns `Err` (or a write fails), none is.
+    ///
+    /// `f` must not use this store's other methods (they would wait for the transaction it is in).
+    pub fn transaction<T, E>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::sqlite("starting a transaction"))?;
+        let value = f(&Tx { conn: &tx, schema: &self.shared.schema })?;
+        tx.commit().map_err(StoreError::sqlite("committing a transaction"))?;
+        Ok(value)
+    }
+
+    /// Creates an object with a fresh id (32 upper-case hex digits, as persistence.js makes) and
+    /// returns the id. Fields not given are `null`.
+    pub fn insert(&self, entity: &str, fields: Value) -> Result<String, StoreError> {
+        self.transaction(|tx| tx.insert(entity, fields))
+    }
+
+    /// Creates an object with the given id; fails if a live object has it.
+    pub fn insert_with_id(&self, entity: &str, id: &str, fields: Value) -> Result<(), StoreError> {
+        self.transaction(|tx| tx.insert_with_id(entity, id, fields))
+    }
+
+    /// Sets the given fields of an object, leaving the others as they are.
+    pub fn update(&self, entity: &str, id: &str, fields: Value) -> Result<(), StoreError> {
+        self.transaction(|tx| tx.update(entity, id, fields))
+    }
+
+    /// Removes an object; the removal is pushed at the next sync.
+    pub fn remove(&self, entity: &str, id: &str) -> Result<(), StoreError> {
+        self.transaction(|tx| tx.remove(entity, id))
+    }
+
+    /// The object with this id, if it exists locally.
+    pub fn get(&self, entity: &str, id: &str) -> Result<Option<Record>, StoreError> {
+        self.transaction(|tx| tx.get(entity, id))
+    }
+
+    /// The objects a query selects.
+    pub fn query(&self, query: &Query) -> Result<Vec<Record>, StoreError> {
+        self.transaction(|tx| tx.query(query))
+    }
+
+    /// How many objects of `entity` have local changes (or removals) not pushed yet.
+    pub fn pending_changes(&self, entity: &str) -> Result<usize, StoreError> {
+        self.transaction(|tx| {
+            let def = tx.schema.entity(entity)?;
+            tracking::dirty_count(tx.conn, def.name.as_str())
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock rolled its transaction back when the guard unwound, so
+        // the connection is in a clean state and can be used again.
+        self.shared.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes the right to run a sync on this database until the guard is dropped.
+    pub(crate) fn lock_sync(&self) -> MutexGuard<'_, ()> {
+        self.shared.sync_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A transaction on the local store; see [`Store::transaction`]. Its methods are those of
+/// [`Store`], applied together.
+pub struct Tx<'a> {
+    conn: &'a Connection,
+    schema: &'a Schema,
+}
+
+impl Tx<'_> {
+    /// See [`Store::insert`].
+    pub fn insert(&self, entity: &str, fields: Value) -> Result<String, StoreError> {
+        let id = new_id();
+        self.insert_with_id(entity, &id, fields)?;
+        Ok(id)
+    }
+
+    /// See [`Store::insert_with_id`].
+    pub fn insert_with_id(&self, entity: &str, id: &str, fields: Value) -> Result<(), StoreError> {
+        let def = self.schema.entity(entity)?;
+        check_id(id)?;
+        let given = def.check_partial(&as_object(def, fields)?)?;
+        if self.read_local(def, id)?.is_some() {
+            return Err(StoreError::AlreadyExists { entity: entity.into(), id: id.into() });
+        }
+        self.write_local(def, id, &def.complete(&given))?;
+        tracking::record_local_write(self.conn, def.name.as_str(), id, false)
+    }
+
+    /// See [`Store::update`].
+    pub fn update(&self, entity: &str, id: &str, fields: Value) -> Result<(), StoreError> {
+        let def = self.schema.entity(entity)?;
+        let given = def.check_partial(&as_object(def, fields)?)?;
+        let Some(mut current) = self.read_local(def, id)? else {
+            return Err(StoreError::NotFound { entity: entity.into(), id: id.into() });
+        };
+        current.extend(given);
+        self.write_local(def, id, &current)?;
+        tracking::record_local_write(self.conn, def.name.as_str(), id, false)
+    }
+
+    /// See [`Store::remove`].
+    pub fn remove(&self, entity: &str, id: &str) -> Result<(), StoreError> {
+        let def = self.schema.entity(entity)?;
+        if !self.delete_local(def, id)? {
+            return Err(StoreError::NotFound { entity: entity.into(), id: id.into() });
+        }
+        tracking::record_local_write(self.conn, def.name.as_str(), id, true)
+    }
+
+    /// See [`Store::get`].
+    pub fn get(&self, entity: &str, id: &str) -> Result<Option<Record>, StoreError> {
+        let def = self.schema.entity(entity)?;
+        Ok(self.read_local(def, id)?.map(|fields| Record { id: id.to_owned(), fields }))
+    }
+
+    /// See [`Store::query`].
+    pub fn query(&self, query: &Query) -> Result<Vec<Record>, StoreError> {
+        let def = self.schema.entity(&query.entity)?;
+        let column = |name: &str| -> Result<Option<&schema::FieldDef>, StoreError> {
+            if name == "id" {
+                return Ok(None);
+            }
+            def.field(name)
+                .map(Some)
+                .ok_or_else(|| StoreError::UnknownField { entity: def.name.to_string(), field: name.into() })
+        };
+        let mut sql = format!("SELECT {} FROM {}", select_list(def), quoted(def.name.as_str()));
+        let mut args = Vec::new();
+        for (i, (name, value)) in query.filters.iter().enumerate() {
+            sql.push_str(if i == 0 { " WHERE " } else { " AND " });
+            match column(name)? {
+                None => {
+                    let id = value.as_str().ok_or_else(|| StoreError::InvalidValue {
+                        entity: def.name.to_string(),
+                        field: "id".into(),
+                        reason: "an id is a string".into(),
+                    })?;
+                    args.push(rusqlite::types::Value::Text(id.to_owned()));
+                }
+                Some(field) => {
+                    let value = schema::normalize(field.ty, value).map_err(|reason| StoreError::InvalidValue {
+                        entity: def.name.to_string(),
+                        field: name.clone(),
+                        reason,
+                    })?;
+                    args.push(schema::to_sql(field.ty, &value));
+                }
+            }
+            sql.push_str(&format!("{} IS ?{}", quoted(name), i + 1));
+        }
+        sql.push_str(" ORDER BY ");
+        for (name, order) in &query.order {
+            column(name)?;
+            let dir = if *order == Order::Asc { "ASC" } else { "DESC" };
+            sql.push_str(&format!("{} {dir}, ", quoted(name)));
+        }
+        sql.push_str("\"id\"");
+        if let Some(limit) = query.limit {
+            sql.push_str(&format!(" LIMIT {limit}"));
+        }
+        let mut stmt = self.conn.prepare(&sql).map_err(StoreError::sqlite("querying"))?;
+        let mut rows = stmt.query(params_from_iter(args)).map_err(StoreError::sqlite("querying"))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(StoreError::sqlite("querying"))? {
+            let id: String = row.get(0).map_err(StoreError::sqlite("querying"))?;
+            let fields = read_fields(def, row)?;
+            out.push(Record { id, fields });
+        }
+        Ok(out)
+    }
+
+    /// The declared fields of a live local object.
+    pub(crate) fn read_local(&self, def: &EntityDef, id: &str) -> Result<Option<Fields>, StoreError> {
+        let sql = format!("SELECT {} FROM {} WHERE \"id\" = ?1", select_list(def), quoted(def.name.as_str()));
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(StoreError::sqlite("reading an object"))?;
+        let mut rows = stmt.query([id]).map_err(StoreError::sqlite("reading an object"))?;
+        match rows.next().map_err(StoreError::sqlite("reading an object"))? {
+            Some(row) => read_fields(def, row).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes every declared field of a local object, creating it if needed. Not tracked.
+    pub(crate) fn write_local(&self, def: &EntityDef, id: &str, fields: &Fields) -> Result<(), StoreError> {
+        let names: Vec<String> = def.fields.iter().map(|f| quoted(&f.name)).collect();
+        let mut sql = format!("INSERT INTO {} (\"id\"", quoted(def.name.as_str()));
+        for name in &names {
+            sql.push_str(", ");
+            sql.push_str(name);
+        }
+        sql.push_str(") VALUES (?1");
+        for i in 0..names.len() {
+            sql.push_str(&format!(", ?{}", i + 2));
+        }
+        sql.push_str(") ON CONFLICT (\"id\") DO ");
+        if names.is_empty() {
+            sql.push_str("NOTHING");
+        } else {
+            sql.push_str("UPDATE SET ");
+            let sets: Vec<String> = names.iter().map(|n| format!("{n} = excluded.{n}")).collect();
+            sql.push_str(&sets.join(", "));
+        }
+        let mut args = vec![rusqlite::types::Value::Text(id.to_owned())];
+        args.extend(def.fields.iter().map(|f| schema::to_sql(f.ty, fields.get(&f.name).unwrap_or(&Value::Null))));
+        self.conn
+            .prepare_cached(&sql)
+            .and_then(|mut stmt| stmt.execute(params_from_iter(args)))
+            .map(drop)
+            .map_err(StoreError::sqlite("writing an object"))
+    }
+
+    /// Deletes a local object; returns whether it existed. Not tracked.
+    pub(crate) fn delete_local(&self, def: &EntityDef, id: &str) -> Result<bool, StoreError> {
+        let sql = format!("DELETE FROM {} WHERE \"id\" = ?1", quoted(def.name.as_str()));
+        self.conn
+            .prepare_cached(&sql)
+            .and_then(|mut stmt| stmt.execute([id]))
+            .map(|n| n > 0)
+            .map_err(StoreError::sqlite("removing an object"))
+    }
+
+    /// The connection, for the bookkeeping of the sync engine.
+    pub(crate) fn conn(&self) -> &Connection {
+        self.conn
+    }
+}
+
+/// A fresh object id: a UUID v4 as 32 upper-case hex digits, the form persistence.js makes.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string().to_ascii_uppercase()
+}
+
+fn check_id(id: &str) -> Result<(), StoreError> {
+    ObjectId::new(id, MAX_ID_BYTES)
+        .map(drop)
+        .map_err(|e| StoreError::InvalidId { id: id.chars().take(64).collect(), reason: e.to_string() })
+}
+
+fn as_object(def: &EntityDef, fields: Value) -> Result<Fields, StoreError> {
+    match fields {
+        Value::Object(map) => Ok(map),
+        Value::Null => Ok(Fields::new()),
+        _ => Err(StoreError::NotAnObject { entity: def.name.to_string() }),
+    }
+}
+
+fn select_list(def: &EntityDef) -> String {
+    let mut list = String::from("\"id\"");
+    for field in &def.fields {
+        list.push_str(", ");
+        list.push_str(&quoted(&field.name));
+    }
+    list
+}
+
+fn read_fields(def: &EntityDef, row: &rusqlite::Row<'_>) -> Result<Fields, StoreError> {
+    let mut fields = Fields::new();
+    for (i, field) in def.fields.iter().enumerate() {
+        let raw = row.get_ref(i + 1).map_err(StoreError::sqlite("reading an object"))?;
+        let value = schema::from_sql(field.ty, raw)
+            .map_err(|reason| StoreError::Corrupt(format!("{}.{}: {reason}", def.name, field.name)))?;
+        fields.insert(field.name.clone(), value);
+    }
+    Ok(fields)
+}
+
+/// Creates the table of `entity`, or adds the columns of newly declared fields to it. When a
+/// field is added to a table that existed, the entity's cursor goes back to 0 so that the next
+/// sync pulls every object again and fills the new field.
+fn migrate_entity(conn: &Connection, entity: &EntityDef) -> Result<(), StoreError> {
+    let table = entity.name.as_str();
+    let existed: bool = conn
+        .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |_| Ok(()))
+        .optional()
+        .map_err(StoreError::sqlite("reading the schema"))?
+        .is_some();
+    if !existed {
+        let mut sql = format!("CREATE TABLE {} (\"id\" TEXT PRIMARY KEY NOT NULL", quoted(table));
+        for field in &entity.fields {
+            sql.push_str(&format!(", {} {}", quoted(&field.name), schema::column_type(field.ty)));
+        }
+        sql.push(')');
+        conn.execute_batch(&sql).map_err(StoreError::sqlite("creating a table"))?;
+    }
+    let columns: Vec<String> = conn
+        .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+        .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect())
+        .map_err(StoreError::sqlite("reading the schema"))?;
+    if !columns.iter().any(|c| c == "id") {
+        return Err(StoreError::Schema(format!("table {table} exists without an id column")));
+    }
+    let mut added = false;
+    for field in &entity.fields {
+        match tracking::recorded_type(conn, table, &field.name)? {
+            Some(recorded) if recorded != field.ty.as_str() => {
+                return Err(StoreError::Schema(format!(
+                    "{table}.{} was declared {recorded} and is now declared {}; changing a field's type is not supported",
+                    field.name, field.ty
+                )));
+            }
+            _ => {}
+        }
+        if !columns.iter().any(|c| c.eq_ignore_ascii_case(&field.name)) {
+            let sql = format!(
+                "ALTER TABLE {} ADD COLUMN {} {}",
+                quoted(table),
+                quoted(&field.name),
+                schema::column_type(field.ty)
+            );
+            conn.execute_batch(&sql).map_err(StoreError::sqlite("adding a column"))?;
+            added = true;
+        }
+        tracking::record_type(conn, table, &field.name, field.ty)?;
+    }
+    if existed && added {
+        tracking::set_cursor(conn, table, 0)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use sync_proto::FieldType;
+
+    use super::*;
+
+    fn todo() -> Entity {
+        Entity::new("Todo").field("text", FieldType::Text).field("done", FieldType::Bool)
+    }
+
+    #[test]
+    fn crud_round_trips_and_tracks_every_write() {
+        let store = Store::open_in_memory([todo()]).unwrap();
+        let id = store.insert("Todo", json!({"text": "milk"})).unwrap();
+        assert_eq!(id.len(), 32);
+        let rec = store.get("Todo", &id).unwrap().unwrap();
+        assert_eq!(Value::Object(rec.fields.clone()), json!({"text": "milk", "done": null}));
+        store.update("Todo", &id, json!({"done": 1})).unwrap();
+        assert_eq!(store.get("Todo", &id).unwrap().unwrap().get_bool("done"), Some(true));
+        assert_eq!(store.pending_changes("Todo").unwrap(), 1);
+        store.remove("Todo", &id).unwrap();
+        assert!(store.get("Todo", &id).unwrap().is_none());
+        assert_eq!(store.pending_changes("Todo").unwrap(), 1, "the removal is a change to push");
+        assert!(matches!(store.remove("Todo", &id), Err(StoreError::NotFound { .. })));
+        assert!(matches!(store.update("Todo", &id, json!({})), Err(StoreError::NotFound { .. })));
+    }
+
+    #[test]
+    fn writes_that_do_not_fit_the_schema_change_nothing() {
+        let store = Store::open_in_memory([todo()]).unwrap();
+        assert!(matches!(store.insert("Todo", json!({"text": 5})), Err(StoreError::InvalidValue { .. })));
+        assert!(matches!(store.insert("Todo", json!({"owner": "x"})), Err(StoreError::UnknownField { .. })));
+        assert!(matches!(store.insert("Todo", json!([1])), Err(StoreError::NotAnObject { .. })));
+        assert!(matches!(store.insert("Nope", json!({})), Err(StoreError::UnknownEntity(_))));
+        assert!(matches!(store.insert_with_id("Todo", "", json!({})), Err(StoreError::InvalidId { .. })));
+        assert!(store.query(&Query::new("Todo")).unwrap().is_empty());
+        assert_eq!(store.pending_changes("Todo").unwrap(), 0);
+    }
+
+    #[test]
+    fn failed_transaction_leaves_no_write_behind() {
+        let store = Store::open_in_memory([todo()]).unwrap();
+        let result: Result<(), StoreError> = store.transaction(|tx| {
+            tx.insert_with_id("Todo", "a", json!({"text": "a"}))?;
+            tx.insert_with_id("Todo", "a", json!({"text": "again"}))
+        });
+        assert!(matches!(result, Err(StoreError::AlreadyExists { .. })));
+        assert!(store.get("Todo", "a").unwrap().is_none());
+        assert_eq!(store.pending_changes("Todo").unwrap(), 0);
+    }
+
+    #[test]
+    fn queries_filter_order_and_limit() {
+        let store = Store::open_in_memory([todo()]).unwrap();
+        for (id, text, done) in [("1", "b", false), ("2", "a", true), ("3", "c", false), ("4", "a", false)] {
+            store.insert_with_id("Todo", id, json!({"text": text, "done": done})).unwrap();
+        }
+        let ids = |q: Query| store.query(&q).unwrap().into_iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(Query::new("Todo").order_by("text", Order::Asc)), ["2", "4", "1", "3"]);
+        assert_eq!(ids(Query::new("Todo").filter("done", false).order_by("text", Order::Desc).limit(2)), ["3", "1"]);
+        assert_eq!(ids(Query::new("Todo").filter("id", "4")), ["4"]);
+        assert!(store.query(&Query::new("Todo").order_by("nope", Order::Asc)).is_err());
+        assert!(store.query(&Query::new("Todo").filter("id", 4)).is_err());
+    }
+
+    #[test]
+    fn new_field_adds_a_column_keeps_rows_and_rewinds_the_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.db");
+        let store = Store::open(&path, [todo()]).unwrap();
+        store.insert_with_id("Todo", "a", json!({"text": "kept"})).unwrap();
+        store.transaction(|tx| tracking::set_cursor(tx.conn(), "Todo", 42)).unwrap();
+        drop(store);
+
+        let store = Store::open(&path, [todo().field("due", FieldType::Date)]).unwrap();
+        let rec = store.get("Todo", "a").unwrap().unwrap();
+        assert_eq!(Value::Object(rec.fields), json!({"text": "kept", "done": null, "due": null}));
+        assert_eq!(store.transaction(|tx| tracking::cursor(tx.conn(), "Todo")).unwrap(), 0);
+        drop(store);
+
+        let changed = Store::open(&path, [todo().field("due", FieldType::Text)]);
+        assert!(matches!(changed, Err(StoreError::Schema(_))));
+    }
+}

@@ -1,0 +1,490 @@
+//! The exchange with the server: the [`Transport`] trait the sync engine talks through, the
+//! parsing of the protocol's answers, and [`HttpTransport`], its blocking HTTP implementation.
+//!
+//! [`HttpTransport`] sends `GET <path>?since=S[&limit=N]` and `POST <path>` (with an
+//! `Idempotency-Key` when the engine gives one), with a timeout per request, and retries
+//! connection failures, timeouts, `408`, `429` and `5xx` answers with exponential backoff and
+//! jitter ([`RetryPolicy`]). A retried push is safe: it carries the same idempotency key, so a
+//! server with the extension applies it once; a base-protocol server applies the same values again.
+//!
+//! It uses `reqwest::blocking`, which runs its own small runtime on a thread of its own. Building
+//! and dropping one inside an async task would block that task's runtime, so [`HttpTransport`]
+//! does both on a helper thread: it can be created and dropped anywhere. Its requests block the
+//! calling thread; from async code, run the sync on a blocking thread (see the crate docs).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderName, HeaderValue};
+use serde_json::Value;
+use sync_proto::{Cursor, ErrorBody, IdempotencyKey};
+
+use crate::error::TransportError;
+use crate::schema::Fields;
+
+/// One object of a pull answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteObject {
+    /// The object's id.
+    pub id: String,
+    /// The server's `_lastChange`; a base-protocol server may leave it out of a tombstone.
+    pub last_change: Option<i64>,
+    /// Whether this is a tombstone (`_removed: true`).
+    pub removed: bool,
+    /// Every property but `id`, `_lastChange` and `_removed`, as sent.
+    pub fields: Fields,
+}
+
+/// One pull answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PullPage {
+    /// The changed objects, as sent (an id may appear twice from a base-protocol server).
+    pub updates: Vec<RemoteObject>,
+    /// The cursor to pull from next.
+    pub now: Cursor,
+    /// Whether the server left changes for a next page (`false` when it did not say: a server
+    /// without paging always answers the whole delta).
+    pub more: bool,
+}
+
+/// The server's acknowledgement of a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushAck {
+    /// The `_lastChange` the server gave every object of the push.
+    pub now: Cursor,
+    /// Whether the server answered from an earlier application of the same idempotency key
+    /// (`Idempotency-Replayed: true`), having applied nothing this time.
+    pub replayed: bool,
+}
+
+/// How the sync engine reaches a server. Implementations must be usable from any thread.
+pub trait Transport: Send + Sync {
+    /// `GET path?since=since[&limit=limit]`: the changes after `since`.
+    fn pull(&self, path: &str, since: Cursor, limit: Option<usize>) -> Result<PullPage, TransportError>;
+
+    /// `POST path` with `body` (a JSON array of objects), under `key` when given. Sending the same
+    /// body under the same key again must be safe.
+    fn push(&self, path: &str, body: &str, key: Option<&IdempotencyKey>) -> Result<PushAck, TransportError>;
+}
+
+impl<T: Transport + ?Sized> Transport for Arc<T> {
+    fn pull(&self, path: &str, since: Cursor, limit: Option<usize>) -> Result<PullPage, TransportError> {
+        (**self).pull(path, since, limit)
+    }
+
+    fn push(&self, path: &str, body: &str, key: Option<&IdempotencyKey>) -> Result<PushAck, TransportError> {
+        (**self).push(path, body, key)
+    }
+}
+
+impl<T: Transport + ?Sized> Transport for Box<T> {
+    fn pull(&self, path: &str, since: Cursor, limit: Option<usize>) -> Result<PullPage, TransportError> {
+        (**self).pull(path, since, limit)
+    }
+
+    fn push(&self, path: &str, body: &str, key: Option<&IdempotencyKey>) -> Result<PushAck, TransportError> {
+        (**self).push(path, body, key)
+    }
+}
+
+/// Parses a pull answer: `{"updates": [...], "now": N}` plus `"more"` when paged.
+pub fn parse_pull_answer(text: &str) -> Result<PullPage, String> {
+    let answer: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let now = answer.get("now").and_then(as_millis).ok_or("no integer \"now\"")?;
+    let updates = answer.get("updates").and_then(Value::as_array).ok_or("no \"updates\" array")?;
+    let more = match answer.get("more") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(more)) => *more,
+        Some(_) => return Err("\"more\" is not a boolean".into()),
+    };
+    let updates = updates.iter().enumerate().map(|(i, u)| parse_update(u).map_err(|e| format!("update {i}: {e}")));
+    Ok(PullPage { updates: updates.collect::<Result<_, _>>()?, now: Cursor::from_millis(now), more })
+}
+
+fn parse_update(update: &Value) -> Result<RemoteObject, String> {
+    let Value::Object(object) = update else { return Err("not an object".into()) };
+    let mut fields = object.clone();
+    let id = match fields.remove("id") {
+        Some(Value::String(id)) if !id.is_empty() => id,
+        _ => return Err("no string \"id\"".into()),
+    };
+    let last_change = match fields.remove("_lastChange") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(as_millis(&v).ok_or("\"_lastChange\" is not an integer")?),
+    };
+    let removed = match fields.remove("_removed") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => b,
+        Some(Value::Number(n)) => n.as_u64() == Some(1),
+        Some(_) => return Err("\"_removed\" is not a boolean".into()),
+    };
+    Ok(RemoteObject { id, last_change, removed, fields })
+}
+
+/// Parses a push answer: `{"status": "ok", "now": N}`.
+pub fn parse_push_answer(text: &str) -> Result<Cursor, String> {
+    let answer: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    match answer.get("status").and_then(Value::as_str) {
+        None | Some("ok") => {}
+        Some(other) => return Err(format!("status is {other:?}")),
+    }
+    answer.get("now").and_then(as_millis).map(Cursor::from_millis).ok_or_else(|| "no integer \"now\"".into())
+}
+
+/// A millisecond timestamp, written as an integer (or, by some servers, a float without fraction).
+fn as_millis(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64))
+}
+
+/// When and how often a failed request is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Tries after the first one; 0 never retries.
+    pub max_retries: u32,
+    /// The wait before the first retry; each further retry waits twice as long.
+    pub initial_backoff: Duration,
+    /// The longest wait between two tries.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 4 retries, waiting about 0.2 s, 0.4 s, 0.8 s and 1.6 s.
+    fn default() -> Self {
+        Self { max_retries: 4, initial_backoff: Duration::from_millis(200), max_backoff: Duration::from_secs(5) }
+    }
+}
+
+impl RetryPolicy {
+    /// Never retry: every failure is returned at once.
+    pub fn none() -> Self {
+        Self { max_retries: 0, ..Self::default() }
+    }
+
+    /// The wait before retry number `retry` (0 for the first), given `jitter` in `[0, 1)`: the
+    /// exponential backoff capped at `max_backoff`, of which a random half is kept ("equal
+    /// jitter"), so that clients that failed together do not retry together, yet each waits at
+    /// least half the backoff.
+    pub fn delay(&self, retry: u32, jitter: f64) -> Duration {
+        let exp = self.initial_backoff.saturating_mul(1u32.checked_shl(retry).unwrap_or(u32::MAX));
+        let capped = exp.min(self.max_backoff);
+        capped.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// How [`HttpTransport`] waits between retries; tests give one that does not sleep.
+pub type Sleep = Arc<dyn Fn(Duration) + Send + Sync>;
+
+/// Builds an [`HttpTransport`].
+pub struct HttpTransportBuilder {
+    base_url: String,
+    timeout: Duration,
+    connect_timeout: Duration,
+    retry: RetryPolicy,
+    headers: Vec<(String, String)>,
+    sleep: Sleep,
+}
+
+impl HttpTransportBuilder {
+    /// The whole time one request may take, from connecting to the last byte of the answer
+    /// (default 30 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The time connecting may take (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// When failed requests are retried (default [`RetryPolicy::default`]).
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sends this header with every request, e.g. `Authorization`. Its value is kept out of
+    /// logs and `Debug` output.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request.
+    pub fn bearer_token(self, token: impl AsRef<str>) -> Self {
+        let value = format!("Bearer {}", token.as_ref());
+        self.header("Authorization", value)
+    }
+
+    /// Waits between retries with `sleep` instead of sleeping the thread.
+    pub fn sleep_with(mut self, sleep: Sleep) -> Self {
+        self.sleep = sleep;
+        self
+    }
+
+    /// Checks the configuration and builds the transport (safe inside an async runtime).
+    pub fn build(self) -> Result<HttpTransport, TransportError> {
+        let base_url = self.base_url.trim_end_matches('/').to_owned();
+        let parsed = reqwest::Url::parse(&base_url)
+            .map_err(|e| TransportError::Config(format!("invalid server URL {base_url:?}: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(TransportError::Config(format!("the server URL must be http or https: {base_url:?}")));
+        }
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &self.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| TransportError::Config(format!("invalid header name {name:?}: {e}")))?;
+            let mut value = HeaderValue::from_str(value)
+                .map_err(|_| TransportError::Config(format!("invalid value for header {name}")))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let builder = reqwest::blocking::Client::builder()
+            .timeout(self.timeout)
+            .connect_timeout(self.connect_timeout)
+            .default_headers(headers)
+            .user_agent(concat!("sync-client/", env!("CARGO_PKG_VERSION")));
+        // reqwest::blocking starts (and on drop joins) a runtime thread, which panics or blocks
+        // when done on a thread that drives async tasks; a helper thread is always safe.
+        let client = std::thread::spawn(move || builder.build())
+            .join()
+            .map_err(|_| TransportError::Config("building the HTTP client panicked".into()))?
+            .map_err(|e| TransportError::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(HttpTransport { base_url, client: Some(client), retry: self.retry, sleep: self.sleep })
+    }
+}
+
+/// The blocking HTTP implementation of [`Transport`], with timeouts and retries.
+pub struct HttpTransport {
+    base_url: String,
+    /// Always `Some` until dropped; taken by `Drop` to be dropped on a helper thread.
+    client: Option<reqwest::blocking::Client>,
+    retry: RetryPolicy,
+    sleep: Sleep,
+}
+
+impl std::fmt::Debug for HttpTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpTransport").field("base_url", &self.base_url).field("retry", &self.retry).finish()
+    }
+}
+
+impl HttpTransport {
+    /// A transport to the server at `base_url` (`http://host:port`, paths are appended to it),
+    /// with the default timeouts and retries.
+    pub fn new(base_url: impl Into<String>) -> Result<Self, TransportError> {
+        Self::builder(base_url).build()
+    }
+
+    /// A builder for a transport to the server at `base_url`.
+    pub fn builder(base_url: impl Into<String>) -> HttpTransportBuilder {
+        HttpTransportBuilder {
+            base_url: base_url.into(),
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            headers: Vec::new(),
+            sleep: Arc::new(std::thread::sleep),
+        }
+    }
+
+    /// The server's base URL, without a trailing `/`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    fn client(&self) -> Result<&reqwest::blocking::Client, TransportError> {
+        self.client.as_ref().ok_or_else(|| TransportError::Config("the HTTP client was dropped".into()))
+    }
+
+    /// Sends the request `build` makes, retrying transient failures; returns the status, the
+    /// `Idempotency-Replayed` flag and the body of a `200` answer.
+    fn exchange(
+        &self,
+        url: &str,
+        build: impl Fn(&reqwest::blocking::Client) -> reqwest::blocking::RequestBuilder,
+    ) -> Result<(bool, String), TransportError> {
+        let client = self.client()?;
+        let mut retry = 0;
+        loop {
+            match self.once(url, build(client)) {
+                Err(e) if e.is_retryable() && retry < self.retry.max_retries => {
+                    let wait = self.retry.delay(retry, rand::random::<f64>());
+                    tracing::warn!(%url, error = %e, retry = retry + 1, wait_ms = wait.as_millis() as u64, "retrying");
+                    (self.sleep)(wait);
+                    retry += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn once(&self, url: &str, request: reqwest::blocking::RequestBuilder) -> Result<(bool, String), TransportError> {
+        let network = |e: reqwest::Error| {
+            if e.is_timeout() {
+                TransportError::Timeout { url: url.to_owned() }
+            } else if e.is_builder() {
+                TransportError::Config(e.to_string())
+            } else {
+                TransportError::Connect { url: url.to_owned(), reason: causes(&e) }
+            }
+        };
+        let response = request.send().map_err(network)?;
+        let status = response.status().as_u16();
+        let replayed = response
+            .headers()
+            .get("Idempotency-Replayed")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let body = response.text().map_err(network)?;
+        if status == 200 {
+            return Ok((replayed, body));
+        }
+        let (code, message) = match serde_json::from_str::<ErrorBody>(&body) {
+            Ok(err) => (Some(err.error), err.message),
+            Err(_) => (None, body.chars().take(200).collect()),
+        };
+        Err(TransportError::Status { url: url.to_owned(), status, code, message })
+    }
+}
+
+impl Transport for HttpTransport {
+    fn pull(&self, path: &str, since: Cursor, limit: Option<usize>) -> Result<PullPage, TransportError> {
+        let mut url = format!("{}{path}?since={since}", self.base_url);
+        if let Some(limit) = limit {
+            url.push_str(&format!("&limit={limit}"));
+        }
+        let (_, body) = self.exchange(&url, |client| client.get(&url).header("Accept", "application/json"))?;
+        parse_pull_answer(&body).map_err(|reason| TransportError::InvalidAnswer { url: url.clone(), reason })
+    }
+
+    fn push(&self, path: &str, body: &str, key: Option<&IdempotencyKey>) -> Result<PushAck, TransportError> {
+        let url = format!("{}{path}", self.base_url);
+        let (replayed, answer) = self.exchange(&url, |client| {
+            let request = client
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .header("Accept", "application/json")
+                .body(body.to_owned());
+            match key {
+                Some(key) => request.header("Idempotency-Key", key.as_str()),
+                None => request,
+            }
+        })?;
+        let now = parse_push_answer(&answer).map_err(|reason| TransportError::InvalidAnswer { url, reason })?;
+        Ok(PushAck { now, replayed })
+    }
+}
+
+impl Drop for HttpTransport {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            // See `HttpTransportBuilder::build`: the client joins its runtime thread when dropped.
+            // If no thread can be started, the client is dropped here, which is only a problem
+            // inside an async task.
+            let _ = std::thread::Builder::new().name("sync-client-drop".into()).spawn(move || drop(client));
+        }
+    }
+}
+
+/// The causes of a network error, innermost last; reqwest's own message only repeats the URL.
+fn causes(e: &reqwest::Error) -> String {
+    let mut text = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if text.is_empty() { e.to_string() } else { text }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_answer_of_a_base_server_is_complete_and_keeps_duplicates() {
+        let page = parse_pull_answer(
+            r#"{"now": 10, "updates": [{"id": "A", "_removed": true}, {"id": "A", "name": "x", "_lastChange": 9}]}"#,
+        )
+        .unwrap();
+        assert_eq!(page.now, Cursor::from_millis(10));
+        assert!(!page.more);
+        assert_eq!(page.updates.len(), 2);
+        assert_eq!((page.updates[0].removed, page.updates[0].last_change), (true, None));
+        assert_eq!(page.updates[1].fields.get("name"), Some(&Value::from("x")));
+        assert!(!page.updates[1].fields.contains_key("_lastChange"));
+    }
+
+    #[test]
+    fn paged_answer_says_more() {
+        let page = parse_pull_answer(r#"{"updates": [], "now": 5, "more": true}"#).unwrap();
+        assert!(page.more);
+    }
+
+    #[test]
+    fn malformed_answers_are_refused() {
+        for bad in [
+            "not json",
+            r#"{"updates": []}"#,
+            r#"{"now": "5", "updates": []}"#,
+            r#"{"now": 5}"#,
+            r#"{"now": 5, "updates": [{"name": "no id"}]}"#,
+            r#"{"now": 5, "updates": [5]}"#,
+            r#"{"now": 5, "updates": [], "more": "yes"}"#,
+        ] {
+            assert!(parse_pull_answer(bad).is_err(), "{bad} accepted");
+        }
+        assert_eq!(parse_push_answer(r#"{"status": "ok", "now": 7}"#), Ok(Cursor::from_millis(7)));
+        assert!(parse_push_answer(r#"{"status": "error", "now": 7}"#).is_err());
+        assert!(parse_push_answer(r#"{"status": "ok"}"#).is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_is_capped_and_keeps_half() {
+        let policy = RetryPolicy {
+            max_retries: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(1000),
+        };
+        assert_eq!(policy.delay(0, 1.0), Duration::from_millis(100));
+        assert_eq!(policy.delay(0, 0.0), Duration::from_millis(50));
+        assert_eq!(policy.delay(2, 1.0), Duration::from_millis(400));
+        assert_eq!(policy.delay(5, 1.0), Duration::from_millis(1000));
+        assert_eq!(policy.delay(40, 0.0), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn invalid_configuration_is_refused() {
+        assert!(matches!(HttpTransport::new("not a url"), Err(TransportError::Config(_))));
+        assert!(matches!(HttpTransport::new("ftp://x"), Err(TransportError::Config(_))));
+        assert!(matches!(
+            HttpTransport::builder("http://127.0.0.1:1").header("Bad Name", "x").build(),
+            Err(TransportError::Config(_))
+        ));
+        let t = HttpTransport::builder("http://127.0.0.1:1/").bearer_token("secret").build().unwrap();
+        assert_eq!(t.base_url(), "http://127.0.0.1:1");
+        assert!(!format!("{t:?}").contains("secret"));
+    }
+
+    #[test]
+    fn unreachable_server_is_a_retryable_error_after_the_retries() {
+        // Bind then drop a listener: its port refuses connections.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let waits = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = Arc::clone(&waits);
+        let t = HttpTransport::builder(format!("http://127.0.0.1:{port}"))
+            .retry(RetryPolicy { max_retries: 2, ..RetryPolicy::default() })
+            .sleep_with(Arc::new(move |d| record.lock().unwrap().push(d)))
+            .build()
+            .unwrap();
+        let err = t.pull("/todoChanges", Cursor::ZERO, None).unwrap_err();
+        assert!(matches!(err, TransportError::Connect { .. }), "{err}");
+        assert!(err.is_retryable());
+        assert_eq!(waits.lock().unwrap().len(), 2);
+    }
+}

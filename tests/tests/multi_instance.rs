@@ -1,0 +1,261 @@
+//! Several instances over one database: three server processes (the shipped binary) share one
+//! store, and writers and cursor-following readers send each request to a randomly chosen
+//! instance. At the end every reader has seen the last acknowledged version of every object, every
+//! push to an entity got its own `now`, and no reader's cursor ever went backwards. With
+//! PostgreSQL this is the scale-out deployment; with SQLite, processes sharing one file.
+//! `SYNC_STRESS_SECS` sets how long writers run (default 5 s).
+
+mod helpers;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use helpers::{Api, Backend, ServerProcess, TestDb, backend_tests};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+const INSTANCES: usize = 3;
+const WRITERS: usize = 6;
+const READERS: usize = 4;
+const IDS: usize = 150;
+const ENTITIES: [&str; 2] = ["/noteChanges", "/cardChanges"];
+/// Upper bounds on the loops, whatever the duration asked for.
+const MAX_PUSHES_PER_WRITER: usize = 20_000;
+const MAX_PULLS_PER_READER: usize = 200_000;
+/// A reader's last catch-up may take this many pages at most.
+const MAX_CATCH_UP_PAGES: usize = 10_000;
+
+/// What a push acknowledged: `(entity, now, id, value or None for a removal)`.
+type Acked = Vec<(&'static str, i64, String, Option<String>)>;
+/// Per `(entity, id)`: the last `_lastChange` and value (`None` for a tombstone).
+type View = BTreeMap<(&'static str, String), (i64, Option<String>)>;
+
+fn stress_duration() -> Duration {
+    let secs = std::env::var("SYNC_STRESS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    Duration::from_secs(secs)
+}
+
+/// The state acknowledged changes must leave, replayed per entity in timestamp order with the
+/// protocol's rules (removing an absent or removed object changes nothing).
+fn expected_state(mut acked: Acked) -> View {
+    acked.sort();
+    let mut state = View::new();
+    for (entity, now, id, value) in acked {
+        let key = (entity, id);
+        let live = state.get(&key).is_some_and(|(_, v)| v.is_some());
+        if value.is_some() || live {
+            state.insert(key, (now, value));
+        }
+    }
+    state
+}
+
+/// Pushes 0 to 5 changes at a time to a random entity through a random instance until `stop`.
+/// Returns the `(entity, now)` of every push, and what they acknowledged.
+async fn writer(apis: Vec<Api>, n: usize, stop: Arc<AtomicBool>) -> (Vec<(&'static str, i64)>, Acked) {
+    let mut rng = StdRng::seed_from_u64(1000 + n as u64);
+    let mut nows = Vec::new();
+    let mut acked = Acked::new();
+    for seq in 0..MAX_PUSHES_PER_WRITER {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let entity = ENTITIES[rng.random_range(0..ENTITIES.len())];
+        let api = &apis[rng.random_range(0..apis.len())];
+        let mut ids = HashSet::new();
+        let mut items = Vec::new();
+        for _ in 0..rng.random_range(0..=5) {
+            let id = format!("o{}", rng.random_range(0..IDS));
+            if ids.insert(id.clone()) {
+                let value = (!rng.random_bool(0.15)).then(|| format!("w{n}-{seq}"));
+                items.push((id, value));
+            }
+        }
+        let body: Vec<Value> = items
+            .iter()
+            .map(|(id, value)| match value {
+                Some(v) => json!({"id": id, "v": v}),
+                None => json!({"id": id, "_removed": true}),
+            })
+            .collect();
+        let now = api.push(entity, Value::Array(body)).await;
+        nows.push((entity, now));
+        acked.extend(items.into_iter().map(|(id, value)| (entity, now, id, value)));
+    }
+    (nows, acked)
+}
+
+/// Follows one cursor per entity, each pull on a random instance, some of them paged; after
+/// `writers_done`, catches up once more on every entity and returns what it saw.
+async fn reader(apis: Vec<Api>, n: usize, writers_done: Arc<AtomicBool>) -> View {
+    let mut rng = StdRng::seed_from_u64(2000 + n as u64);
+    let mut cursors: HashMap<&'static str, i64> = HashMap::new();
+    let mut view = View::new();
+    for _ in 0..MAX_PULLS_PER_READER {
+        let finishing = writers_done.load(Ordering::SeqCst);
+        for entity in ENTITIES {
+            let mut pages = 0;
+            loop {
+                let api = &apis[rng.random_range(0..apis.len())];
+                let since = cursors.get(entity).copied().unwrap_or(0);
+                let limit = rng.random_bool(0.5).then(|| rng.random_range(1..=20));
+                let more = pull_into(api, entity, since, limit, &mut cursors, &mut view).await;
+                pages += 1;
+                // Catching up follows every page; otherwise one page per entity and round.
+                if !(finishing && more) || pages == MAX_CATCH_UP_PAGES {
+                    break;
+                }
+            }
+        }
+        if finishing {
+            return view;
+        }
+    }
+    panic!("reader {n} did not finish within {MAX_PULLS_PER_READER} rounds");
+}
+
+/// One pull from `since`; checks the answer against the cursor and applies it. Returns `more`.
+async fn pull_into(
+    api: &Api,
+    entity: &'static str,
+    since: i64,
+    limit: Option<usize>,
+    cursors: &mut HashMap<&'static str, i64>,
+    view: &mut View,
+) -> bool {
+    let query = match limit {
+        Some(limit) => format!("{entity}?since={since}&limit={limit}"),
+        None => format!("{entity}?since={since}"),
+    };
+    let (status, body) = api.get(&query).await;
+    assert_eq!(status, 200, "{body}");
+    let pulled = helpers::parse_pull(&body);
+    assert!(pulled.now >= since, "{entity}: the cursor went back from {since} to {}", pulled.now);
+    for update in &pulled.updates {
+        let last_change = update["_lastChange"].as_i64().expect("_lastChange");
+        assert!(
+            since < last_change && last_change <= pulled.now,
+            "{entity}: {update} outside ({since}, {}]",
+            pulled.now
+        );
+        let id = update["id"].as_str().expect("id").to_owned();
+        let value = match update.get("_removed") {
+            Some(_) => None,
+            None => Some(update["v"].as_str().expect("v").to_owned()),
+        };
+        view.insert((entity, id), (last_change, value));
+    }
+    cursors.insert(entity, pulled.now);
+    pulled.more == Some(true)
+}
+
+async fn instances_never_lose_a_change_or_repeat_a_now(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let mut servers = Vec::new();
+    for _ in 0..INSTANCES {
+        servers.push(ServerProcess::spawn(&db.url, &[]).await);
+    }
+    let apis: Vec<Api> = servers.iter().map(ServerProcess::api).collect();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers_done = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..WRITERS).map(|n| tokio::spawn(writer(apis.clone(), n, stop.clone()))).collect();
+    let readers: Vec<_> = (0..READERS).map(|n| tokio::spawn(reader(apis.clone(), n, writers_done.clone()))).collect();
+
+    let started = Instant::now();
+    tokio::time::sleep(stress_duration()).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Acked::new();
+    let mut pushes: HashMap<&str, Vec<i64>> = HashMap::new();
+    for w in writers {
+        let (nows, changes) = w.await.expect("writer");
+        for (entity, now) in nows {
+            pushes.entry(entity).or_default().push(now);
+        }
+        acked.extend(changes);
+    }
+    // Every acknowledged push is committed: readers catch up from here on.
+    writers_done.store(true, Ordering::SeqCst);
+    let mut views = Vec::new();
+    for r in readers {
+        views.push(r.await.expect("reader"));
+    }
+    let elapsed = started.elapsed();
+
+    for (entity, nows) in &pushes {
+        let unique: HashSet<i64> = nows.iter().copied().collect();
+        assert_eq!(unique.len(), nows.len(), "{entity}: two pushes got the same now");
+    }
+    let expected = expected_state(acked);
+    assert!(expected.len() > 50, "too little was written to test anything: {}", expected.len());
+    for (r, view) in views.iter().enumerate() {
+        for (key, version) in &expected {
+            let seen = view.get(key).unwrap_or_else(|| panic!("reader {r} never saw {key:?}"));
+            assert_eq!(seen, version, "reader {r} missed the last version of {key:?}");
+        }
+        assert_eq!(view.len(), expected.len(), "reader {r} saw objects nobody acknowledged");
+    }
+
+    // Each instance answers the same complete state.
+    for (i, api) in apis.iter().enumerate() {
+        let mut cursors = HashMap::new();
+        let mut view = View::new();
+        for entity in ENTITIES {
+            pull_into(api, entity, 0, None, &mut cursors, &mut view).await;
+        }
+        assert_eq!(view, expected, "instance {i} answers another state");
+    }
+    eprintln!(
+        "{backend:?}: {} objects from {} pushes over {INSTANCES} instances; {READERS} readers agree; {elapsed:?}",
+        expected.len(),
+        pushes.values().map(Vec::len).sum::<usize>()
+    );
+}
+
+/// Many pushes at once to one entity through every instance, empty ones included: each gets its
+/// own `now`, whatever instance and order they commit in.
+async fn concurrent_pushes_through_every_instance_get_unique_nows(backend: Backend) {
+    const TASKS: usize = 12;
+    const PUSHES: usize = 40;
+    let db = TestDb::create(backend).await;
+    let mut servers = Vec::new();
+    for _ in 0..INSTANCES {
+        servers.push(ServerProcess::spawn(&db.url, &[]).await);
+    }
+    let apis: Vec<Api> = servers.iter().map(ServerProcess::api).collect();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let apis = apis.clone();
+            tokio::spawn(async move {
+                let mut nows = Vec::with_capacity(PUSHES);
+                for i in 0..PUSHES {
+                    let body = if i % 3 == 0 { json!([]) } else { json!([{"id": format!("t{t}"), "i": i}]) };
+                    nows.push(apis[(t + i) % apis.len()].push("/counterChanges", body).await);
+                }
+                nows
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        let nows = task.await.expect("pusher");
+        assert!(nows.windows(2).all(|w| w[0] < w[1]), "one client's pushes are ordered: {nows:?}");
+        all.extend(nows);
+    }
+    let unique: HashSet<i64> = all.iter().copied().collect();
+    assert_eq!(unique.len(), TASKS * PUSHES, "two pushes got the same now");
+    let last = *unique.iter().max().expect("pushes");
+    for api in &apis {
+        let pulled = api.pull("/counterChanges", 0).await;
+        assert_eq!(pulled.now, last, "the high-water mark is the last push on every instance");
+        assert_eq!(pulled.updates.len(), TASKS);
+    }
+}
+
+backend_tests!(
+    multi_thread: instances_never_lose_a_change_or_repeat_a_now,
+    concurrent_pushes_through_every_instance_get_unique_nows
+);

@@ -1,0 +1,315 @@
+//! The `Store` contract, checked directly (no HTTP) against every store: merge rules, tombstones,
+//! idempotency, paging, opaque ids, unique timestamps under concurrent pushes, and migrations run
+//! by several instances at once.
+
+mod helpers;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use helpers::{Backend, POSTGRES_URL_VAR, TestDb, backend_tests, postgres_url};
+use sync_proto::{Change, Cursor, EntityName, IdempotencyKey, Limits, PullQuery, parse_push};
+use sync_server::store::{PostgresOptions, PostgresStore, PullPage, Push, Store, StoreError};
+
+fn entity(name: &str) -> EntityName {
+    EntityName::new(name).unwrap()
+}
+
+/// The changes of a push body, parsed as the server parses them.
+fn changes(body: &str) -> Vec<Change> {
+    parse_push(body.as_bytes(), &Limits::default(), None).unwrap()
+}
+
+async fn push(store: &Arc<dyn Store>, entity: &EntityName, body: &str) -> i64 {
+    store.push(entity, Push { changes: changes(body), idempotency: None }).await.unwrap().now.millis()
+}
+
+async fn pull(store: &Arc<dyn Store>, entity: &EntityName, since: i64, limit: Option<usize>) -> PullPage {
+    store.pull(entity, PullQuery { since: Cursor::from_millis(since), limit }).await.unwrap()
+}
+
+/// `(id, last_change, fields JSON or None)` of each object of a page.
+fn rows(page: &PullPage) -> Vec<(String, i64, Option<String>)> {
+    page.objects
+        .iter()
+        .map(|o| (o.id.clone(), o.last_change.millis(), o.fields.as_ref().map(|f| f.as_json().to_owned())))
+        .collect()
+}
+
+async fn a_push_merges_fields_and_keeps_null(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.open_store().await;
+    let task = entity("Task");
+    let empty = pull(&store, &task, 0, None).await;
+    assert_eq!((empty.objects.len(), empty.now.millis(), empty.more), (0, 0, false));
+
+    let t1 = push(&store, &task, r#"[{"id":"a","name":"x","n":3.0,"due":null}]"#).await;
+    let t2 = push(&store, &task, r#"[{"id":"a","n":1e2,"done":true}]"#).await;
+    assert!(t2 > t1);
+    let page = pull(&store, &task, 0, None).await;
+    assert_eq!(page.now.millis(), t2);
+    assert_eq!(
+        rows(&page),
+        [("a".to_owned(), t2, Some(r#"{"name":"x","n":1e2,"due":null,"done":true}"#.to_owned()))],
+        "sent fields replace stored ones in place, absent ones stay, new ones are appended, text is kept"
+    );
+    assert!(pull(&store, &task, t2, None).await.objects.is_empty());
+}
+
+async fn removals_leave_tombstones_and_removing_twice_changes_nothing(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.open_store().await;
+    let task = entity("Task");
+    let t1 = push(&store, &task, r#"[{"id":"a","v":1},{"id":"b","v":2}]"#).await;
+    let t2 = push(&store, &task, r#"[{"id":"a","_removed":true},{"id":"never","_removed":true}]"#).await;
+    let page = pull(&store, &task, 0, None).await;
+    assert_eq!(rows(&page), [("b".to_owned(), t1, Some(r#"{"v":2}"#.to_owned())), ("a".to_owned(), t2, None)]);
+
+    // Removing again, or removing an unknown id, is not an error and changes nothing but the clock.
+    let t3 = push(&store, &task, r#"[{"id":"a","_removed":true},{"id":"never","_removed":true}]"#).await;
+    assert!(t3 > t2);
+    let page = pull(&store, &task, t2, None).await;
+    assert!(page.objects.is_empty(), "{:?}", rows(&page));
+    assert_eq!(page.now.millis(), t3);
+
+    // A removed object is re-created from the fields sent, without its old ones.
+    let t4 = push(&store, &task, r#"[{"id":"a","w":true}]"#).await;
+    assert_eq!(rows(&pull(&store, &task, t3, None).await), [("a".to_owned(), t4, Some(r#"{"w":true}"#.to_owned()))]);
+
+    // In one push, changes to one id apply in order.
+    let t5 =
+        push(&store, &task, r#"[{"id":"c","v":1},{"id":"c","_removed":true},{"id":"b","x":1},{"id":"b","v":9}]"#).await;
+    assert_eq!(
+        rows(&pull(&store, &task, t4, None).await),
+        [("b".to_owned(), t5, Some(r#"{"v":9,"x":1}"#.to_owned())), ("c".to_owned(), t5, None)]
+    );
+}
+
+async fn an_empty_push_advances_the_clock_and_nothing_else(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.open_store().await;
+    let task = entity("Task");
+    let t1 = push(&store, &task, "[]").await;
+    let t2 = push(&store, &task, "[]").await;
+    assert!(t2 > t1 && t1 > 0);
+    let page = pull(&store, &task, 0, None).await;
+    assert!(page.objects.is_empty());
+    assert_eq!(page.now.millis(), t2, "the high-water mark is the last push, even an empty one");
+    assert_eq!(pull(&store, &entity("Other"), 0, None).await.now.millis(), 0, "each entity has its own clock");
+}
+
+async fn an_idempotent_push_is_applied_once_and_its_key_is_bound_to_its_body(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.open_store().await;
+    let task = entity("Task");
+    let key = IdempotencyKey::new("push-1").unwrap();
+    let first = Push { changes: changes(r#"[{"id":"a","v":1}]"#), idempotency: Some((key.clone(), "f1".into())) };
+    let applied = store.push(&task, first.clone()).await.unwrap();
+    assert!(!applied.replayed);
+    let later = push(&store, &task, r#"[{"id":"a","v":2}]"#).await;
+
+    let replayed = store.push(&task, first).await.unwrap();
+    assert_eq!((replayed.now, replayed.replayed), (applied.now, true), "the original answer, not applied again");
+    let page = pull(&store, &task, 0, None).await;
+    assert_eq!(rows(&page), [("a".to_owned(), later, Some(r#"{"v":2}"#.to_owned()))]);
+    assert_eq!(page.now.millis(), later, "a replay does not advance the clock");
+
+    let other_body = Push { changes: changes(r#"[{"id":"b"}]"#), idempotency: Some((key.clone(), "f2".into())) };
+    assert!(matches!(store.push(&task, other_body).await, Err(StoreError::IdempotencyKeyReused(k)) if k == "push-1"));
+    assert!(pull(&store, &task, later, None).await.objects.is_empty(), "a refused push applies nothing");
+
+    // Keys are per entity.
+    let elsewhere = Push { changes: changes("[]"), idempotency: Some((key, "f3".into())) };
+    assert!(!store.push(&entity("Other"), elsewhere).await.unwrap().replayed);
+}
+
+async fn pages_never_split_one_push_and_cover_everything(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.open_store().await;
+    let task = entity("Task");
+    let t1 = push(&store, &task, r#"[{"id":"a"},{"id":"b"}]"#).await;
+    let t2 = push(&store, &task, r#"[{"id":"c"},{"id":"d"},{"id":"e"},{"id":"f"}]"#).await;
+    let t3 = push(&store, &task, r#"[{"id":"g"}]"#).await;
+
+    let p1 = pull(&store, &task, 0, Some(3)).await;
+    assert_eq!((p1.objects.len(), p1.now.millis(), p1.more), (2, t1, true), "the page ends before the split push");
+    let p2 = pull(&store, &task, t1, Some(3)).await;
+    assert_eq!((p2.objects.len(), p2.now.millis(), p2.more), (4, t2, true), "one push larger than a page comes whole");
+    let p3 = pull(&store, &task, t2, Some(3)).await;
+    assert_eq!((p3.objects.len(), p3.now.millis(), p3.more), (1, t3, false));
+    let ids: Vec<String> = [p1, p2, p3].iter().flat_map(|p| p.objects.iter().map(|o| o.id.clone())).collect();
+    assert_eq!(ids, ["a", "b", "c", "d", "e", "f", "g"]);
+
+    let last = pull(&store, &task, t3, Some(3)).await;
+    assert_eq!((last.objects.len(), last.now.millis(), last.more), (0, t3, false));
+}
+
+async fn a_streamed_pull_is_the_same_answer_in_chunks(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.open_store().await;
+    let task = entity("Task");
+    // About 600 KB, so the answer takes several chunks.
+    let text = "x".repeat(1000);
+    for batch in 0..6 {
+        let body: Vec<_> = (0..100).map(|i| serde_json::json!({"id": format!("{batch}-{i}"), "text": text})).collect();
+        push(&store, &task, &serde_json::Value::Array(body).to_string()).await;
+    }
+    let removed = push(&store, &task, r#"[{"id":"0-0","_removed":true}]"#).await;
+    let page = pull(&store, &task, 0, None).await;
+
+    let mut chunks = store.pull_stream(&task, Cursor::ZERO).await.unwrap();
+    let mut answer = Vec::new();
+    let mut count = 0;
+    while let Some(chunk) = chunks.recv().await {
+        answer.extend_from_slice(&chunk.unwrap());
+        count += 1;
+    }
+    assert!(count > 1, "the answer came in one chunk");
+    let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(answer["now"], removed);
+    assert_eq!(answer.as_object().unwrap().len(), 2, "an unpaged answer has only updates and now: {}", answer["more"]);
+    assert_eq!(answer["updates"].as_array().unwrap().len(), page.objects.len());
+    assert_eq!(answer["updates"][599], serde_json::json!({"id": "0-0", "_removed": true, "_lastChange": removed}));
+    assert_eq!(answer["updates"][0]["text"], text.as_str());
+
+    // A streamed pull from the last cursor is empty, with the same high-water mark.
+    let mut chunks = store.pull_stream(&task, Cursor::from_millis(removed)).await.unwrap();
+    let tail = chunks.recv().await.unwrap().unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&tail).unwrap(),
+        serde_json::json!({"updates": [], "now": removed})
+    );
+    assert!(chunks.recv().await.is_none());
+}
+
+async fn ids_are_opaque_strings(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.open_store().await;
+    let task = entity("Task");
+    let ids = ["Z", "a", "é", "😀", "with space", "nul\u{0}inside", "'; DROP TABLE x; --", "A"];
+    let body = serde_json::Value::Array(ids.iter().map(|id| serde_json::json!({"id": id, "s": id})).collect());
+    let now = push(&store, &task, &body.to_string()).await;
+    let page = pull(&store, &task, 0, None).await;
+    let got: Vec<&str> = page.objects.iter().map(|o| o.id.as_str()).collect();
+    let mut want = ids.to_vec();
+    want.sort(); // byte order within one push, as every store sorts
+    assert_eq!(got, want);
+    assert!(page.objects.iter().all(|o| o.last_change.millis() == now));
+    push(&store, &task, r#"[{"id":"nul\u0000inside","_removed":true}]"#).await;
+    let page = pull(&store, &task, now, None).await;
+    assert_eq!(page.objects.len(), 1);
+    assert_eq!((page.objects[0].id.as_str(), page.objects[0].fields.is_none()), ("nul\u{0}inside", true));
+}
+
+async fn concurrent_pushes_to_one_entity_get_unique_increasing_timestamps(backend: Backend) {
+    const TASKS: usize = 8;
+    const PUSHES: usize = 25;
+    let db = TestDb::create(backend).await;
+    // Two stores over one database stand for two server instances.
+    let stores = [db.open_store().await, db.open_store().await];
+    let task = entity("Task");
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let store = Arc::clone(&stores[t % 2]);
+        let task = task.clone();
+        handles.push(tokio::spawn(async move {
+            let mut nows = Vec::new();
+            for i in 0..PUSHES {
+                nows.push(
+                    push(&store, &task, &format!(r#"[{{"id":"t{t}","i":{i}}},{{"id":"shared","by":{t}}}]"#)).await,
+                );
+            }
+            nows
+        }));
+    }
+    let mut all = Vec::new();
+    for handle in handles {
+        let nows = handle.await.unwrap();
+        assert!(nows.windows(2).all(|w| w[0] < w[1]), "one writer's pushes are ordered: {nows:?}");
+        all.extend(nows);
+    }
+    let unique: HashSet<i64> = all.iter().copied().collect();
+    assert_eq!(unique.len(), TASKS * PUSHES, "every push has its own timestamp");
+
+    let page = pull(&stores[1], &task, 0, None).await;
+    assert_eq!(page.now.millis(), *unique.iter().max().unwrap());
+    assert_eq!(page.objects.len(), TASKS + 1);
+    for t in 0..TASKS {
+        let o = page.objects.iter().find(|o| o.id == format!("t{t}")).unwrap();
+        assert_eq!(o.fields.as_ref().unwrap().get("i").as_deref(), Some(&*(PUSHES - 1).to_string()));
+    }
+}
+
+async fn instances_starting_together_migrate_once(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let opening: Vec<_> = (0..4)
+        .map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move { db.open_store().await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for store in opening {
+        stores.push(store.await.unwrap());
+    }
+    let task = entity("Task");
+    let now = push(&stores[0], &task, r#"[{"id":"a"}]"#).await;
+    for store in &stores {
+        assert_eq!(pull(store, &task, 0, None).await.now.millis(), now);
+        store.health().await.unwrap();
+    }
+    // Opening again, with everything applied, changes nothing.
+    let again = db.open_store().await;
+    assert_eq!(pull(&again, &task, 0, None).await.objects.len(), 1);
+}
+
+backend_tests!(
+    a_push_merges_fields_and_keeps_null,
+    removals_leave_tombstones_and_removing_twice_changes_nothing,
+    an_empty_push_advances_the_clock_and_nothing_else,
+    an_idempotent_push_is_applied_once_and_its_key_is_bound_to_its_body,
+    pages_never_split_one_push_and_cover_everything,
+    a_streamed_pull_is_the_same_answer_in_chunks,
+    ids_are_opaque_strings,
+);
+backend_tests!(multi_thread: concurrent_pushes_to_one_entity_get_unique_increasing_timestamps, instances_starting_together_migrate_once);
+
+/// CI must run the PostgreSQL variants: there, a missing URL is a failure, not a skip.
+#[test]
+fn postgres_tests_are_not_skipped_in_ci() {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    assert!(
+        !ci || postgres_url().is_some(),
+        "CI is set but {POSTGRES_URL_VAR} is not: the PostgreSQL variants of every test would be skipped"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_postgres_fails_start_up_with_a_clear_error() {
+    // Port 1 on loopback: nothing listens there, so the connection is refused at once.
+    let url = "postgres://sync@127.0.0.1:1/sync";
+    let err = PostgresStore::connect(url, PostgresOptions { connect_timeout_ms: 2_000, ..PostgresOptions::default() })
+        .await
+        .err()
+        .expect("no database there");
+    let message = err.to_string();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{message}");
+    assert!(message.contains("cannot connect to postgres://sync@127.0.0.1:1/sync"), "{message}");
+}
+
+#[tokio::test]
+async fn a_postgres_schema_newer_than_the_server_is_refused() {
+    if !Backend::Postgres.is_available("a_postgres_schema_newer_than_the_server_is_refused") {
+        return;
+    }
+    let db = TestDb::create(Backend::Postgres).await;
+    drop(db.open_store().await);
+    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute("INSERT INTO sync_schema_migrations (version, description) VALUES (999, 'from the future')")
+        .await
+        .unwrap();
+    let err = PostgresStore::connect(&db.url, PostgresOptions::default()).await.err().expect("refused");
+    assert!(err.to_string().contains("newer than this server"), "{err}");
+}

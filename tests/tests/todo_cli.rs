@@ -1,0 +1,164 @@
+//! The `todo` example as people run it: the built program, two `--db` files as two devices,
+//! against the sync server and against a base-protocol server.
+
+mod client_support;
+mod helpers;
+
+use std::path::{Path, PathBuf};
+
+use client_support::BaseServer;
+use helpers::TestServer;
+
+/// The `todo` example, built from its source with these tests.
+const TODO_BIN: &str = env!("CARGO_BIN_EXE_todo-under-test");
+
+/// One device of the `todo` program: a database file and the server it syncs with.
+struct Todo {
+    db: PathBuf,
+    server: String,
+}
+
+/// What one run printed.
+struct Run {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Todo {
+    fn new(dir: &Path, name: &str, server: &str) -> Self {
+        Self { db: dir.join(format!("{name}.db")), server: server.to_owned() }
+    }
+
+    async fn run(&self, args: &[&str]) -> Run {
+        let output = tokio::process::Command::new(TODO_BIN)
+            .arg("--db")
+            .arg(&self.db)
+            .args(["--server", &self.server])
+            .args(args)
+            .env_remove("TODO_DB")
+            .env_remove("TODO_SERVER")
+            .output()
+            .await
+            .expect("todo runs");
+        Run {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Runs a command that must succeed; returns its output.
+    async fn ok(&self, args: &[&str]) -> String {
+        let run = self.run(args).await;
+        assert!(run.success, "todo {args:?} failed: {}", run.stderr);
+        run.stdout
+    }
+
+    async fn add(&self, text: &str) -> String {
+        self.ok(&["add", text]).await.trim().to_owned()
+    }
+
+    async fn list(&self) -> String {
+        self.ok(&["list"]).await
+    }
+}
+
+/// Two devices converge through adds, edits, done, removals and conflicts with each `--prefer`.
+async fn two_devices_converge(server: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (one, two) = (Todo::new(dir.path(), "one", server), Todo::new(dir.path(), "two", server));
+
+    let milk = one.add("milk").await;
+    let bread = one.add("bread").await;
+    let eggs = one.add("eggs").await;
+    assert_eq!(milk.len(), 32, "ids are 32 hex digits: {milk}");
+    assert_eq!(one.list().await, format!("{bread}\topen\tbread\n{eggs}\topen\teggs\n{milk}\topen\tmilk\n"));
+    one.ok(&["sync"]).await;
+    two.ok(&["sync"]).await;
+    assert_eq!(one.list().await, two.list().await);
+
+    // Edits, done and a removal on both sides, none conflicting.
+    two.ok(&["done", &milk]).await;
+    two.ok(&["rm", &eggs]).await;
+    one.ok(&["edit", &bread, "rye bread"]).await;
+    let jam = one.add("jam").await;
+    one.ok(&["sync"]).await;
+    two.ok(&["sync"]).await;
+    one.ok(&["sync"]).await;
+    let expected = format!("{jam}\topen\tjam\n{milk}\tdone\tmilk\n{bread}\topen\trye bread\n");
+    assert_eq!(one.list().await, expected);
+    assert_eq!(two.list().await, expected);
+
+    // The same item edited on both: --prefer local keeps the syncing device's text.
+    one.ok(&["edit", &jam, "apricot jam"]).await;
+    two.ok(&["edit", &jam, "plum jam"]).await;
+    one.ok(&["sync"]).await;
+    let out = two.ok(&["sync", "--prefer", "local"]).await;
+    assert!(out.contains("1 conflicts"), "{out}");
+    one.ok(&["sync"]).await;
+    assert!(one.list().await.contains(&format!("{jam}\topen\tplum jam")));
+    assert_eq!(one.list().await, two.list().await);
+
+    // Again: --prefer remote takes the server's text.
+    one.ok(&["edit", &jam, "cherry jam"]).await;
+    two.ok(&["edit", &jam, "fig jam"]).await;
+    one.ok(&["sync"]).await;
+    two.ok(&["sync", "--prefer", "remote"]).await;
+    one.ok(&["sync"]).await;
+    assert!(two.list().await.contains(&format!("{jam}\topen\tcherry jam")));
+    assert_eq!(one.list().await, two.list().await);
+
+    // Removed on one, edited on the other: --prefer local on the editor brings it back.
+    one.ok(&["rm", &bread]).await;
+    two.ok(&["edit", &bread, "sourdough"]).await;
+    one.ok(&["sync"]).await;
+    two.ok(&["sync", "--prefer", "local"]).await;
+    one.ok(&["sync"]).await;
+    assert!(one.list().await.contains(&format!("{bread}\topen\tsourdough")));
+    assert_eq!(one.list().await, two.list().await);
+
+    // And --prefer remote on the editor accepts the removal.
+    one.ok(&["rm", &bread]).await;
+    two.ok(&["done", &bread]).await;
+    one.ok(&["sync"]).await;
+    two.ok(&["sync", "--prefer", "remote"]).await;
+    assert!(!two.list().await.contains(&bread));
+    assert_eq!(one.list().await, two.list().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn todo_devices_converge_on_the_sync_server() {
+    let server = TestServer::start().await;
+    two_devices_converge(&server.base_url).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn todo_devices_converge_on_a_base_protocol_server() {
+    let server = BaseServer::start().await;
+    two_devices_converge(&server.base_url).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn todo_works_offline_and_sync_fails_clearly_without_a_server() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let todo = Todo::new(dir.path(), "offline", &format!("http://127.0.0.1:{port}"));
+    let id = todo.add("offline item").await;
+    todo.ok(&["done", &id]).await;
+    todo.ok(&["edit", &id, "edited offline"]).await;
+    assert_eq!(todo.list().await, format!("{id}\tdone\tedited offline\n"));
+
+    let sync = todo.run(&["sync"]).await;
+    assert!(!sync.success, "sync without a server must fail");
+    assert!(sync.stderr.contains("cannot sync"), "{}", sync.stderr);
+    assert!(sync.stderr.contains("cannot reach"), "{}", sync.stderr);
+
+    let missing = todo.run(&["done", "NOPE"]).await;
+    assert!(!missing.success);
+    assert!(missing.stderr.contains("no Todo with id"), "{}", missing.stderr);
+    todo.ok(&["rm", &id]).await;
+    assert_eq!(todo.list().await, "");
+}
