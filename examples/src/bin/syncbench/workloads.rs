@@ -17,7 +17,7 @@ use crate::stats::{median, ms, per_sec, percentile, rate};
 
 /// Counts objects (one `"_lastChange":` each) in a pull answer read chunk by chunk, and keeps the
 /// answer's tail to read `now` from, without holding the answer.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct AnswerScan {
     objects: usize,
     bytes: usize,
@@ -25,19 +25,19 @@ struct AnswerScan {
 }
 
 const MARK: &[u8] = b"\"_lastChange\":";
+/// Enough of the answer's end to hold `"now":N` and what follows it.
+const TAIL: usize = 64;
 
 impl AnswerScan {
     fn feed(&mut self, chunk: &[u8]) {
         self.bytes += chunk.len();
         // Marks split across two chunks are found in the joint: the previous tail plus this head.
-        let head = &chunk[..chunk.len().min(MARK.len() - 1)];
         let mut joint = self.tail[self.tail.len().saturating_sub(MARK.len() - 1)..].to_vec();
-        joint.extend_from_slice(head);
+        joint.extend_from_slice(&chunk[..chunk.len().min(MARK.len() - 1)]);
         self.objects += memmem::find_iter(&joint, MARK).count() + memmem::find_iter(chunk, MARK).count();
-        self.tail = chunk[chunk.len().saturating_sub(64)..].to_vec();
-        if chunk.len() < 64 {
-            self.tail = joint; // keep enough context for tiny chunks
-        }
+        // The last bytes of the answer so far, however small the chunks.
+        self.tail.extend_from_slice(&chunk[chunk.len().saturating_sub(TAIL)..]);
+        self.tail.drain(..self.tail.len().saturating_sub(TAIL));
     }
 
     fn now(&self) -> anyhow::Result<i64> {
@@ -332,4 +332,21 @@ fn row(name: &str, objects: usize, http: &[Duration], direct: &[Duration]) {
         ms(d),
         d.as_secs_f64() / h.as_secs_f64().max(1e-9),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AnswerScan;
+
+    #[test]
+    fn scan_counts_objects_and_reads_now_whatever_the_chunking() {
+        let answer = br#"{"updates":[{"id":"a","_lastChange":5},{"id":"b","_removed":true,"_lastChange":6}],"now":1795325310696}"#;
+        for size in 1..answer.len() {
+            let mut scan = AnswerScan::default();
+            for chunk in answer.chunks(size) {
+                scan.feed(chunk);
+            }
+            assert_eq!((scan.objects, scan.now().unwrap()), (2, 1795325310696), "chunks of {size}");
+        }
+    }
 }
