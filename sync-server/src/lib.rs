@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration, the store URL, and which entities are served where.
-//! - [`store`]: the [`store::Store`] trait and its SQLite implementation.
+//! - [`store`]: the [`store::Store`] trait, with its SQLite and PostgreSQL implementations.
 //! - [`clock`]: the wall clock timestamps start from, and the rule that keeps them increasing.
 //! - [`routes`]: the HTTP handlers.
 //! - [`error`]: the one mapping from errors to HTTP answers.

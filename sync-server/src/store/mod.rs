@@ -127,31 +127,40 @@ pub trait Store: Send + Sync + 'static {
     fn describe(&self) -> String;
 }
 
-/// How a pull with a page size turns the rows it read into a page.
-///
-/// The store reads up to `limit + 1` rows after `since`; this decides which to answer without
-/// splitting one `_lastChange` value across pages.
+/// The page a pull answers, from the rows a store read after `query.since` (up to `limit + 1`
+/// of them when paged) and the high-water mark of the same snapshot.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum PageCut {
-    /// Every remaining change fits: answer them all with the high-water mark.
-    Complete(Vec<StoredObject>),
-    /// Answer these, with `now` at the last one's `_lastChange`; more remain.
-    Partial(Vec<StoredObject>),
-    /// One push alone holds more than a page: the store must answer every object of this
-    /// `_lastChange`, with `now` at it.
+pub(crate) enum Page {
+    /// The answer.
+    Ready(PullPage),
+    /// One push alone holds more objects than a page: the store must answer every object of this
+    /// `_lastChange`, with `now` at it ([`Page::whole_group`]).
     WholeGroup(Cursor),
 }
 
-pub(crate) fn cut_page(mut rows: Vec<StoredObject>, limit: usize) -> PageCut {
-    if rows.len() <= limit {
-        return PageCut::Complete(rows);
+impl Page {
+    /// Cuts the rows into a page without splitting one `_lastChange` across pages.
+    pub(crate) fn cut(mut rows: Vec<StoredObject>, query: PullQuery, high_water: Cursor) -> Self {
+        let complete = |objects| Page::Ready(PullPage { objects, now: high_water, more: false });
+        let Some(limit) = query.limit else { return complete(rows) };
+        if rows.len() <= limit {
+            return complete(rows);
+        }
+        let boundary = rows[limit].last_change;
+        rows.truncate(limit);
+        while rows.last().is_some_and(|r| r.last_change == boundary) {
+            rows.pop();
+        }
+        match rows.last() {
+            Some(last) => Page::Ready(PullPage { now: last.last_change, objects: rows, more: true }),
+            None => Page::WholeGroup(boundary),
+        }
     }
-    let boundary = rows[limit].last_change;
-    rows.truncate(limit);
-    while rows.last().is_some_and(|r| r.last_change == boundary) {
-        rows.pop();
+
+    /// The page of every object of the push at `at`.
+    pub(crate) fn whole_group(objects: Vec<StoredObject>, at: Cursor, high_water: Cursor) -> PullPage {
+        PullPage { objects, now: at, more: high_water > at }
     }
-    if rows.is_empty() { PageCut::WholeGroup(boundary) } else { PageCut::Partial(rows) }
 }
 
 #[cfg(test)]
@@ -168,9 +177,17 @@ mod tests {
 
     #[test]
     fn pages_never_split_one_timestamp() {
-        assert_eq!(cut_page(rows(&[1, 2]), 2), PageCut::Complete(rows(&[1, 2])));
-        assert_eq!(cut_page(rows(&[1, 2, 3]), 2), PageCut::Partial(rows(&[1, 2])));
-        assert_eq!(cut_page(rows(&[1, 2, 2]), 2), PageCut::Partial(rows(&[1])));
-        assert_eq!(cut_page(rows(&[2, 2, 2]), 2), PageCut::WholeGroup(Cursor::from_millis(2)));
+        let hw = Cursor::from_millis(9);
+        let q = |limit| PullQuery { since: Cursor::ZERO, limit };
+        let ready = |stamps: &[i64], now: i64, more| {
+            Page::Ready(PullPage { objects: rows(stamps), now: Cursor::from_millis(now), more })
+        };
+        assert_eq!(Page::cut(rows(&[1, 2, 3]), q(None), hw), ready(&[1, 2, 3], 9, false));
+        assert_eq!(Page::cut(rows(&[1, 2]), q(Some(2)), hw), ready(&[1, 2], 9, false));
+        assert_eq!(Page::cut(rows(&[1, 2, 3]), q(Some(2)), hw), ready(&[1, 2], 2, true));
+        assert_eq!(Page::cut(rows(&[1, 2, 2]), q(Some(2)), hw), ready(&[1], 1, true));
+        assert_eq!(Page::cut(rows(&[2, 2, 2]), q(Some(2)), hw), Page::WholeGroup(Cursor::from_millis(2)));
+        let group = Page::whole_group(rows(&[2, 2, 2]), Cursor::from_millis(2), hw);
+        assert!(group.more && group.now == Cursor::from_millis(2));
     }
 }

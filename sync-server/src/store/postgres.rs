@@ -43,7 +43,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row, RowStream};
 
-use super::{AnswerStream, PageCut, PullPage, Push, PushOutcome, Store, StoreError, StoredObject, cut_page};
+use super::{AnswerStream, Page, PullPage, Push, PushOutcome, Store, StoreError, StoredObject};
 use crate::clock::{self, Clock, next_timestamp};
 
 /// Tuning of the PostgreSQL store (the `[postgres]` section of the configuration).
@@ -559,16 +559,9 @@ async fn pull_on(client: &Object, entity: &EntityName, query: PullQuery) -> Resu
         }
     }
     let high_water = Cursor::from_millis(high_water);
-    let Some(limit) = query.limit else {
-        return Ok(PullPage { objects: rows, now: high_water, more: false });
-    };
-    match cut_page(rows, limit) {
-        PageCut::Complete(objects) => Ok(PullPage { objects, now: high_water, more: false }),
-        PageCut::Partial(objects) => {
-            let now = objects.last().map_or(query.since, |o| o.last_change);
-            Ok(PullPage { objects, now, more: true })
-        }
-        PageCut::WholeGroup(at) => {
+    match Page::cut(rows, query, high_water) {
+        Page::Ready(page) => Ok(page),
+        Page::WholeGroup(at) => {
             // Another snapshot, and that is enough: the objects of one push became visible
             // together, and one moved on by a later push shows up after `at`, in a later page.
             let stmt = client.prepare_cached(PULL_GROUP).await?;
@@ -576,7 +569,7 @@ async fn pull_on(client: &Object, entity: &EntityName, query: PullQuery) -> Resu
             for row in client.query(&stmt, &[&e, &at.millis()]).await? {
                 objects.push(stored_object(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)?);
             }
-            Ok(PullPage { objects, now: at, more: high_water > at })
+            Ok(Page::whole_group(objects, at, high_water))
         }
     }
 }

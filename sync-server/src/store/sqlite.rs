@@ -23,7 +23,7 @@ use bytes::Bytes;
 use sync_proto::PullWriter;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AnswerStream, PageCut, PullPage, Push, PushOutcome, Store, StoreError, StoredObject, cut_page};
+use super::{AnswerStream, Page, PullPage, Push, PushOutcome, Store, StoreError, StoredObject};
 use crate::clock::{self, Clock, next_timestamp};
 
 /// Tuning of the SQLite store.
@@ -249,24 +249,16 @@ impl Inner {
              WHERE entity = ?1 AND last_change > ?2 ORDER BY last_change, id LIMIT ?3",
             params![entity.as_str(), since, fetch],
         )?;
-        let Some(limit) = query.limit else {
-            return Ok(PullPage { objects: rows, now: high_water, more: false });
-        };
-        match cut_page(rows, limit) {
-            PageCut::Complete(objects) => Ok(PullPage { objects, now: high_water, more: false }),
-            PageCut::Partial(objects) => {
-                let now = objects.last().map_or(query.since, |o| o.last_change);
-                Ok(PullPage { objects, now, more: true })
-            }
-            PageCut::WholeGroup(at) => {
+        match Page::cut(rows, query, high_water) {
+            Page::Ready(page) => Ok(page),
+            Page::WholeGroup(at) => {
                 let objects = select_rows(
                     &tx,
                     "SELECT id, last_change, removed, fields FROM objects
                      WHERE entity = ?1 AND last_change = ?2 ORDER BY id LIMIT ?3",
                     params![entity.as_str(), at.millis(), -1],
                 )?;
-                let more = high_water > at;
-                Ok(PullPage { objects, now: at, more })
+                Ok(Page::whole_group(objects, at, high_water))
             }
         }
     }
