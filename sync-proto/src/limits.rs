@@ -21,6 +21,9 @@ pub struct Limits {
     pub max_string_bytes: usize,
     /// Deepest nesting of a field value: `1` allows only scalars, `2` an array of scalars, ...
     pub max_depth: usize,
+    /// Most bytes of request bodies held in memory at once, over all requests; a push that would
+    /// pass it is refused at once with `503` (and may be retried). At least `max_body_bytes`.
+    pub max_inflight_body_bytes: usize,
     /// Largest page a paged pull (`limit=`) may ask for; larger requests are clamped to it.
     pub max_page: usize,
 }
@@ -35,6 +38,7 @@ impl Default for Limits {
             max_field_name_bytes: 256,
             max_string_bytes: 1024 * 1024,
             max_depth: 16,
+            max_inflight_body_bytes: 256 * 1024 * 1024,
             max_page: 10_000,
         }
     }

@@ -128,6 +128,9 @@ impl Config {
                 return invalid(format!("limits.{name} must be at least 1"));
             }
         }
+        if l.max_inflight_body_bytes < l.max_body_bytes {
+            return invalid("limits.max_inflight_body_bytes must be at least limits.max_body_bytes".into());
+        }
         if self.sqlite.readers == 0 {
             return invalid("sqlite.readers must be at least 1".into());
         }

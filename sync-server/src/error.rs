@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use sync_proto::{ErrorBody, ErrorCode, NameError, PushError};
 
+use crate::budget::BudgetSpent;
 use crate::store::StoreError;
 
 /// Everything a request can fail with.
@@ -31,6 +32,9 @@ pub enum ApiError {
         /// The configured limit.
         limit: usize,
     },
+    /// Request bodies in memory are at their configured maximum; this one was not read.
+    #[error(transparent)]
+    Busy(#[from] BudgetSpent),
     /// The body could not be read from the connection.
     #[error("the request body could not be read: {0}")]
     Payload(String),
@@ -49,6 +53,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
             Self::BodyTooLarge { .. } => ErrorCode::BodyTooLarge,
             Self::Payload(_) => ErrorCode::MalformedJson,
+            Self::Busy(_) => ErrorCode::Unavailable,
             Self::Store(StoreError::Unavailable(_)) => ErrorCode::Unavailable,
             Self::Store(StoreError::IdempotencyKeyReused(_)) => ErrorCode::IdempotencyKeyReused,
             Self::Store(StoreError::Internal(_)) => ErrorCode::Internal,

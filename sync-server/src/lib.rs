@@ -7,10 +7,12 @@
 //! - [`store`]: the [`store::Store`] trait, with its SQLite and PostgreSQL implementations.
 //! - [`clock`]: the wall clock timestamps start from, and the rule that keeps them increasing.
 //! - [`routes`]: the HTTP handlers.
+//! - [`budget`]: the bound on request bodies held in memory at once.
 //! - [`error`]: the one mapping from errors to HTTP answers.
 //! - [`startup`]: opening the store, binding, serving, shutting down.
 //! - [`telemetry`]: structured logs.
 
+pub mod budget;
 pub mod clock;
 pub mod config;
 pub mod error;

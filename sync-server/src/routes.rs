@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use sync_proto::{IdempotencyKey, Limits, PullQuery, PushAnswer, parse_push};
 
+use crate::budget::{BodyBudget, Reservation};
 use crate::config::{Entities, ResolvedEntity};
 use crate::error::ApiError;
 use crate::store::{Push, Store};
@@ -29,6 +30,8 @@ pub struct AppState {
     pub entities: Entities,
     /// Bounds on requests.
     pub limits: Limits,
+    /// The memory all request bodies may hold at once.
+    pub bodies: BodyBudget,
 }
 
 /// `GET /healthz`: `200 {"status":"ok"}` when the store answers, else `503` with an error body.
@@ -84,7 +87,9 @@ async fn push(
         .map(|v| IdempotencyKey::new(v.to_str().unwrap_or_default()))
         .transpose()
         .map_err(ApiError::Header)?;
-    let body = read_body(req, payload, state.limits.max_body_bytes).await?;
+    // Held until the push is answered: the body and what is parsed from it stay in memory until then.
+    let mut reservation = Reservation::default();
+    let body = read_body(req, payload, state, &mut reservation).await?;
     let idempotency = key.map(|k| (k, hex::encode(Sha256::digest(&body))));
 
     let limits = state.limits;
@@ -106,18 +111,30 @@ async fn push(
     Ok(answer.insert_header((header::CACHE_CONTROL, "no-store")).json(PushAnswer::new(outcome.now)))
 }
 
-/// Reads the whole body, refusing at once (from `Content-Length`) or as soon as it passes `limit`.
-async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<bytes::Bytes, ApiError> {
+/// Reads the whole body, refusing at once (from `Content-Length`) or as soon as it passes the body
+/// limit, and reserving its size in the server's body budget (refused at once when spent).
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    state: &AppState,
+    reservation: &mut Reservation,
+) -> Result<bytes::Bytes, ApiError> {
+    let limit = state.limits.max_body_bytes;
     let declared =
-        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(ApiError::BodyTooLarge { limit });
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    match declared {
+        Some(n) if n > limit => return Err(ApiError::BodyTooLarge { limit }),
+        Some(n) => state.bodies.reserve(reservation, n)?,
+        None => {}
     }
-    let mut body = BytesMut::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(8 * 1024));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::Payload(e.to_string()))?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::BodyTooLarge { limit });
+        }
+        if declared.is_none() {
+            state.bodies.reserve(reservation, chunk.len())?;
         }
         body.extend_from_slice(&chunk);
     }

@@ -12,6 +12,7 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
 
+use crate::budget::BodyBudget;
 use crate::config::{Config, ConfigError, DbUrl, Validated};
 use crate::routes::{self, AppState};
 use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
@@ -58,7 +59,12 @@ pub fn serve(
     config: &Config,
     validated: &Validated,
 ) -> std::io::Result<Server> {
-    let state = web::Data::new(AppState { store, entities: validated.entities.clone(), limits: config.limits });
+    let state = web::Data::new(AppState {
+        store,
+        entities: validated.entities.clone(),
+        limits: config.limits,
+        bodies: BodyBudget::new(config.limits.max_inflight_body_bytes),
+    });
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap_fn(telemetry::log_request)

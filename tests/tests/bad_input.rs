@@ -220,7 +220,44 @@ async fn a_chunked_body_over_the_limit_is_refused(backend: Backend) {
     server.stop().await;
 }
 
+async fn uploads_beyond_the_body_budget_are_refused_at_once_and_the_budget_comes_back(backend: Backend) {
+    let mut config = small_limits();
+    config.limits.max_inflight_body_bytes = 100 * 1024;
+    let server = TestServer::start_with_on(config, backend).await;
+    let api = server.api();
+
+    // A slow upload reserves 60,000 bytes of the budget from its Content-Length, then trickles.
+    let addr = server.base_url.trim_start_matches("http://").to_owned();
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    let head =
+        "POST /taskChanges HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n[";
+    slow.write_all(head.as_bytes()).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // 50,000 more bytes do not fit: refused at once, without reading them.
+    let padded = format!("[{{\"id\":\"late\"}}{}]", " ".repeat(50_000));
+    let (status, body) = api.post("/taskChanges", &padded).await;
+    assert_error(status, &body, 503, "unavailable");
+    // A small push still fits beside the slow one.
+    api.push("/taskChanges", json!([{"id": "small"}])).await;
+
+    // Once the slow upload is gone, its share is given back.
+    drop(slow);
+    let started = Instant::now();
+    loop {
+        let (status, body) = api.post("/taskChanges", &padded).await;
+        if status == 200 {
+            break;
+        }
+        assert_error(status, &body, 503, "unavailable");
+        assert!(started.elapsed() < Duration::from_secs(10), "the budget was never given back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+}
+
 backend_tests!(
+    uploads_beyond_the_body_budget_are_refused_at_once_and_the_budget_comes_back,
     malformed_or_misshapen_bodies_are_refused_and_change_nothing,
     each_invalid_item_is_listed_with_index_id_field_and_reason,
     invalid_utf8_is_refused,
