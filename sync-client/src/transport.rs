@@ -132,8 +132,13 @@ pub fn parse_push_answer(text: &str) -> Result<Cursor, String> {
 }
 
 /// A millisecond timestamp, written as an integer (or, by some servers, a float without fraction).
+/// A timestamp as servers write it: an integer, an integral float, or (some base servers read it
+/// back from a database driver as text) a string of decimal digits.
 fn as_millis(v: &Value) -> Option<i64> {
-    v.as_i64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64))
+    match v {
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
+        _ => v.as_i64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64)),
+    }
 }
 
 /// When and how often a failed request is tried again.
@@ -421,6 +426,13 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_written_as_digit_strings_are_read() {
+        let page = parse_pull_answer(r#"{"now": "12", "updates": [{"id": "A", "_lastChange": "11"}]}"#).unwrap();
+        assert_eq!((page.now, page.updates[0].last_change), (Cursor::from_millis(12), Some(11)));
+        assert_eq!(parse_push_answer(r#"{"status": "ok", "now": "13"}"#), Ok(Cursor::from_millis(13)));
+    }
+
+    #[test]
     fn paged_answer_says_more() {
         let page = parse_pull_answer(r#"{"updates": [], "now": 5, "more": true}"#).unwrap();
         assert!(page.more);
@@ -431,7 +443,7 @@ mod tests {
         for bad in [
             "not json",
             r#"{"updates": []}"#,
-            r#"{"now": "5", "updates": []}"#,
+            r#"{"now": "5x", "updates": []}"#,
             r#"{"now": 5}"#,
             r#"{"now": 5, "updates": [{"name": "no id"}]}"#,
             r#"{"now": 5, "updates": [5]}"#,

@@ -38,6 +38,9 @@ pub struct Config {
     pub workers: usize,
     /// On SIGTERM or SIGINT, how long in-flight requests get to finish.
     pub shutdown_timeout_secs: u64,
+    /// Web origins allowed to call the server from a browser (CORS), such as
+    /// `https://app.example.com`, or `*` for any; empty (the default) allows same-origin pages only.
+    pub cors_origins: Vec<String>,
     /// Bounds on requests.
     pub limits: Limits,
     /// Tuning of the SQLite store.
@@ -57,6 +60,7 @@ impl Default for Config {
             db: "./sync.db".into(),
             workers: 0,
             shutdown_timeout_secs: 30,
+            cors_origins: Vec::new(),
             limits: Limits::default(),
             sqlite: SqliteOptions::default(),
             postgres: PostgresOptions::default(),
@@ -126,6 +130,13 @@ impl Config {
         ] {
             if value == 0 {
                 return invalid(format!("limits.{name} must be at least 1"));
+            }
+        }
+        for origin in &self.cors_origins {
+            let valid = origin == "*"
+                || ((origin.starts_with("http://") || origin.starts_with("https://")) && !origin.ends_with('/'));
+            if !valid {
+                return invalid(format!("cors_origins: {origin:?} is not an origin like https://app.example.com or *"));
             }
         }
         if l.max_inflight_body_bytes < l.max_body_bytes {
@@ -310,6 +321,7 @@ mod tests {
             "[[entity]]\nname = \"A\"\npath = \"/p\"\n[[entity]]\nname = \"B\"\npath = \"/p\"",
             "[[entity]]\nname = \"A\"\nfields = { x = \"BLOB\" }",
             "[limits]\nmax_items = 0",
+            "cors_origins = [\"app.example.com\"]",
             "[postgres]\npool_size = 0",
             "[postgres]\nunknown = 1",
         ] {

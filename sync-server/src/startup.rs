@@ -8,7 +8,10 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_cors::Cors;
 use actix_web::dev::Server;
+use actix_web::http::header;
+use actix_web::middleware::Condition;
 use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
 
@@ -65,8 +68,10 @@ pub fn serve(
         limits: config.limits,
         bodies: BodyBudget::new(config.limits.max_inflight_body_bytes),
     });
+    let origins = config.cors_origins.clone();
     let mut server = HttpServer::new(move || {
         App::new()
+            .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
             .wrap_fn(telemetry::log_request)
             .wrap(TracingLogger::default())
             .app_data(state.clone())
@@ -79,6 +84,20 @@ pub fn serve(
         server = server.workers(config.workers);
     }
     Ok(server.listen(listener)?.run())
+}
+
+/// Lets pages of the given origins (or any, for `*`) pull and push from a browser.
+fn cors(origins: &[String]) -> Cors {
+    let cors = Cors::default()
+        .allowed_methods(["GET", "POST"])
+        .allowed_headers([header::CONTENT_TYPE, header::HeaderName::from_static("idempotency-key")])
+        .expose_headers([telemetry::REQUEST_ID_HEADER, "idempotency-replayed"])
+        .max_age(3600);
+    if origins.iter().any(|o| o == "*") {
+        cors.allow_any_origin()
+    } else {
+        origins.iter().fold(cors, |cors, origin| cors.allowed_origin(origin))
+    }
 }
 
 /// Validates the configuration, opens the store, binds, logs where it listens, and serves until

@@ -5,7 +5,6 @@ use std::future::Future;
 use std::io::IsTerminal;
 use std::time::Instant;
 
-use actix_web::body::BoxBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{Error, HttpMessage};
@@ -39,12 +38,12 @@ pub fn init(format: LogFormat) {
 
 /// Middleware (inside the request's span): logs one line per request with its method, path,
 /// status and duration, and returns the request id in the `x-request-id` header.
-pub fn log_request<S>(
+pub fn log_request<S, B>(
     req: ServiceRequest,
     service: &S,
-) -> impl Future<Output = Result<ServiceResponse<BoxBody>, Error>> + use<S>
+) -> impl Future<Output = Result<ServiceResponse<B>, Error>> + use<S, B>
 where
-    S: Service<ServiceRequest, Response = ServiceResponse<BoxBody>, Error = Error>,
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
 {
     let started = Instant::now();
     let method = req.method().clone();

@@ -201,7 +201,40 @@ async fn healthz_answers_and_responses_carry_a_request_id(backend: Backend) {
     server.stop().await;
 }
 
+async fn browsers_of_configured_origins_may_sync_and_others_may_not(backend: Backend) {
+    let config = sync_server::Config { cors_origins: vec!["https://app.example".into()], ..Default::default() };
+    let server = TestServer::start_with_on(config, backend).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/taskChanges", server.base_url);
+    let preflight = http
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("Origin", "https://app.example")
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 200);
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "https://app.example");
+    let pulled = http.get(&url).header("Origin", "https://app.example").send().await.unwrap();
+    assert_eq!(pulled.headers()["access-control-allow-origin"], "https://app.example");
+    let other = http.get(&url).header("Origin", "https://evil.example").send().await.unwrap();
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+    server.stop().await;
+
+    let same_origin_only = TestServer::start_on(backend).await;
+    let plain = http
+        .get(format!("{}/taskChanges", same_origin_only.base_url))
+        .header("Origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(!plain.headers().contains_key("access-control-allow-origin"), "no CORS unless configured");
+    same_origin_only.stop().await;
+}
+
 backend_tests!(
+    browsers_of_configured_origins_may_sync_and_others_may_not,
     push_then_pull_returns_objects_with_the_push_timestamp,
     missing_since_means_zero_and_unknown_parameters_are_ignored,
     every_push_gets_a_fresh_now_even_when_empty,
