@@ -233,7 +233,8 @@ impl Entities {
                 return Err(ConfigError::Invalid(format!("entity {name} is declared twice")));
             }
             let path = e.path.clone().unwrap_or_else(|| name.default_path());
-            if !path.starts_with('/') || path == "/healthz" || path.contains(['?', '#']) {
+            if !path.starts_with('/') || ["/healthz", "/metrics"].contains(&path.as_str()) || path.contains(['?', '#'])
+            {
                 return Err(ConfigError::Invalid(format!("entity {name}: invalid path {path:?}")));
             }
             let schema = Arc::new(EntitySchema { fields: e.fields.clone() });

@@ -9,6 +9,7 @@
 //! - [`routes`]: the HTTP handlers.
 //! - [`budget`]: the bound on request bodies held in memory at once.
 //! - [`error`]: the one mapping from errors to HTTP answers.
+//! - [`metrics`]: `/metrics` in the Prometheus text format.
 //! - [`startup`]: opening the store, binding, serving, shutting down.
 //! - [`telemetry`]: structured logs.
 
@@ -16,6 +17,7 @@ pub mod budget;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod routes;
 pub mod startup;
 pub mod store;

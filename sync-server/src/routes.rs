@@ -15,6 +15,7 @@ use sync_proto::{IdempotencyKey, Limits, PullQuery, PushAnswer, parse_push};
 use crate::budget::{BodyBudget, Reservation};
 use crate::config::{Entities, ResolvedEntity};
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::store::{Push, Store};
 
 /// Above this size a push body is parsed on a blocking thread, so that one large push does not
@@ -32,12 +33,19 @@ pub struct AppState {
     pub limits: Limits,
     /// The memory all request bodies may hold at once.
     pub bodies: BodyBudget,
+    /// What `/metrics` reports.
+    pub metrics: Metrics,
 }
 
 /// `GET /healthz`: `200 {"status":"ok"}` when the store answers, else `503` with an error body.
 pub async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.store.health().await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ok"})))
+}
+
+/// `GET /metrics`: the server's metrics in the Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }
 
 /// Every other path: an entity's changes, or `404`.
@@ -47,11 +55,17 @@ pub async fn changes(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let entity = state.entities.resolve(req.path()).ok_or_else(|| ApiError::UnknownEntity(req.path().to_owned()))?;
-    match *req.method() {
+    let answer = match *req.method() {
         Method::GET => pull(&req, &entity, &state).await,
         Method::POST => push(&req, payload, &entity, &state).await,
         ref other => Err(ApiError::MethodNotAllowed(other.to_string())),
+    };
+    if let Err(ApiError::Store(e)) = &answer {
+        if let Some(kind) = e.failure_kind() {
+            state.metrics.store_error(kind);
+        }
     }
+    answer
 }
 
 #[tracing::instrument(skip_all, fields(entity = %entity.name))]
@@ -104,6 +118,7 @@ async fn push(
     let items = changes.len();
     let outcome = state.store.push(&entity.name, Push { changes, idempotency }).await?;
     tracing::debug!(items, now = %outcome.now, replayed = outcome.replayed, "pushed");
+    state.metrics.push(items, outcome.replayed);
     let mut answer = HttpResponse::Ok();
     if outcome.replayed {
         answer.insert_header(("Idempotency-Replayed", "true"));

@@ -17,6 +17,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::budget::BodyBudget;
 use crate::config::{Config, ConfigError, DbUrl, Validated};
+use crate::metrics::Metrics;
 use crate::routes::{self, AppState};
 use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
 use crate::telemetry;
@@ -67,7 +68,9 @@ pub fn serve(
         entities: validated.entities.clone(),
         limits: config.limits,
         bodies: BodyBudget::new(config.limits.max_inflight_body_bytes),
+        metrics: Metrics::new(),
     });
+    let metrics = web::Data::new(state.metrics.clone());
     let origins = config.cors_origins.clone();
     let mut server = HttpServer::new(move || {
         App::new()
@@ -75,7 +78,9 @@ pub fn serve(
             .wrap_fn(telemetry::log_request)
             .wrap(TracingLogger::default())
             .app_data(state.clone())
+            .app_data(metrics.clone())
             .route("/healthz", web::get().to(routes::healthz))
+            .route("/metrics", web::get().to(routes::metrics))
             .default_service(web::to(routes::changes))
     })
     .shutdown_timeout(config.shutdown_timeout_secs)

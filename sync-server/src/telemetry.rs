@@ -7,9 +7,11 @@ use std::time::Instant;
 
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::{Error, HttpMessage};
+use actix_web::{Error, HttpMessage, web};
 use tracing_actix_web::RequestId;
 use tracing_subscriber::EnvFilter;
+
+use crate::metrics::Metrics;
 
 /// The response header that tells a client the id its request was logged under.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -37,7 +39,8 @@ pub fn init(format: LogFormat) {
 }
 
 /// Middleware (inside the request's span): logs one line per request with its method, path,
-/// status and duration, and returns the request id in the `x-request-id` header.
+/// status and duration, counts it in the [`Metrics`], and returns the request id in the
+/// `x-request-id` header.
 pub fn log_request<S, B>(
     req: ServiceRequest,
     service: &S,
@@ -49,12 +52,16 @@ where
     let method = req.method().clone();
     let path = req.path().to_owned();
     let request_id = req.extensions().get::<RequestId>().map(|id| id.to_string());
+    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
     let response = service.call(req);
     async move {
         let mut response = response.await?;
         let status = response.status().as_u16();
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(%method, %path, status, ms = format_args!("{ms:.2}"), "request");
+        if let Some(metrics) = metrics {
+            metrics.request(method.as_str(), status, ms / 1000.0);
+        }
         if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
             response.headers_mut().insert(HeaderName::from_static(REQUEST_ID_HEADER), id);
         }

@@ -201,6 +201,24 @@ async fn healthz_answers_and_responses_carry_a_request_id(backend: Backend) {
     server.stop().await;
 }
 
+async fn metrics_count_requests_and_pushed_objects(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
+    let api = server.api();
+    api.push("/taskChanges", json!([{"id": "a"}, {"id": "b"}])).await;
+    let (status, _) = api.post("/taskChanges", "[{").await;
+    assert_eq!(status, 400);
+    let text = reqwest::get(format!("{}/metrics", server.base_url)).await.unwrap().text().await.unwrap();
+    for line in [
+        r#"sync_pushes_total{outcome="applied"} 1"#,
+        "sync_pushed_objects_total 2",
+        r#"sync_http_requests_total{method="POST",status="200"} 1"#,
+        r#"sync_http_requests_total{method="POST",status="400"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+    server.stop().await;
+}
+
 async fn browsers_of_configured_origins_may_sync_and_others_may_not(backend: Backend) {
     let config = sync_server::Config { cors_origins: vec!["https://app.example".into()], ..Default::default() };
     let server = TestServer::start_with_on(config, backend).await;
@@ -234,6 +252,7 @@ async fn browsers_of_configured_origins_may_sync_and_others_may_not(backend: Bac
 }
 
 backend_tests!(
+    metrics_count_requests_and_pushed_objects,
     browsers_of_configured_origins_may_sync_and_others_may_not,
     push_then_pull_returns_objects_with_the_push_timestamp,
     missing_since_means_zero_and_unknown_parameters_are_ignored,

@@ -96,6 +96,15 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
     }
+
+    /// `unavailable` or `internal` for a failure of the store, `None` for a refused request.
+    pub fn failure_kind(&self) -> Option<&'static str> {
+        match self {
+            Self::Unavailable(_) => Some("unavailable"),
+            Self::Internal(_) => Some("internal"),
+            Self::IdempotencyKeyReused(_) => None,
+        }
+    }
 }
 
 /// The storage of synced objects. Implementations are shared by every request of a server.
