@@ -68,3 +68,26 @@ where
         Ok(response)
     }
 }
+
+/// The address in the line the server logs once it listens, when logs are JSON
+/// (`--log-format json`): for programs that start the server on port 0 and must learn its port.
+pub fn listening_address(json_log_line: &str) -> Option<String> {
+    let line: serde_json::Value = serde_json::from_str(json_log_line).ok()?;
+    let fields = line.get("fields")?;
+    let listening = fields.get("message")?.as_str()?.starts_with("listening on");
+    listening.then(|| fields.get("addr")?.as_str().map(str::to_owned))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listening_address;
+
+    #[test]
+    fn the_listening_line_gives_the_address() {
+        let line =
+            r#"{"level":"INFO","fields":{"message":"listening on http://127.0.0.1:4242","addr":"127.0.0.1:4242"}}"#;
+        assert_eq!(listening_address(line).as_deref(), Some("127.0.0.1:4242"));
+        assert_eq!(listening_address(r#"{"fields":{"message":"stopped"}}"#), None);
+        assert_eq!(listening_address("listening on plain text"), None);
+    }
+}

@@ -301,16 +301,23 @@ async fn relay(mut client: TcpStream, mut server: TcpStream, mode: Arc<watch::Se
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn while_the_database_is_down_requests_fail_fast_and_then_recover() {
-    if !postgres_available("while_the_database_is_down_requests_fail_fast_and_then_recover") {
-        return;
-    }
+/// A server over a fresh PostgreSQL database that it reaches only through a [`FaultProxy`].
+/// (The server's handle on the database keeps the database alive until the server is dropped.)
+async fn server_behind_proxy() -> (FaultProxy, TestServer) {
     let db = TestDb::create(Backend::Postgres).await;
     let proxy = FaultProxy::start(upstream_of(&db.url)).await;
     let mut via_proxy = db.clone();
     via_proxy.url = proxy.url_for(&db.url);
     let server = TestServer::start_over(Config::default(), via_proxy).await;
+    (proxy, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_is_down_requests_fail_fast_and_then_recover() {
+    if !postgres_available("while_the_database_is_down_requests_fail_fast_and_then_recover") {
+        return;
+    }
+    let (proxy, server) = server_behind_proxy().await;
     let api = server.api();
     let before = api.push("/noteChanges", json!([{"id": "kept", "v": 1}])).await;
 
@@ -342,11 +349,7 @@ async fn a_connection_lost_during_commit_answers_what_actually_happened() {
     if !postgres_available("a_connection_lost_during_commit_answers_what_actually_happened") {
         return;
     }
-    let db = TestDb::create(Backend::Postgres).await;
-    let proxy = FaultProxy::start(upstream_of(&db.url)).await;
-    let mut via_proxy = db.clone();
-    via_proxy.url = proxy.url_for(&db.url);
-    let server = TestServer::start_over(Config::default(), via_proxy).await;
+    let (proxy, server) = server_behind_proxy().await;
     let api = server.api();
     let first = api.push("/noteChanges", json!([{"id": "a", "v": 1}])).await;
 

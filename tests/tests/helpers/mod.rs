@@ -420,7 +420,7 @@ impl ServerProcess {
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let addr = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.expect("read server log") {
-                if let Some(addr) = listening_addr(&line) {
+                if let Some(addr) = sync_server::telemetry::listening_address(&line) {
                     return addr;
                 }
                 eprintln!("server: {line}");
@@ -446,13 +446,6 @@ impl ServerProcess {
         assert!(sent.success());
         tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.expect("exits in time").expect("wait")
     }
-}
-
-/// The address in the server's "listening on" log line (JSON format), if this is that line.
-fn listening_addr(line: &str) -> Option<String> {
-    let v: Value = serde_json::from_str(line).ok()?;
-    let fields = v.get("fields")?;
-    fields.get("message")?.as_str()?.starts_with("listening on").then(|| fields["addr"].as_str().map(str::to_owned))?
 }
 
 /// A fresh SQLite path in `dir`.

@@ -34,9 +34,8 @@ impl Server {
         let mut lines = BufReader::new(child.stderr.take().context("server stderr")?).lines();
         let addr = tokio::time::timeout(Duration::from_secs(60), async {
             while let Some(line) = lines.next_line().await? {
-                let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                if v["fields"]["message"].as_str().is_some_and(|m| m.starts_with("listening on")) {
-                    return Ok(v["fields"]["addr"].as_str().unwrap_or_default().to_owned());
+                if let Some(addr) = sync_server::telemetry::listening_address(&line) {
+                    return Ok(addr);
                 }
                 eprintln!("server: {line}");
             }
