@@ -17,6 +17,8 @@ pub enum ErrorCode {
     UnknownEntity,
     /// The method is not allowed on this path.
     MethodNotAllowed,
+    /// The body did not arrive within the configured time.
+    RequestTimeout,
     /// The body is larger than the configured limit.
     BodyTooLarge,
     /// The push has more items than the configured limit.
@@ -38,6 +40,7 @@ impl ErrorCode {
             Self::MalformedJson | Self::InvalidBody | Self::InvalidQuery | Self::InvalidHeader => 400,
             Self::UnknownEntity => 404,
             Self::MethodNotAllowed => 405,
+            Self::RequestTimeout => 408,
             Self::BodyTooLarge | Self::TooManyItems => 413,
             Self::IdempotencyKeyReused => 422,
             Self::Unavailable => 503,
@@ -47,7 +50,7 @@ impl ErrorCode {
 
     /// Whether the same request may succeed if sent again unchanged.
     pub fn is_retryable(self) -> bool {
-        matches!(self, Self::Unavailable | Self::Internal)
+        matches!(self, Self::Unavailable | Self::Internal | Self::RequestTimeout)
     }
 }
 

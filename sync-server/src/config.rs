@@ -38,6 +38,9 @@ pub struct Config {
     pub workers: usize,
     /// On SIGTERM or SIGINT, how long in-flight requests get to finish.
     pub shutdown_timeout_secs: u64,
+    /// How long a push may take to send its whole body before it is answered `408` (a slow or
+    /// stalled upload must not hold its connection and its share of memory forever).
+    pub body_timeout_secs: u64,
     /// Web origins allowed to call the server from a browser (CORS), such as
     /// `https://app.example.com`, or `*` for any; empty (the default) allows same-origin pages only.
     pub cors_origins: Vec<String>,
@@ -60,6 +63,7 @@ impl Default for Config {
             db: "./sync.db".into(),
             workers: 0,
             shutdown_timeout_secs: 30,
+            body_timeout_secs: 60,
             cors_origins: Vec::new(),
             limits: Limits::default(),
             sqlite: SqliteOptions::default(),
@@ -141,6 +145,9 @@ impl Config {
         }
         if l.max_inflight_body_bytes < l.max_body_bytes {
             return invalid("limits.max_inflight_body_bytes must be at least limits.max_body_bytes".into());
+        }
+        if self.body_timeout_secs == 0 {
+            return invalid("body_timeout_secs must be at least 1".into());
         }
         if self.sqlite.readers == 0 {
             return invalid("sqlite.readers must be at least 1".into());

@@ -32,6 +32,9 @@ pub enum ApiError {
         /// The configured limit.
         limit: usize,
     },
+    /// The body did not arrive in time; nothing was applied.
+    #[error("the request body did not arrive within {0} s")]
+    BodyTimeout(u64),
     /// Request bodies in memory are at their configured maximum; this one was not read.
     #[error(transparent)]
     Busy(#[from] BudgetSpent),
@@ -54,6 +57,7 @@ impl ApiError {
             Self::BodyTooLarge { .. } => ErrorCode::BodyTooLarge,
             Self::Payload(_) => ErrorCode::MalformedJson,
             Self::Busy(_) => ErrorCode::Unavailable,
+            Self::BodyTimeout(_) => ErrorCode::RequestTimeout,
             Self::Store(StoreError::Unavailable(_)) => ErrorCode::Unavailable,
             Self::Store(StoreError::IdempotencyKeyReused(_)) => ErrorCode::IdempotencyKeyReused,
             Self::Store(StoreError::Internal(_)) => ErrorCode::Internal,

@@ -4,6 +4,7 @@
 //! schemaless `/<name>Changes` convention and declared, custom paths.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::{Method, header};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -35,6 +36,8 @@ pub struct AppState {
     pub bodies: BodyBudget,
     /// What `/metrics` reports.
     pub metrics: Metrics,
+    /// How long a push may take to send its body.
+    pub body_timeout: Duration,
 }
 
 /// `GET /healthz`: `200 {"status":"ok"}` when the store answers, else `503` with an error body.
@@ -103,7 +106,9 @@ async fn push(
         .map_err(ApiError::Header)?;
     // Held until the push is answered: the body and what is parsed from it stay in memory until then.
     let mut reservation = Reservation::default();
-    let body = read_body(req, payload, state, &mut reservation).await?;
+    let body = tokio::time::timeout(state.body_timeout, read_body(req, payload, state, &mut reservation))
+        .await
+        .map_err(|_| ApiError::BodyTimeout(state.body_timeout.as_secs()))??;
     let idempotency = key.map(|k| (k, hex::encode(Sha256::digest(&body))));
 
     let limits = state.limits;

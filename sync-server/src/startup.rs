@@ -69,6 +69,7 @@ pub fn serve(
         limits: config.limits,
         bodies: BodyBudget::new(config.limits.max_inflight_body_bytes),
         metrics: Metrics::new(),
+        body_timeout: Duration::from_secs(config.body_timeout_secs),
     });
     let metrics = web::Data::new(state.metrics.clone());
     let origins = config.cors_origins.clone();

@@ -256,7 +256,27 @@ async fn uploads_beyond_the_body_budget_are_refused_at_once_and_the_budget_comes
     server.stop().await;
 }
 
+async fn a_stalled_upload_is_answered_408_and_changes_nothing(backend: Backend) {
+    let config = Config { body_timeout_secs: 1, ..small_limits() };
+    let server = TestServer::start_with_on(config, backend).await;
+    let api = server.api();
+    api.push("/taskChanges", json!([{"id": "keep"}])).await;
+    let before = snapshot(&api, "/taskChanges").await;
+    let addr = server.base_url.trim_start_matches("http://").to_owned();
+    let (status, took) = tokio::task::spawn_blocking(move || {
+        let head = "POST /taskChanges HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n";
+        raw_request(&addr, head, b"[{\"id\":\"half")
+    })
+    .await
+    .unwrap();
+    assert!(status.contains("408"), "{status}");
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    assert_eq!(snapshot(&api, "/taskChanges").await, before);
+    server.stop().await;
+}
+
 backend_tests!(
+    a_stalled_upload_is_answered_408_and_changes_nothing,
     uploads_beyond_the_body_budget_are_refused_at_once_and_the_budget_comes_back,
     malformed_or_misshapen_bodies_are_refused_and_change_nothing,
     each_invalid_item_is_listed_with_index_id_field_and_reason,

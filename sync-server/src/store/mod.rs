@@ -59,6 +59,36 @@ impl PullPage {
 /// taken before the first chunk; a store failure after that ends the stream with an error.
 pub type AnswerStream = mpsc::Receiver<Result<Bytes, StoreError>>;
 
+/// A streamed answer is handed to the HTTP layer in chunks of about this many bytes ...
+pub(crate) const STREAM_CHUNK_BYTES: usize = 64 * 1024;
+/// ... with at most this many chunks waiting for a slow client ...
+const STREAM_DEPTH: usize = 4;
+/// ... and a client that takes no chunk for this long is dropped, so that it cannot hold a
+/// database connection and its snapshot forever.
+const STREAM_STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The sending side of an [`AnswerStream`].
+pub(crate) struct AnswerSink(mpsc::Sender<Result<Bytes, StoreError>>);
+
+/// A new answer channel.
+pub(crate) fn answer_channel() -> (AnswerSink, AnswerStream) {
+    let (sink, stream) = mpsc::channel(STREAM_DEPTH);
+    (AnswerSink(sink), stream)
+}
+
+impl AnswerSink {
+    /// Sends a chunk (or the error that ends the answer). False when the client is gone or has
+    /// taken nothing for [`STREAM_STALL`]: the producer should stop.
+    pub(crate) async fn send(&self, chunk: Result<Bytes, StoreError>) -> bool {
+        matches!(tokio::time::timeout(STREAM_STALL, self.0.send(chunk)).await, Ok(Ok(())))
+    }
+
+    /// As [`AnswerSink::send`], from a blocking thread of the runtime (`spawn_blocking`).
+    pub(crate) fn blocking_send(&self, chunk: Result<Bytes, StoreError>) -> bool {
+        tokio::runtime::Handle::current().block_on(self.send(chunk))
+    }
+}
+
 /// A push to apply.
 #[derive(Debug, Clone)]
 pub struct Push {

@@ -37,13 +37,15 @@ use futures_util::TryStreamExt;
 use futures_util::future::try_join;
 use serde::{Deserialize, Serialize};
 use sync_proto::{Change, Cursor, EntityName, Fields, PullQuery, PullWriter};
-use tokio::sync::mpsc;
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row, RowStream};
 
-use super::{AnswerStream, Page, PullPage, Push, PushOutcome, Store, StoreError, StoredObject};
+use super::{
+    AnswerSink, AnswerStream, Page, PullPage, Push, PushOutcome, STREAM_CHUNK_BYTES, Store, StoreError, StoredObject,
+    answer_channel,
+};
 use crate::clock::{self, Clock, next_timestamp};
 
 /// Tuning of the PostgreSQL store (the `[postgres]` section of the configuration).
@@ -129,11 +131,6 @@ const PURGE_INTERVAL_MS: i64 = 60_000;
 /// How many connections a request tries when the ones it gets turn out to be closed before
 /// anything was sent on them.
 const CONNECTION_ATTEMPTS: usize = 3;
-
-/// A streamed pull answer is handed to the HTTP layer in chunks of about this many bytes ...
-const STREAM_CHUNK_BYTES: usize = 64 * 1024;
-/// ... with at most this many chunks waiting for a slow client.
-const STREAM_DEPTH: usize = 4;
 
 /// How long the store keeps asking whether a push whose `COMMIT` lost its connection committed.
 const COMMIT_RESOLVE_WINDOW: Duration = Duration::from_secs(3);
@@ -366,7 +363,7 @@ impl Store for PostgresStore {
                 }
             }
         };
-        let (sink, stream) = mpsc::channel(STREAM_DEPTH);
+        let (sink, stream) = answer_channel();
         tokio::spawn(async move {
             match write_answer(first, rows, &sink).await {
                 Ok(Written::Whole) => match client.batch_execute("COMMIT").await {
@@ -382,7 +379,7 @@ impl Store for PostgresStore {
                 Err(e) => {
                     // The status line is sent already: the error ends the stream, and the client
                     // sees a truncated answer.
-                    let _ = sink.send(Err(e)).await;
+                    sink.send(Err(e)).await;
                     discard(client);
                 }
             }
@@ -606,11 +603,7 @@ enum Written {
 }
 
 /// Writes the answer from the rows of [`open_stream`] into `sink`, chunk by chunk.
-async fn write_answer(
-    first: Row,
-    mut rows: Pin<Box<RowStream>>,
-    sink: &mpsc::Sender<Result<Bytes, StoreError>>,
-) -> Result<Written, StoreError> {
+async fn write_answer(first: Row, mut rows: Pin<Box<RowStream>>, sink: &AnswerSink) -> Result<Written, StoreError> {
     let now = Cursor::from_millis(first.try_get(0).map_err(classify)?);
     let mut answer = PullWriter::new();
     let mut next = Some(first);
@@ -625,12 +618,12 @@ async fn write_answer(
                 answer.object_json(id, row.try_get(4).map_err(classify)?, last_change);
             }
         }
-        if answer.len() >= STREAM_CHUNK_BYTES && sink.send(Ok(Bytes::from(answer.take()))).await.is_err() {
+        if answer.len() >= STREAM_CHUNK_BYTES && !sink.send(Ok(Bytes::from(answer.take()))).await {
             return Ok(Written::Abandoned);
         }
         next = rows.try_next().await.map_err(classify)?;
     }
-    let _ = sink.send(Ok(Bytes::from(answer.finish(now, None)))).await;
+    sink.send(Ok(Bytes::from(answer.finish(now, None)))).await;
     Ok(Written::Whole)
 }
 

@@ -23,7 +23,10 @@ use bytes::Bytes;
 use sync_proto::PullWriter;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AnswerStream, Page, PullPage, Push, PushOutcome, Store, StoreError, StoredObject};
+use super::{
+    AnswerSink, AnswerStream, Page, PullPage, Push, PushOutcome, STREAM_CHUNK_BYTES, Store, StoreError, StoredObject,
+    answer_channel,
+};
 use crate::clock::{self, Clock, next_timestamp};
 
 /// Tuning of the SQLite store.
@@ -70,11 +73,6 @@ const MIGRATIONS: &[&str] = &[r#"
     ) WITHOUT ROWID;
     CREATE INDEX idempotency_by_age ON idempotency (created_ms);
 "#];
-
-/// A streamed pull answer is handed to the HTTP layer in chunks of about this many bytes ...
-const STREAM_CHUNK_BYTES: usize = 64 * 1024;
-/// ... with at most this many chunks waiting for a slow client.
-const STREAM_DEPTH: usize = 4;
 
 /// A commit group takes waiting pushes until it holds this many ...
 const GROUP_MAX_PUSHES: usize = 256;
@@ -202,7 +200,7 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(skip(self), fields(entity = %entity), err)]
     async fn pull_stream(&self, entity: &EntityName, since: Cursor) -> Result<AnswerStream, StoreError> {
-        let (sink, stream) = mpsc::channel(STREAM_DEPTH);
+        let (sink, stream) = answer_channel();
         let (ready, opened) = oneshot::channel();
         let inner = Arc::clone(&self.inner);
         let entity = entity.clone();
@@ -270,7 +268,7 @@ impl Inner {
         entity: &EntityName,
         since: Cursor,
         ready: &mut Option<oneshot::Sender<Result<(), StoreError>>>,
-        sink: &mpsc::Sender<Result<Bytes, StoreError>>,
+        sink: &AnswerSink,
     ) -> Result<(), StoreError> {
         let mut conn = self.readers.get().map_err(unavailable)?;
         let tx = conn.transaction().map_err(classify)?;
@@ -297,11 +295,11 @@ impl Inner {
                 let fields = row.get_ref(3).map_err(classify)?.as_str().map_err(unreadable)?;
                 answer.object_json(id, fields, last_change);
             }
-            if answer.len() >= STREAM_CHUNK_BYTES && sink.blocking_send(Ok(Bytes::from(answer.take()))).is_err() {
-                return Ok(()); // the client went away
+            if answer.len() >= STREAM_CHUNK_BYTES && !sink.blocking_send(Ok(Bytes::from(answer.take()))) {
+                return Ok(()); // the client went away, or stopped reading
             }
         }
-        let _ = sink.blocking_send(Ok(Bytes::from(answer.finish(now, None))));
+        sink.blocking_send(Ok(Bytes::from(answer.finish(now, None))));
         Ok(())
     }
 }
