@@ -21,7 +21,7 @@ mod helpers;
 use std::collections::{BTreeMap, BTreeSet};
 
 use client_support::{Device, fast_transport, project, server_objects};
-use helpers::TestServer;
+use helpers::{Backend, TestServer, backend_tests};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -84,14 +84,13 @@ fn seed() -> u64 {
     std::env::var("SYNC_RANDOM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_edits_removals_and_sync_orders_converge_without_losing_edits() {
+async fn random_edits_removals_and_sync_orders_converge_without_losing_edits(backend: Backend) {
     let seed = seed();
     let ops: usize = std::env::var("SYNC_RANDOM_OPS").ok().and_then(|s| s.parse().ok()).unwrap_or(400);
     println!("seed = {seed} (replay with SYNC_RANDOM_SEED={seed}), {ops} operations");
     let mut rng = StdRng::seed_from_u64(seed);
 
-    let server = TestServer::start().await;
+    let server = TestServer::start_on(backend).await;
     let devices: Vec<Device> = ["a", "b", "c"]
         .iter()
         .map(|name| {
@@ -221,3 +220,5 @@ fn check_sync(
         }
     }
 }
+
+backend_tests!(multi_thread: random_edits_removals_and_sync_orders_converge_without_losing_edits);

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use client_support::{Device, LossyProxy, fast_transport, project, server_objects, server_updates, todo_entity};
-use helpers::TestServer;
+use helpers::{Backend, TestServer, backend_tests};
 use serde_json::{Value, json};
 use sync_client::{
     Conflict, ConflictKind, Cursor, HttpTransport, IdempotencyKey, PreferLocal, PreferRemote, PullPage, PushAck,
@@ -25,9 +25,8 @@ async fn assert_converged(server: &TestServer, devices: &[&Device]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_devices_converge_through_edits_and_removals() {
-    let server = TestServer::start().await;
+async fn two_devices_converge_through_edits_and_removals(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let (a, b) = (Device::new("a", &server.base_url), Device::new("b", &server.base_url));
     a.add("1", "milk");
     a.add("2", "bread");
@@ -48,9 +47,8 @@ async fn two_devices_converge_through_edits_and_removals() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_devices_converge_whatever_the_sync_order() {
-    let server = TestServer::start().await;
+async fn three_devices_converge_whatever_the_sync_order(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let devices: Vec<Device> = ["a", "b", "c"].iter().map(|n| Device::new(n, &server.base_url)).collect();
     for (i, device) in devices.iter().enumerate() {
         device.add(&format!("{i}"), &format!("from {}", device.name));
@@ -89,9 +87,8 @@ async fn conflicting_text_edits(server: &TestServer) -> (Device, Device) {
     (a, b)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prefer_local_keeps_the_local_value_of_a_conflicting_field() {
-    let server = TestServer::start().await;
+async fn prefer_local_keeps_the_local_value_of_a_conflicting_field(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let (a, b) = conflicting_text_edits(&server).await;
     let report = b.sync(PreferLocal).await;
     let conflicts = &report.entities[0].conflicts;
@@ -107,9 +104,8 @@ async fn prefer_local_keeps_the_local_value_of_a_conflicting_field() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prefer_remote_takes_the_server_value_and_keeps_other_local_edits() {
-    let server = TestServer::start().await;
+async fn prefer_remote_takes_the_server_value_and_keeps_other_local_edits(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let (a, b) = conflicting_text_edits(&server).await;
     let report = b.sync(PreferRemote).await;
     assert_eq!(report.conflicts(), 1);
@@ -119,9 +115,8 @@ async fn prefer_remote_takes_the_server_value_and_keeps_other_local_edits() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closure_handler_sees_every_side_and_its_merged_value_wins() {
-    let server = TestServer::start().await;
+async fn closure_handler_sees_every_side_and_its_merged_value_wins(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let (a, b) = conflicting_text_edits(&server).await;
     let seen: Arc<Mutex<Vec<Conflict>>> = Arc::default();
     let record = Arc::clone(&seen);
@@ -150,9 +145,8 @@ async fn closure_handler_sees_every_side_and_its_merged_value_wins() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_merged_value_fails_the_sync_and_changes_nothing() {
-    let server = TestServer::start().await;
+async fn invalid_merged_value_fails_the_sync_and_changes_nothing(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let (_a, b) = conflicting_text_edits(&server).await;
     let before = b.todos();
     let handler = |_: &Conflict| {
@@ -168,9 +162,8 @@ async fn invalid_merged_value_fails_the_sync_and_changes_nothing() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn disjoint_field_edits_merge_without_a_conflict() {
-    let server = TestServer::start().await;
+async fn disjoint_field_edits_merge_without_a_conflict(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let (a, b) = (Device::new("a", &server.base_url), Device::new("b", &server.base_url));
     a.add("1", "original");
     a.sync(PreferLocal).await;
@@ -206,8 +199,7 @@ async fn update_versus_remove(server: &TestServer, remover_first: bool, prefer_l
     (a, b)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn update_versus_remove_is_a_conflict_each_handler_decides() {
+async fn update_versus_remove_is_a_conflict_each_handler_decides(backend: Backend) {
     // (remover syncs first, the second device prefers local, whether to-do 1 survives)
     let cases = [
         (true, true, true),   // the editor keeps its edit: the object lives again everywhere
@@ -216,7 +208,7 @@ async fn update_versus_remove_is_a_conflict_each_handler_decides() {
         (false, false, true), // the remover takes the edited object back
     ];
     for (remover_first, prefer_local, survives) in cases {
-        let server = TestServer::start().await;
+        let server = TestServer::start_on(backend).await;
         let (a, _) = update_versus_remove(&server, remover_first, prefer_local).await;
         let expected = survives.then(|| "edited".to_owned());
         assert_eq!(a.text("1"), expected, "remover first: {remover_first}, prefer local: {prefer_local}");
@@ -244,9 +236,8 @@ impl Transport for EditDuringPush {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edit_during_sync_is_not_lost() {
-    let server = TestServer::start().await;
+async fn edit_during_sync_is_not_lost(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let (a, b) = (Device::new("a", &server.base_url), Device::new("b", &server.base_url));
     a.add("1", "before the sync");
     let racing = EditDuringPush {
@@ -268,9 +259,8 @@ async fn edit_during_sync_is_not_lost() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edits_racing_repeated_syncs_all_reach_the_server() {
-    let server = TestServer::start().await;
+async fn edits_racing_repeated_syncs_all_reach_the_server(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let a = Device::new("a", &server.base_url);
     let ids: Vec<String> = (0..10).map(|i| format!("{i}")).collect();
     for id in &ids {
@@ -303,9 +293,8 @@ async fn edits_racing_repeated_syncs_all_reach_the_server() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lost_push_answer_is_applied_once_on_retry() {
-    let server = TestServer::start().await;
+async fn lost_push_answer_is_applied_once_on_retry(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let proxy = LossyProxy::start(&server.base_url).await;
     let a = Device::with("a", [todo_entity()], fast_transport(&proxy.base_url, 3), SyncOptions::default());
     a.add("1", "milk");
@@ -326,9 +315,8 @@ async fn lost_push_answer_is_applied_once_on_retry() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn push_whose_answer_was_lost_before_a_crash_is_resent_under_the_same_key() {
-    let server = TestServer::start().await;
+async fn push_whose_answer_was_lost_before_a_crash_is_resent_under_the_same_key(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let proxy = LossyProxy::start(&server.base_url).await;
     let a = Device::with("a", [todo_entity()], fast_transport(&proxy.base_url, 0), SyncOptions::default());
     a.add("1", "milk");
@@ -358,9 +346,8 @@ async fn push_whose_answer_was_lost_before_a_crash_is_resent_under_the_same_key(
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn paged_pull_follows_more_until_the_delta_is_complete() {
-    let server = TestServer::start().await;
+async fn paged_pull_follows_more_until_the_delta_is_complete(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let api = server.api();
     for i in 0..10 {
         api.push(TODO, json!([{"id": format!("{i:02}"), "text": format!("item {i}"), "done": false}])).await;
@@ -383,9 +370,8 @@ async fn paged_pull_follows_more_until_the_delta_is_complete() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn syncs_with_the_real_server_without_extensions() {
-    let server = TestServer::start().await;
+async fn syncs_with_the_real_server_without_extensions(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let base_only = SyncOptions { page_size: None, idempotency: false, ..SyncOptions::default() };
     let a = Device::with("a", [todo_entity()], fast_transport(&server.base_url, 0), base_only);
     let b = Device::with("b", [todo_entity()], fast_transport(&server.base_url, 0), base_only);
@@ -415,9 +401,8 @@ async fn unreachable_server_fails_the_sync_retryably_and_keeps_local_data() {
     assert_eq!(a.store.pending_changes("Todo").unwrap(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn new_field_is_filled_from_the_server_after_migration() {
-    let server = TestServer::start().await;
+async fn new_field_is_filled_from_the_server_after_migration(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     server.api().push(TODO, json!([{"id": "1", "text": "milk", "done": false, "priority": 2}])).await;
     let a = Device::new("a", &server.base_url);
     a.sync(PreferRemote).await;
@@ -447,3 +432,22 @@ fn sync_runs_from_a_plain_thread() {
     assert_eq!(objects["1"]["text"], "from a thread");
     runtime.block_on(server.stop());
 }
+
+backend_tests!(
+    multi_thread:
+    two_devices_converge_through_edits_and_removals,
+    three_devices_converge_whatever_the_sync_order,
+    prefer_local_keeps_the_local_value_of_a_conflicting_field,
+    prefer_remote_takes_the_server_value_and_keeps_other_local_edits,
+    closure_handler_sees_every_side_and_its_merged_value_wins,
+    invalid_merged_value_fails_the_sync_and_changes_nothing,
+    disjoint_field_edits_merge_without_a_conflict,
+    update_versus_remove_is_a_conflict_each_handler_decides,
+    edit_during_sync_is_not_lost,
+    edits_racing_repeated_syncs_all_reach_the_server,
+    lost_push_answer_is_applied_once_on_retry,
+    push_whose_answer_was_lost_before_a_crash_is_resent_under_the_same_key,
+    paged_pull_follows_more_until_the_delta_is_complete,
+    syncs_with_the_real_server_without_extensions,
+    new_field_is_filled_from_the_server_after_migration,
+);
