@@ -13,6 +13,8 @@ pub enum ErrorCode {
     InvalidBody,
     /// A query parameter (`since`, `limit`) is not valid.
     InvalidQuery,
+    /// The request comes from a web page of an origin the server does not allow.
+    ForbiddenOrigin,
     /// The path names no entity this server serves.
     UnknownEntity,
     /// The method is not allowed on this path.
@@ -38,6 +40,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             Self::MalformedJson | Self::InvalidBody | Self::InvalidQuery | Self::InvalidHeader => 400,
+            Self::ForbiddenOrigin => 403,
             Self::UnknownEntity => 404,
             Self::MethodNotAllowed => 405,
             Self::RequestTimeout => 408,

@@ -18,6 +18,9 @@ pub enum NameError {
     /// A cursor must be a decimal integer.
     #[error("invalid cursor {0:?}: expected an integer number of milliseconds")]
     Cursor(String),
+    /// A page size must be a non-negative decimal integer.
+    #[error("invalid limit {0:?}: expected a whole number of updates")]
+    Limit(String),
 }
 
 /// The name of a synced entity (`Task`, `Feed`): a letter, then letters, digits or `_`.
@@ -115,12 +118,9 @@ impl Cursor {
         Self(ms.max(0))
     }
 
-    /// Parses the `since` of a query: a decimal integer. An empty value means zero, as a missing
-    /// one does; anything else that is not an integer (`1.5`, `1e3`, `abc`, an overflow) is refused.
+    /// Parses the `since` of a query: a decimal integer. Anything else (empty, `1.5`, `1e3`,
+    /// `abc`, an overflow) is refused.
     pub fn parse(text: &str) -> Result<Self, NameError> {
-        if text.is_empty() {
-            return Ok(Self::ZERO);
-        }
         text.parse::<i64>().map(Self::from_millis).map_err(|_| NameError::Cursor(text.chars().take(64).collect()))
     }
 
@@ -197,9 +197,8 @@ mod tests {
     #[test]
     fn cursors_parse_integers_only() {
         assert_eq!(Cursor::parse("1279888110421").unwrap().millis(), 1279888110421);
-        assert_eq!(Cursor::parse("").unwrap(), Cursor::ZERO);
         assert_eq!(Cursor::parse("-5").unwrap(), Cursor::ZERO);
-        for bad in ["1.5", "1e3", "abc", "null", "99999999999999999999", " 1"] {
+        for bad in ["", "1.5", "1e3", "abc", "null", "99999999999999999999", " 1"] {
             assert!(Cursor::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

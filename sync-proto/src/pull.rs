@@ -17,17 +17,21 @@ pub struct PullQuery {
 }
 
 impl PullQuery {
-    /// Parses a query string (`since=123&limit=500`). Unknown parameters are ignored, as
-    /// persistence.js clients may add their own. `limit` is clamped to [`Limits::max_page`].
+    /// Parses a query string (`since=123&limit=500`, percent-encoding allowed). A missing `since`
+    /// means 0; unknown parameters are ignored, as persistence.js clients may add their own.
+    /// `limit` is clamped to 1..=[`Limits::max_page`].
     pub fn parse(query: &str, limits: &Limits) -> Result<Self, NameError> {
         let mut since = Cursor::ZERO;
         let mut limit = None;
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            match key {
-                "since" => since = Cursor::parse(value)?,
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            match &*key {
+                "since" => since = Cursor::parse(&value)?,
                 "limit" => {
-                    let n: usize = value.parse().map_err(|_| NameError::Cursor(value.chars().take(64).collect()))?;
+                    let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+                    if !digits {
+                        return Err(NameError::Limit(value.chars().take(64).collect()));
+                    }
+                    let n = value.parse::<usize>().unwrap_or(usize::MAX); // only digits: too large
                     limit = Some(n.clamp(1, limits.max_page));
                 }
                 _ => {}
@@ -163,6 +167,10 @@ mod tests {
         let q = PullQuery::parse("since=42&limit=5&_=1", &l).unwrap();
         assert_eq!((q.since.millis(), q.limit), (42, Some(5)));
         assert_eq!(PullQuery::parse("limit=999999999", &l).unwrap().limit, Some(l.max_page));
+        assert_eq!(PullQuery::parse("limit=99999999999999999999999", &l).unwrap().limit, Some(l.max_page));
+        assert_eq!(PullQuery::parse("since=%34%32", &l).unwrap().since.millis(), 42);
+        assert!(PullQuery::parse("since=", &l).is_err());
+        assert!(matches!(PullQuery::parse("limit=x", &l), Err(NameError::Limit(_))));
         assert!(PullQuery::parse("since=abc", &l).is_err());
         assert!(PullQuery::parse("since=1.5", &l).is_err());
         assert!(PullQuery::parse("limit=-1", &l).is_err());

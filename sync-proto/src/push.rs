@@ -211,6 +211,10 @@ fn parse_item(item: &RawValue, limits: &Limits, schema: Option<&EntitySchema>) -
     let mut field_count = 0;
     for (i, (key, value)) in pairs.iter().enumerate() {
         let key = key.as_str();
+        if pairs[..i].iter().any(|(k, _)| k == key) {
+            faults.push(fault(shown_id, Some(key), "appears twice in the object".into()));
+            continue;
+        }
         match key {
             "id" | "_lastChange" => continue,
             "_removed" => match value.get() {
@@ -222,8 +226,6 @@ fn parse_item(item: &RawValue, limits: &Limits, schema: Option<&EntitySchema>) -
                 field_count += 1;
                 if let Err(reason) = check_field(key, value, limits, schema) {
                     faults.push(fault(shown_id, Some(key), reason));
-                } else if pairs[..i].iter().any(|(k, _)| k == key) {
-                    faults.push(fault(shown_id, Some(key), "appears twice in the object".into()));
                 } else {
                     out.push(key, value);
                 }

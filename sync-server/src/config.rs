@@ -149,8 +149,8 @@ impl Config {
         if self.body_timeout_secs == 0 {
             return invalid("body_timeout_secs must be at least 1".into());
         }
-        if self.sqlite.readers == 0 {
-            return invalid("sqlite.readers must be at least 1".into());
+        if self.sqlite.readers == 0 || self.sqlite.stream_readers == 0 {
+            return invalid("sqlite.readers and sqlite.stream_readers must be at least 1".into());
         }
         let pg = &self.postgres;
         for (name, value) in [
@@ -244,6 +244,11 @@ impl Entities {
             {
                 return Err(ConfigError::Invalid(format!("entity {name}: invalid path {path:?}")));
             }
+            if let Some(reserved) = e.fields.keys().find(|f| ["id", "_removed", "_lastChange"].contains(&f.as_str())) {
+                return Err(ConfigError::Invalid(format!(
+                    "entity {name}: {reserved:?} belongs to the protocol and cannot be declared as a field"
+                )));
+            }
             let schema = Arc::new(EntitySchema { fields: e.fields.clone() });
             if by_path.insert(path.clone(), ResolvedEntity { name, schema: Some(schema) }).is_some() {
                 return Err(ConfigError::Invalid(format!("path {path} is used by two entities")));
@@ -330,6 +335,8 @@ mod tests {
             "[[entity]]\nname = \"A\"\nfields = { x = \"BLOB\" }",
             "[limits]\nmax_items = 0",
             "cors_origins = [\"app.example.com\"]",
+            "[[entity]]\nname = \"A\"\nfields = { id = \"INT\" }",
+            "[[entity]]\nname = \"A\"\nfields = { _removed = \"TEXT\" }",
             "[postgres]\npool_size = 0",
             "[postgres]\nunknown = 1",
         ] {

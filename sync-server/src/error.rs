@@ -20,12 +20,20 @@ pub enum ApiError {
     /// A header is invalid.
     #[error("{0}")]
     Header(NameError),
+    /// A web page of another origin, not in `cors_origins`, sent this request.
+    #[error("requests from pages of {0} are not allowed here")]
+    ForbiddenOrigin(String),
     /// No entity is served at this path.
     #[error("no entity is served at {0}")]
     UnknownEntity(String),
-    /// Only GET and POST are served on an entity's path.
-    #[error("method {0} is not allowed here: use GET to pull and POST to push")]
-    MethodNotAllowed(String),
+    /// The path does not serve this method.
+    #[error("method {method} is not allowed here; allowed: {allow}")]
+    MethodNotAllowed {
+        /// The method used.
+        method: String,
+        /// The methods served at this path, as the `Allow` header lists them.
+        allow: &'static str,
+    },
     /// The body is larger than the configured limit.
     #[error("the body is larger than the limit of {limit} bytes")]
     BodyTooLarge {
@@ -52,8 +60,9 @@ impl ApiError {
             Self::Push(e) => e.code(),
             Self::Query(_) => ErrorCode::InvalidQuery,
             Self::Header(_) => ErrorCode::InvalidHeader,
+            Self::ForbiddenOrigin(_) => ErrorCode::ForbiddenOrigin,
             Self::UnknownEntity(_) => ErrorCode::UnknownEntity,
-            Self::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             Self::BodyTooLarge { .. } => ErrorCode::BodyTooLarge,
             Self::Payload(_) => ErrorCode::MalformedJson,
             Self::Busy(_) => ErrorCode::Unavailable,
@@ -93,8 +102,8 @@ impl ResponseError for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             answer.insert_header(("Retry-After", "1"));
         }
-        if let Self::MethodNotAllowed(_) = self {
-            answer.insert_header(("Allow", "GET, POST"));
+        if let Self::MethodNotAllowed { allow, .. } = self {
+            answer.insert_header(("Allow", *allow));
         }
         answer.json(self.body())
     }

@@ -55,7 +55,10 @@ impl Metrics {
     }
 
     /// Counts one answered request.
+    /// A method outside the standard ones is counted as `OTHER`, so clients cannot add series.
     pub fn request(&self, method: &str, status: u16, seconds: f64) {
+        const STANDARD: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
+        let method = STANDARD.into_iter().find(|m| *m == method).unwrap_or("OTHER");
         self.requests.with_label_values(&[method, &status.to_string()]).inc();
         self.durations.with_label_values(&[method]).observe(seconds);
     }
@@ -96,6 +99,7 @@ mod tests {
     fn renders_what_was_counted() {
         let m = Metrics::new();
         m.request("POST", 200, 0.002);
+        m.request("BREW", 405, 0.001);
         m.push(3, false);
         m.push(3, true);
         m.store_error("unavailable");
@@ -107,8 +111,10 @@ mod tests {
             "sync_pushed_objects_total 3",
             r#"sync_store_errors_total{kind="unavailable"} 1"#,
             r#"sync_http_request_duration_seconds_count{method="POST"} 1"#,
+            r#"sync_http_requests_total{method="OTHER",status="405"} 1"#,
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
+        assert!(!text.contains("BREW"));
     }
 }

@@ -11,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
-use sync_proto::{IdempotencyKey, Limits, PullQuery, PushAnswer, parse_push};
+use sync_proto::{IdempotencyKey, Limits, NameError, PullQuery, PushAnswer, parse_push};
 
 use crate::budget::{BodyBudget, Reservation};
 use crate::config::{Entities, ResolvedEntity};
@@ -38,6 +38,20 @@ pub struct AppState {
     pub metrics: Metrics,
     /// How long a push may take to send its body.
     pub body_timeout: Duration,
+    /// `cors_origins`: when not empty, requests from pages of other origins are refused.
+    pub origins: Vec<String>,
+}
+
+impl AppState {
+    /// Whether a request with this `Origin` header may use an entity. Without configured origins
+    /// every request may (hybrid apps send `file://` or `null` origins); with them, a browser page
+    /// must be of this server's own host or of a listed origin, so that pages of other sites
+    /// cannot write through their users' browsers.
+    fn origin_allowed(&self, origin: &str, host: &str) -> bool {
+        self.origins.is_empty()
+            || self.origins.iter().any(|o| o == "*" || o == origin)
+            || origin.split_once("://").is_some_and(|(_, origin_host)| origin_host == host)
+    }
 }
 
 /// `GET /healthz`: `200 {"status":"ok"}` when the store answers, else `503` with an error body.
@@ -51,6 +65,11 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }
 
+/// Any method but GET on `/healthz` and `/metrics`.
+pub async fn get_only(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed { method: req.method().to_string(), allow: "GET" })
+}
+
 /// Every other path: an entity's changes, or `404`.
 pub async fn changes(
     req: HttpRequest,
@@ -58,10 +77,16 @@ pub async fn changes(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let entity = state.entities.resolve(req.path()).ok_or_else(|| ApiError::UnknownEntity(req.path().to_owned()))?;
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        if !state.origin_allowed(origin, req.connection_info().host()) {
+            return Err(ApiError::ForbiddenOrigin(origin.chars().take(200).collect()));
+        }
+    }
     let answer = match *req.method() {
         Method::GET => pull(&req, &entity, &state).await,
         Method::POST => push(&req, payload, &entity, &state).await,
-        ref other => Err(ApiError::MethodNotAllowed(other.to_string())),
+        ref other => Err(ApiError::MethodNotAllowed { method: other.to_string(), allow: "GET, POST" }),
     };
     if let Err(ApiError::Store(e)) = &answer {
         if let Some(kind) = e.failure_kind() {
@@ -98,12 +123,12 @@ async fn push(
     entity: &ResolvedEntity,
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
-    let key = req
-        .headers()
-        .get("Idempotency-Key")
-        .map(|v| IdempotencyKey::new(v.to_str().unwrap_or_default()))
-        .transpose()
-        .map_err(ApiError::Header)?;
+    let mut keys = req.headers().get_all("Idempotency-Key");
+    let key = match (keys.next(), keys.next()) {
+        (None, _) => None,
+        (Some(key), None) => Some(IdempotencyKey::new(key.to_str().unwrap_or_default()).map_err(ApiError::Header)?),
+        (Some(_), Some(_)) => return Err(ApiError::Header(NameError::IdempotencyKey)),
+    };
     // Held until the push is answered: the body and what is parsed from it stay in memory until then.
     let mut reservation = Reservation::default();
     let body = tokio::time::timeout(state.body_timeout, read_body(req, payload, state, &mut reservation))

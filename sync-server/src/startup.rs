@@ -70,6 +70,7 @@ pub fn serve(
         bodies: BodyBudget::new(config.limits.max_inflight_body_bytes),
         metrics: Metrics::new(),
         body_timeout: Duration::from_secs(config.body_timeout_secs),
+        origins: config.cors_origins.clone(),
     });
     let metrics = web::Data::new(state.metrics.clone());
     let origins = config.cors_origins.clone();
@@ -80,8 +81,8 @@ pub fn serve(
             .wrap(TracingLogger::default())
             .app_data(state.clone())
             .app_data(metrics.clone())
-            .route("/healthz", web::get().to(routes::healthz))
-            .route("/metrics", web::get().to(routes::metrics))
+            .service(web::resource("/healthz").get(routes::healthz).default_service(web::to(routes::get_only)))
+            .service(web::resource("/metrics").get(routes::metrics).default_service(web::to(routes::get_only)))
             .default_service(web::to(routes::changes))
     })
     .shutdown_timeout(config.shutdown_timeout_secs)

@@ -238,6 +238,29 @@ async fn browsers_of_configured_origins_may_sync_and_others_may_not(backend: Bac
     assert_eq!(pulled.headers()["access-control-allow-origin"], "https://app.example");
     let other = http.get(&url).header("Origin", "https://evil.example").send().await.unwrap();
     assert!(!other.headers().contains_key("access-control-allow-origin"));
+    assert_eq!(other.status(), 403);
+
+    // A simple cross-origin POST needs no preflight: the server itself must refuse it.
+    let api = server.api();
+    let forged = http
+        .post(&url)
+        .header("Origin", "https://evil.example")
+        .header("Content-Type", "text/plain")
+        .body(r#"[{"id":"forged"}]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    assert_eq!(forged.json::<Value>().await.unwrap()["error"], "forbidden_origin");
+    let own_origin = server.base_url.clone();
+    for origin in [None, Some("https://app.example"), Some(own_origin.as_str())] {
+        let mut post = http.post(&url).body(r#"[{"id":"fine"}]"#);
+        if let Some(origin) = origin {
+            post = post.header("Origin", origin);
+        }
+        assert_eq!(post.send().await.unwrap().status(), 200, "{origin:?}");
+    }
+    assert!(find(&api.pull("/taskChanges", 0).await, "forged").is_none());
     server.stop().await;
 
     let same_origin_only = TestServer::start_on(backend).await;
@@ -249,6 +272,39 @@ async fn browsers_of_configured_origins_may_sync_and_others_may_not(backend: Bac
         .unwrap();
     assert!(!plain.headers().contains_key("access-control-allow-origin"), "no CORS unless configured");
     same_origin_only.stop().await;
+}
+
+/// A client that starts a large full pull and never reads it holds a streaming connection, but
+/// neither health checks nor paged pulls (which the sync client uses) may starve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_full_pull_does_not_starve_health_checks_or_paged_pulls() {
+    let mut config = sync_server::Config::default();
+    config.sqlite.stream_readers = 1;
+    config.sqlite.busy_timeout_ms = 500;
+    let server = TestServer::start_with(config).await;
+    let api = server.api();
+    let filler = "x".repeat(1000);
+    for batch in 0..40 {
+        let items: Vec<Value> = (0..400).map(|i| json!({"id": format!("{batch}-{i}"), "s": filler})).collect();
+        api.push("/bigChanges", Value::Array(items)).await;
+    }
+
+    let addr = server.base_url.trim_start_matches("http://").to_owned();
+    let stalled = std::net::TcpStream::connect(&addr).unwrap();
+    std::io::Write::write_all(&mut &stalled, b"GET /bigChanges?since=0 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let (status, _) = api.get("/healthz").await;
+    assert_eq!(status, 200, "health checks do not wait for streaming connections");
+    let (status, page) = api.get("/bigChanges?since=0&limit=10").await;
+    assert_eq!(
+        (status, page["updates"].as_array().map(Vec::len), page["more"].as_bool()),
+        (200, Some(400), Some(true))
+    );
+    let (status, body) = api.get("/bigChanges?since=0").await;
+    assert_eq!((status, body["error"].as_str()), (503, Some("unavailable")), "the one streaming connection is held");
+    drop(stalled);
+    server.stop().await;
 }
 
 backend_tests!(

@@ -33,8 +33,12 @@ use crate::clock::{self, Clock, next_timestamp};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SqliteOptions {
-    /// Connections serving pulls; pulls beyond this wait for one.
+    /// Connections serving paged pulls and health checks; requests beyond this wait for one.
     pub readers: u32,
+    /// Connections serving full (streamed) pulls, kept apart from `readers`: a full pull holds its
+    /// connection until its client has read the whole answer, so slow or stalled clients must
+    /// not be able to take the connections every other read needs.
+    pub stream_readers: u32,
     /// How long a statement waits for a lock held by another process, and a pull for a free
     /// connection, before the request fails with `503`.
     pub busy_timeout_ms: u64,
@@ -44,7 +48,7 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        Self { readers: 4, busy_timeout_ms: 5_000, idempotency_ttl_secs: 24 * 3600 }
+        Self { readers: 4, stream_readers: 16, busy_timeout_ms: 5_000, idempotency_ttl_secs: 24 * 3600 }
     }
 }
 
@@ -96,6 +100,8 @@ struct Inner {
     /// commit order because only it takes them.
     writes: mpsc::Sender<WriteJob>,
     readers: r2d2::Pool<SqliteConnectionManager>,
+    /// Connections of full pulls only (see [`SqliteOptions::stream_readers`]).
+    stream_readers: r2d2::Pool<SqliteConnectionManager>,
 }
 
 /// A push waiting for the writer, and where to send its outcome.
@@ -144,16 +150,20 @@ impl SqliteStore {
             )));
         }
 
-        let manager = SqliteConnectionManager::file(&path).with_init(move |c| {
-            c.busy_timeout(busy)?;
-            c.execute_batch("PRAGMA query_only = ON;")
-        });
-        let readers = r2d2::Pool::builder()
-            .max_size(options.readers.max(1))
-            .min_idle(Some(1))
-            .connection_timeout(busy.max(Duration::from_millis(100)))
-            .build(manager)
-            .map_err(|e| StoreError::Unavailable(format!("cannot open readers on {}: {e}", path.display())))?;
+        let reader_pool = |size: u32| {
+            let manager = SqliteConnectionManager::file(&path).with_init(move |c| {
+                c.busy_timeout(busy)?;
+                c.execute_batch("PRAGMA query_only = ON;")
+            });
+            r2d2::Pool::builder()
+                .max_size(size.max(1))
+                .min_idle(Some(1))
+                .connection_timeout(busy.max(Duration::from_millis(100)))
+                .build(manager)
+                .map_err(|e| StoreError::Unavailable(format!("cannot open readers on {}: {e}", path.display())))
+        };
+        let readers = reader_pool(options.readers)?;
+        let stream_readers = reader_pool(options.stream_readers)?;
 
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
         let writer = Writer {
@@ -166,7 +176,7 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn(move || writer.run(queue))
             .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
-        Ok(Self { inner: Arc::new(Inner { path, writes, readers }) })
+        Ok(Self { inner: Arc::new(Inner { path, writes, readers, stream_readers }) })
     }
 
     async fn run<T, F>(&self, job: F) -> Result<T, StoreError>
@@ -270,7 +280,7 @@ impl Inner {
         ready: &mut Option<oneshot::Sender<Result<(), StoreError>>>,
         sink: &AnswerSink,
     ) -> Result<(), StoreError> {
-        let mut conn = self.readers.get().map_err(unavailable)?;
+        let mut conn = self.stream_readers.get().map_err(unavailable)?;
         let tx = conn.transaction().map_err(classify)?;
         let now = Cursor::from_millis(clock_of(&tx, entity)?);
         if let Some(ready) = ready.take() {
