@@ -146,7 +146,7 @@ impl Syncer {
     /// Syncs every entity of the schema, in order, resolving conflicts with `handler`. Stops at
     /// the first entity that fails; what was synced before stays synced.
     pub fn sync_all<H: ConflictHandler + ?Sized>(&self, handler: &H) -> Result<SyncReport, SyncError> {
-        let _running = self.store.lock_sync();
+        let _running = self.store.lock_sync()?;
         let start = Instant::now();
         let mut report = SyncReport::default();
         for def in self.store.schema().entities() {
@@ -162,7 +162,7 @@ impl Syncer {
         entity: &str,
         handler: &H,
     ) -> Result<EntityReport, SyncError> {
-        let _running = self.store.lock_sync();
+        let _running = self.store.lock_sync()?;
         let def = self.store.schema().entity(entity)?;
         self.run(def, handler)
     }

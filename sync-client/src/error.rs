@@ -20,6 +20,15 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The lock file that keeps two processes from syncing one database at once failed.
+    #[error("cannot lock {path} for a sync")]
+    SyncLock {
+        /// The lock file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The schema given to [`crate::Store::open`] is invalid, or contradicts the database.
     #[error("invalid schema: {0}")]
     Schema(String),

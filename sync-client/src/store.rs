@@ -119,6 +119,25 @@ struct Shared {
     /// Held for the whole of a sync run, so that two runs on one database never interleave
     /// (each relies on the pending push and the base versions it wrote staying as it left them).
     sync_lock: Mutex<()>,
+    /// `<database>-sync.lock`, locked for the whole of a sync run as well: two processes on one
+    /// database (two runs of a CLI) must not both send the pending push, or a server without
+    /// idempotent push would apply it twice, the second time over newer edits. `None` in memory.
+    sync_lock_file: Option<(std::path::PathBuf, std::fs::File)>,
+}
+
+/// The right to run a sync on a database, in this process and in every other; see
+/// [`Store::lock_sync`].
+pub(crate) struct SyncGuard<'a> {
+    _in_process: MutexGuard<'a, ()>,
+    file: Option<&'a std::fs::File>,
+}
+
+impl Drop for SyncGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(file) = self.file {
+            let _ = file.unlock();
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -139,16 +158,29 @@ impl Store {
         let conn = Connection::open(path.as_ref()).map_err(StoreError::sqlite("opening the database"))?;
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
             .map_err(StoreError::sqlite("setting up the database"))?;
-        Self::with_connection(conn, Schema::new(entities)?)
+        let mut lock_path = path.as_ref().as_os_str().to_owned();
+        lock_path.push("-sync.lock");
+        let lock_path = std::path::PathBuf::from(lock_path);
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| StoreError::SyncLock { path: lock_path.clone(), source })?;
+        Self::with_connection(conn, Schema::new(entities)?, Some((lock_path, lock_file)))
     }
 
     /// A store in memory, gone when the last handle is dropped: for tests and throwaway caches.
     pub fn open_in_memory(entities: impl IntoIterator<Item = Entity>) -> Result<Self, StoreError> {
         let conn = Connection::open_in_memory().map_err(StoreError::sqlite("opening the database"))?;
-        Self::with_connection(conn, Schema::new(entities)?)
+        Self::with_connection(conn, Schema::new(entities)?, None)
     }
 
-    fn with_connection(mut conn: Connection, schema: Schema) -> Result<Self, StoreError> {
+    fn with_connection(
+        mut conn: Connection,
+        schema: Schema,
+        sync_lock_file: Option<(std::path::PathBuf, std::fs::File)>,
+    ) -> Result<Self, StoreError> {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(StoreError::sqlite("setting up the database"))?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -158,7 +190,9 @@ impl Store {
             migrate_entity(&tx, entity)?;
         }
         tx.commit().map_err(StoreError::sqlite("migrating the database"))?;
-        Ok(Self { shared: Arc::new(Shared { conn: Mutex::new(conn), schema, sync_lock: Mutex::new(()) }) })
+        Ok(Self {
+            shared: Arc::new(Shared { conn: Mutex::new(conn), schema, sync_lock: Mutex::new(()), sync_lock_file }),
+        })
     }
 
     /// The checked entities of this store.
@@ -228,9 +262,18 @@ impl Store {
         self.shared.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Takes the right to run a sync on this database until the guard is dropped.
-    pub(crate) fn lock_sync(&self) -> MutexGuard<'_, ()> {
-        self.shared.sync_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Takes the right to run a sync on this database until the guard is dropped, waiting for a
+    /// sync running in this process or in another one to end.
+    pub(crate) fn lock_sync(&self) -> Result<SyncGuard<'_>, StoreError> {
+        let in_process = self.shared.sync_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let file = match &self.shared.sync_lock_file {
+            Some((path, file)) => {
+                file.lock().map_err(|source| StoreError::SyncLock { path: path.clone(), source })?;
+                Some(file)
+            }
+            None => None,
+        };
+        Ok(SyncGuard { _in_process: in_process, file })
     }
 }
 
@@ -502,6 +545,29 @@ mod tests {
 
     fn todo() -> Entity {
         Entity::new("Todo").field("text", FieldType::Text).field("done", FieldType::Bool)
+    }
+
+    #[test]
+    fn a_second_process_waits_for_the_sync_running_on_the_same_database() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("device.db");
+        // Two opens of one file stand for two processes: each has its own lock file handle.
+        let first = Store::open(&path, [todo()]).unwrap();
+        let second = Store::open(&path, [todo()]).unwrap();
+        let released = Arc::new(AtomicBool::new(false));
+        let guard = first.lock_sync().unwrap();
+        let waiter = {
+            let released = Arc::clone(&released);
+            std::thread::spawn(move || {
+                let _guard = second.lock_sync().unwrap();
+                assert!(released.load(Ordering::SeqCst), "the second sync ran while the first held the lock");
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        released.store(true, Ordering::SeqCst);
+        drop(guard);
+        waiter.join().unwrap();
     }
 
     #[test]

@@ -89,7 +89,16 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
 
 /// Parses a pull answer: `{"updates": [...], "now": N}` plus `"more"` when paged.
 pub fn parse_pull_answer(text: &str) -> Result<PullPage, String> {
-    let answer: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let answer: Value = match serde_json::from_str(text) {
+        Ok(answer) => answer,
+        // A string cut in the middle of a surrogate pair (which `JSON.stringify` writes as a lone
+        // `\ud83d`) is valid JSON but cannot be a Rust string: read it as U+FFFD rather than
+        // failing every later sync of the entity.
+        Err(e) if e.is_syntax() => {
+            serde_json::from_str(&replace_lone_surrogates(text)).map_err(|_| format!("not JSON: {e}"))?
+        }
+        Err(e) => return Err(format!("not JSON: {e}")),
+    };
     let now = answer.get("now").and_then(as_millis).ok_or("no integer \"now\"")?;
     let updates = answer.get("updates").and_then(Value::as_array).ok_or("no \"updates\" array")?;
     let more = match answer.get("more") {
@@ -132,6 +141,42 @@ pub fn parse_push_answer(text: &str) -> Result<Cursor, String> {
 }
 
 /// A millisecond timestamp, written as an integer (or, by some servers, a float without fraction).
+/// `text` with every `\uXXXX` escape of a lone surrogate replaced by `\ufffd`; escapes of
+/// complete pairs, and everything else, are kept.
+fn replace_lone_surrogates(text: &str) -> String {
+    fn unit_at(bytes: &[u8], i: usize) -> Option<u16> {
+        let hex = bytes.get(i..i + 6)?;
+        if &hex[..2] != b"\\u" {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()
+    }
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let (mut i, mut copied) = (0, 0);
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        match unit_at(bytes, i) {
+            Some(high @ 0xD800..=0xDBFF) if matches!(unit_at(bytes, i + 6), Some(0xDC00..=0xDFFF)) => {
+                let _ = high;
+                i += 12;
+            }
+            Some(0xD800..=0xDFFF) => {
+                out.push_str(&text[copied..i]);
+                out.push_str("\\ufffd");
+                i += 6;
+                copied = i;
+            }
+            _ => i += 2, // any other escape, including an escaped backslash
+        }
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
 /// A timestamp as servers write it: an integer, an integral float, or (some base servers read it
 /// back from a database driver as text) a string of decimal digits.
 fn as_millis(v: &Value) -> Option<i64> {
@@ -423,6 +468,16 @@ mod tests {
         assert_eq!((page.updates[0].removed, page.updates[0].last_change), (true, None));
         assert_eq!(page.updates[1].fields.get("name"), Some(&Value::from("x")));
         assert!(!page.updates[1].fields.contains_key("_lastChange"));
+    }
+
+    #[test]
+    fn lone_surrogates_are_read_as_replacement_characters() {
+        let page = parse_pull_answer(
+            r#"{"now": 1, "updates": [{"id": "A", "t": "ok \ud83d", "u": "\ud83d\ude00 \\ud800 \udc00"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(page.updates[0].fields["t"], "ok \u{fffd}");
+        assert_eq!(page.updates[0].fields["u"], "😀 \\ud800 \u{fffd}");
     }
 
     #[test]

@@ -1,12 +1,11 @@
 //! Field types of a declared entity, and the check of one JSON value: its nesting depth, its string
 //! lengths, and (for a declared entity) its type. Values themselves are never rewritten.
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -152,124 +151,105 @@ impl JsonKind {
     }
 }
 
-/// Checks a value against the nesting and string limits and tells its kind.
-/// The error is a reason for people, without positions.
+/// Checks a value against the nesting and string limits and tells its kind. The error is a reason
+/// for people, without positions.
+///
+/// `value` was already checked to be valid JSON. Strings are measured as bytes, so a lone
+/// surrogate escape (`"\ud83d"`, which `JSON.stringify` writes for a string cut in the middle of
+/// an emoji) is accepted and kept as sent, like every other value.
 pub fn inspect(value: &RawValue, limits: &Limits) -> Result<JsonKind, String> {
-    let reason = Cell::new(None);
-    let probe = Probe { depth: 1, limits, reason: &reason };
-    let mut de = serde_json::Deserializer::from_str(value.get());
-    match probe.deserialize(&mut de) {
-        Ok(JsonKind::Integer) if !is_integer_text(value.get()) => Ok(JsonKind::Float),
-        Ok(JsonKind::Float) if is_integer_text(value.get()) => Ok(JsonKind::Integer),
-        Ok(kind) => Ok(kind),
-        Err(_) => Err(reason.take().unwrap_or_else(|| "not a valid JSON value".into())),
+    inspect_at(value, 1, limits)
+}
+
+fn inspect_at(value: &RawValue, depth: usize, limits: &Limits) -> Result<JsonKind, String> {
+    let text = value.get();
+    let nest = || {
+        if depth >= limits.max_depth { Err(format!("nested deeper than {} levels", limits.max_depth)) } else { Ok(()) }
+    };
+    let check_len = |len: usize, what: &str| {
+        if len > limits.max_string_bytes {
+            Err(format!("{what} longer than {} bytes", limits.max_string_bytes))
+        } else {
+            Ok(())
+        }
+    };
+    match text.as_bytes().first() {
+        Some(b'"') => {
+            check_len(string_bytes(text)?, "string")?;
+            Ok(JsonKind::String)
+        }
+        Some(b'[') => {
+            nest()?;
+            let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|_| INVALID.to_owned())?;
+            for item in items {
+                inspect_at(item, depth + 1, limits)?;
+            }
+            Ok(JsonKind::Array)
+        }
+        Some(b'{') => {
+            nest()?;
+            let mut de = serde_json::Deserializer::from_str(text);
+            let members = de.deserialize_map(Members).map_err(|_| INVALID.to_owned())?;
+            for (key_len, member) in members {
+                check_len(key_len, "key")?;
+                inspect_at(member, depth + 1, limits)?;
+            }
+            Ok(JsonKind::Object)
+        }
+        Some(b't' | b'f') => Ok(JsonKind::Bool),
+        Some(b'n') => Ok(JsonKind::Null),
+        Some(_) if is_integer_text(text) => Ok(JsonKind::Integer),
+        Some(_) => Ok(JsonKind::Float),
+        None => Err(INVALID.to_owned()),
     }
 }
+
+const INVALID: &str = "not a valid JSON value";
 
 fn is_integer_text(raw: &str) -> bool {
     !raw.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'))
 }
 
-/// Walks a value without building it, failing at the first limit it exceeds.
-struct Probe<'a> {
-    depth: usize,
-    limits: &'a Limits,
-    reason: &'a Cell<Option<String>>,
+/// The unescaped length of a JSON string literal, lone surrogates included (as 3 bytes each).
+fn string_bytes(literal: &str) -> Result<usize, String> {
+    let mut de = serde_json::Deserializer::from_str(literal);
+    de.deserialize_bytes(ByteLen).map_err(|_| INVALID.to_owned())
 }
 
-impl Probe<'_> {
-    fn fail<E: de::Error>(&self, reason: String) -> E {
-        let err = E::custom(&reason);
-        self.reason.set(Some(reason));
-        err
-    }
+/// The length of a string read as bytes, which unlike `str` admits lone surrogates.
+struct ByteLen;
 
-    fn nested(&self) -> Self {
-        Probe { depth: self.depth + 1, limits: self.limits, reason: self.reason }
-    }
-
-    fn check_nesting<E: de::Error>(&self) -> Result<(), E> {
-        if self.depth >= self.limits.max_depth {
-            Err(self.fail(format!("nested deeper than {} levels", self.limits.max_depth)))
-        } else {
-            Ok(())
-        }
-    }
-
-    fn check_string<E: de::Error>(&self, s: &str) -> Result<(), E> {
-        if s.len() > self.limits.max_string_bytes {
-            Err(self.fail(format!("string longer than {} bytes", self.limits.max_string_bytes)))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for Probe<'_> {
-    type Value = JsonKind;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<JsonKind, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Probe<'_> {
-    type Value = JsonKind;
-
+impl<'de> Visitor<'de> for ByteLen {
+    type Value = usize;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
+        f.write_str("a string")
     }
-    fn visit_unit<E>(self) -> Result<JsonKind, E> {
-        Ok(JsonKind::Null)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<JsonKind, E> {
-        Ok(JsonKind::Bool)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<JsonKind, E> {
-        Ok(JsonKind::Integer)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<JsonKind, E> {
-        Ok(JsonKind::Integer)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<JsonKind, E> {
-        Ok(JsonKind::Float)
-    }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<JsonKind, E> {
-        self.check_string(s)?;
-        Ok(JsonKind::String)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JsonKind, A::Error> {
-        self.check_nesting()?;
-        while seq.next_element_seed(self.nested())?.is_some() {}
-        Ok(JsonKind::Array)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonKind, A::Error> {
-        self.check_nesting()?;
-        while let Some(key) = map.next_key::<KeyLen>()? {
-            if key.0 > self.limits.max_string_bytes {
-                return Err(self.fail(format!("key longer than {} bytes", self.limits.max_string_bytes)));
-            }
-            map.next_value_seed(self.nested())?;
-        }
-        Ok(JsonKind::Object)
+    fn visit_bytes<E>(self, bytes: &[u8]) -> Result<usize, E> {
+        Ok(bytes.len())
     }
 }
 
-/// The length of an object key, read without keeping it.
-struct KeyLen(usize);
+impl<'de> DeserializeSeed<'de> for ByteLen {
+    type Value = usize;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        d.deserialize_bytes(self)
+    }
+}
 
-impl<'de> Deserialize<'de> for KeyLen {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = KeyLen;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string key")
-            }
-            fn visit_str<E>(self, s: &str) -> Result<KeyLen, E> {
-                Ok(KeyLen(s.len()))
-            }
+/// The members of an object: each key's length and its value, unparsed.
+struct Members;
+
+impl<'de> Visitor<'de> for Members {
+    type Value = Vec<(usize, &'de RawValue)>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::new();
+        while let Some(key_len) = map.next_key_seed(ByteLen)? {
+            members.push((key_len, map.next_value::<&'de RawValue>()?));
         }
-        d.deserialize_str(V)
+        Ok(members)
     }
 }
 
@@ -296,6 +276,12 @@ mod tests {
         assert_eq!(kind("null"), Ok(JsonKind::Null));
         assert_eq!(kind("[1,[2]]"), Ok(JsonKind::Array));
         assert_eq!(kind("{\"a\":{}}"), Ok(JsonKind::Object));
+    }
+
+    #[test]
+    fn lone_surrogates_are_strings_like_any_other() {
+        assert_eq!(kind(r#""\ud83d""#), Ok(JsonKind::String));
+        assert_eq!(kind(r#"["a\udc00", {"\ud800": 1}]"#), Ok(JsonKind::Array));
     }
 
     #[test]

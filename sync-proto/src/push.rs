@@ -200,6 +200,7 @@ fn parse_item(item: &RawValue, limits: &Limits, schema: Option<&EntitySchema>) -
     let id_text: Option<String> = raw_id.and_then(|v| serde_json::from_str(v.get()).ok());
     let id = match (raw_id, &id_text) {
         (None, _) => Err("missing".to_owned()),
+        (Some(raw), None) if raw.get().starts_with('"') => Err("must be valid Unicode (no lone surrogate)".to_owned()),
         (Some(_), None) => Err("must be a string".to_owned()),
         (Some(_), Some(text)) => ObjectId::new(text.clone(), limits.max_id_bytes).map_err(|e| e.to_string()),
     };

@@ -88,10 +88,10 @@ pub async fn changes(
         Method::POST => push(&req, payload, &entity, &state).await,
         ref other => Err(ApiError::MethodNotAllowed { method: other.to_string(), allow: "GET, POST" }),
     };
-    if let Err(ApiError::Store(e)) = &answer {
-        if let Some(kind) = e.failure_kind() {
-            state.metrics.store_error(kind);
-        }
+    if let Err(ApiError::Store(e)) = &answer
+        && let Some(kind) = e.failure_kind()
+    {
+        state.metrics.store_error(kind);
     }
     answer
 }

@@ -93,7 +93,7 @@ async fn values_round_trip_exactly(backend: Backend) {
     let api = server.api();
     let body = r#"[{"id":"v","int":1,"float":1.0,"neg":-0.5,"exp":1e3,"t":true,"f":false,"nul":null,
         "i64":9223372036854775807,"big":123456789012345678901234567890,"s":"nul\u0000 astral 😀 \ud83d\ude00 \"q\" \\",
-        "empty":"","date":1279888110,"arr":[1,"a",[null]],"obj":{"k":1.50}}]"#;
+        "empty":"","half":"\ud83d","date":1279888110,"arr":[1,"a",[null]],"obj":{"k":1.50}}]"#;
     let (status, answer) = api.post("/valueChanges", body).await;
     assert_eq!(status, 200, "{answer}");
     let resp = reqwest::get(format!("{}/valueChanges?since=0", server.base_url)).await.unwrap();
@@ -109,10 +109,12 @@ async fn values_round_trip_exactly(backend: Backend) {
         r#""big":123456789012345678901234567890"#,
         r#""date":1279888110"#,
         r#""obj":{"k":1.50}"#,
+        r#""half":"\ud83d""#,
     ] {
         assert!(text.contains(raw), "{raw} not kept verbatim in {text}");
     }
-    let v: Value = serde_json::from_str(&text).unwrap();
+    // serde_json cannot hold a lone surrogate in a String: checked verbatim above, left out here.
+    let v: Value = serde_json::from_str(&text.replace(r#""half":"\ud83d","#, "")).unwrap();
     let obj = &v["updates"][0];
     assert_eq!(obj["s"], "nul\u{0} astral 😀 😀 \"q\" \\");
     assert_eq!(obj["empty"], "");

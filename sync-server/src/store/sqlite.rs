@@ -283,10 +283,10 @@ impl Inner {
         let mut conn = self.stream_readers.get().map_err(unavailable)?;
         let tx = conn.transaction().map_err(classify)?;
         let now = Cursor::from_millis(clock_of(&tx, entity)?);
-        if let Some(ready) = ready.take() {
-            if ready.send(Ok(())).is_err() {
-                return Ok(()); // the request is gone
-            }
+        if let Some(ready) = ready.take()
+            && ready.send(Ok(())).is_err()
+        {
+            return Ok(()); // the request is gone
         }
         let mut stmt = tx
             .prepare_cached(
@@ -423,10 +423,10 @@ fn apply_changes(tx: &Connection, entity: &EntityName, changes: &[Change], now: 
     let e = entity.as_str();
     for change in changes {
         let id = change.id().as_str();
-        if let Change::Upsert { fields, .. } = change {
-            if insert.execute(params![e, id, now, fields.as_json()]).map_err(classify)? == 1 {
-                continue;
-            }
+        if let Change::Upsert { fields, .. } = change
+            && insert.execute(params![e, id, now, fields.as_json()]).map_err(classify)? == 1
+        {
+            continue;
         }
         let stored: Option<(bool, String)> =
             current.query_row(params![e, id], |r| Ok((r.get(0)?, r.get(1)?))).optional().map_err(classify)?;
