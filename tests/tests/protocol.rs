@@ -278,12 +278,13 @@ async fn browsers_of_configured_origins_may_sync_and_others_may_not(backend: Bac
 
 /// A client that starts a large full pull and never reads it holds a streaming connection, but
 /// neither health checks nor paged pulls (which the sync client uses) may starve.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_full_pull_does_not_starve_health_checks_or_paged_pulls() {
+async fn a_stalled_full_pull_does_not_starve_health_checks_or_paged_pulls(backend: Backend) {
     let mut config = sync_server::Config::default();
     config.sqlite.stream_readers = 1;
     config.sqlite.busy_timeout_ms = 500;
-    let server = TestServer::start_with(config).await;
+    config.postgres.pool_size = 2; // one connection for full pulls
+    config.postgres.wait_timeout_ms = 500;
+    let server = TestServer::start_with_on(config, backend).await;
     let api = server.api();
     let filler = "x".repeat(1000);
     for batch in 0..40 {
@@ -308,6 +309,8 @@ async fn a_stalled_full_pull_does_not_starve_health_checks_or_paged_pulls() {
     drop(stalled);
     server.stop().await;
 }
+
+backend_tests!(multi_thread: a_stalled_full_pull_does_not_starve_health_checks_or_paged_pulls);
 
 backend_tests!(
     metrics_count_requests_and_pushed_objects,

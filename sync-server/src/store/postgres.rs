@@ -185,6 +185,10 @@ pub struct PostgresStore {
 
 struct Inner {
     pool: Pool,
+    /// Full pulls in progress, at most half the pool: each holds its connection until its client
+    /// has read the whole answer, and slow or stalled clients must not take the connections that
+    /// pushes, paged pulls and health checks need.
+    streams: Arc<tokio::sync::Semaphore>,
     /// The connection string without its password, for logs.
     description: String,
     clock: Arc<dyn Clock>,
@@ -282,7 +286,10 @@ impl PostgresStore {
         migrate(&mut client, &description).await?;
         drop(client);
 
-        Ok(Self { inner: Arc::new(Inner { pool, description, clock, options, last_purge_ms: AtomicI64::new(0) }) })
+        let streams = Arc::new(tokio::sync::Semaphore::new((options.pool_size as usize / 2).max(1)));
+        Ok(Self {
+            inner: Arc::new(Inner { pool, streams, description, clock, options, last_purge_ms: AtomicI64::new(0) }),
+        })
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
@@ -339,6 +346,12 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(skip(self), fields(entity = %entity), err)]
     async fn pull_stream(&self, entity: &EntityName, since: Cursor) -> Result<AnswerStream, StoreError> {
+        let wait = Duration::from_millis(self.inner.options.wait_timeout_ms);
+        let slot = tokio::time::timeout(wait, Arc::clone(&self.inner.streams).acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| StoreError::Unavailable("too many full pulls in progress".into()))?;
         let mut attempt = 1;
         let (client, first, rows) = loop {
             let client = self.client().await?;
@@ -365,6 +378,7 @@ impl Store for PostgresStore {
         };
         let (sink, stream) = answer_channel();
         tokio::spawn(async move {
+            let _slot = slot;
             match write_answer(first, rows, &sink).await {
                 Ok(Written::Whole) => match client.batch_execute("COMMIT").await {
                     Ok(()) => drop(client),
