@@ -1,4 +1,4 @@
-//! The HTTP handlers: pull (`GET <path>?since=`), push (`POST <path>`) and `/healthz`.
+//! The HTTP handlers: pull (`GET <path>?since=`), push (`POST <path>`), `/healthz` and `/metrics`.
 //!
 //! Entity paths are resolved per request by [`Entities`], so the same handler serves the
 //! schemaless `/<name>Changes` convention and declared, custom paths.
