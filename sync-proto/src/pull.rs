@@ -97,7 +97,7 @@ impl PullWriter {
 
     fn end(&mut self, last_change: Cursor) {
         self.buf.push_str(",\"_lastChange\":");
-        self.buf.push_str(itoa(last_change.millis()).as_str());
+        push_int(&mut self.buf, last_change.millis());
         self.buf.push('}');
     }
 
@@ -119,7 +119,7 @@ impl PullWriter {
     /// Closes the answer with its cursor; `more` is written only for a paged pull.
     pub fn finish(mut self, now: Cursor, more: Option<bool>) -> String {
         self.buf.push_str("],\"now\":");
-        self.buf.push_str(itoa(now.millis()).as_str());
+        push_int(&mut self.buf, now.millis());
         if let Some(more) = more {
             self.buf.push_str(if more { ",\"more\":true" } else { ",\"more\":false" });
         }
@@ -128,8 +128,11 @@ impl PullWriter {
     }
 }
 
-fn itoa(n: i64) -> String {
-    n.to_string()
+/// Appends `n` in decimal, without the allocation of `to_string` (this runs once per object).
+fn push_int(out: &mut String, n: i64) {
+    use std::fmt::Write;
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{n}");
 }
 
 /// The answer to a push: `{"status": "ok", "now": N}`.

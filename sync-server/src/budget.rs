@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Reservations are counted in units of this many bytes, rounded up.
 const UNIT: usize = 1024;
@@ -42,9 +42,9 @@ impl BodyBudget {
         if units == 0 {
             return Ok(());
         }
-        let permit = Arc::clone(&self.units).try_acquire_many_owned(units).map_err(|e| match e {
-            TryAcquireError::NoPermits | TryAcquireError::Closed => BudgetSpent { max_bytes: self.max_bytes },
-        })?;
+        let permit = Arc::clone(&self.units)
+            .try_acquire_many_owned(units)
+            .map_err(|_| BudgetSpent { max_bytes: self.max_bytes })?;
         match &mut reservation.0 {
             Some(held) => held.merge(permit),
             empty => *empty = Some(permit),

@@ -72,7 +72,6 @@ pub fn serve(
         body_timeout: Duration::from_secs(config.body_timeout_secs),
         origins: config.cors_origins.clone(),
     });
-    let metrics = web::Data::new(state.metrics.clone());
     let origins = config.cors_origins.clone();
     let mut server = HttpServer::new(move || {
         App::new()
@@ -80,7 +79,6 @@ pub fn serve(
             .wrap_fn(telemetry::log_request)
             .wrap(TracingLogger::default())
             .app_data(state.clone())
-            .app_data(metrics.clone())
             .service(web::resource("/healthz").get(routes::healthz).default_service(web::to(routes::get_only)))
             .service(web::resource("/metrics").get(routes::metrics).default_service(web::to(routes::get_only)))
             .default_service(web::to(routes::changes))

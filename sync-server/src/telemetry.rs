@@ -11,7 +11,7 @@ use actix_web::{Error, HttpMessage, web};
 use tracing_actix_web::RequestId;
 use tracing_subscriber::EnvFilter;
 
-use crate::metrics::Metrics;
+use crate::routes::AppState;
 
 /// The response header that tells a client the id its request was logged under.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -39,7 +39,7 @@ pub fn init(format: LogFormat) {
 }
 
 /// Middleware (inside the request's span): logs one line per request with its method, path,
-/// status and duration, counts it in the [`Metrics`], and returns the request id in the
+/// status and duration, counts it in the [`crate::metrics::Metrics`], and returns the request id in the
 /// `x-request-id` header.
 pub fn log_request<S, B>(
     req: ServiceRequest,
@@ -52,7 +52,7 @@ where
     let method = req.method().clone();
     let path = req.path().to_owned();
     let request_id = req.extensions().get::<RequestId>().map(|id| id.to_string());
-    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
+    let metrics = req.app_data::<web::Data<AppState>>().map(|state| state.metrics.clone());
     let response = service.call(req);
     async move {
         let mut response = response.await?;

@@ -144,6 +144,17 @@ function exchangesOf(result) {
 /** Sorts objects by id, for comparisons that must not depend on the client's order. */
 const byId = (list) => [...list].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 
+/**
+ * Both devices and the server hold `expected`, and both are settled: further syncs push nothing
+ * (a sync fails on any conflict) and change nothing.
+ */
+async function assertConvergedAndSettled(E, devices, expected) {
+  for (const device of devices) assert.deepEqual(await snapshot(device, E), expected);
+  assert.deepEqual(byId((await serverState(E)).updates.map(withoutLastChange)), expected);
+  for (const device of devices) assert.deepEqual(exchangesOf(await device.sync(E)).pushed, []);
+  for (const device of devices) assert.deepEqual(await snapshot(device, E), expected);
+}
+
 /** Creates `values` on a device, flushes, and returns the created objects' values with their ids. */
 async function createAll(device, entity, values) {
   const created = values.map((v) => {
@@ -295,14 +306,7 @@ test('local changes are pushed: edits on one device reach the other, partial edi
 
   await a.sync(E);
   const expected = expectedOnDevice([{ ...x, name: 'write the report ✓' }, { ...y, done: true, priority: 5 }]);
-  assert.deepEqual(await snapshot(a, E), expected);
-  assert.deepEqual(await snapshot(b, E), expected);
-  assert.deepEqual(byId((await serverState(E)).updates.map(withoutLastChange)), expected);
-
-  // Both are settled: further syncs change nothing.
-  for (const device of [a, b]) assert.deepEqual(exchangesOf(await device.sync(E)).pushed, []);
-  assert.deepEqual(await snapshot(a, E), expected);
-  assert.deepEqual(await snapshot(b, E), expected);
+  await assertConvergedAndSettled(E, [a, b], expected);
 });
 
 test('field types round trip: unicode strings, integers, booleans, null, DATE as seconds', async () => {
@@ -510,15 +514,7 @@ test('conflict with preferLocalConflictHandler: the local value wins on both dev
   assert.deepEqual(syncB.pushed, [{ id: x.id, name: 'from B' }]);
 
   await a.sync(E);
-  const expected = expectedOnDevice([{ ...x, name: 'from B' }]);
-  assert.deepEqual(await snapshot(a, E), expected);
-  assert.deepEqual(await snapshot(b, E), expected);
-  assert.deepEqual((await serverState(E)).updates.map(withoutLastChange), expected);
-
-  // Settled: no more conflicts (sync() fails on one) and nothing to push.
-  for (const device of [a, b]) assert.deepEqual(exchangesOf(await device.sync(E)).pushed, []);
-  assert.deepEqual(await snapshot(a, E), expected);
-  assert.deepEqual(await snapshot(b, E), expected);
+  await assertConvergedAndSettled(E, [a, b], expectedOnDevice([{ ...x, name: 'from B' }]));
 });
 
 test('conflict with preferRemoteConflictHandler: the remote value wins on both devices', async () => {
@@ -531,12 +527,5 @@ test('conflict with preferRemoteConflictHandler: the remote value wins on both d
   assert.deepEqual(syncB.pushed, []);
 
   await a.sync(E);
-  const expected = expectedOnDevice([{ ...x, name: 'from A' }]);
-  assert.deepEqual(await snapshot(a, E), expected);
-  assert.deepEqual(await snapshot(b, E), expected);
-  assert.deepEqual((await serverState(E)).updates.map(withoutLastChange), expected);
-
-  for (const device of [a, b]) assert.deepEqual(exchangesOf(await device.sync(E)).pushed, []);
-  assert.deepEqual(await snapshot(a, E), expected);
-  assert.deepEqual(await snapshot(b, E), expected);
+  await assertConvergedAndSettled(E, [a, b], expectedOnDevice([{ ...x, name: 'from A' }]));
 });

@@ -89,6 +89,40 @@ impl AnswerSink {
     }
 }
 
+/// What is stored for one id, as a push finds it and then leaves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ObjectState {
+    /// Never stored.
+    Absent,
+    /// A tombstone.
+    Removed,
+    /// A live object with these fields.
+    Live(Fields),
+}
+
+impl ObjectState {
+    /// The state after `change`, or `None` when it changes nothing: the one statement of the push
+    /// rules for every store. A field absent from an upsert keeps its stored value; an upsert of a
+    /// removed object re-creates it from the fields sent; removing an object that is unknown or
+    /// already removed changes nothing (so echoed removals get no new timestamp).
+    pub(crate) fn after(&self, change: &Change) -> Option<ObjectState> {
+        match (change, self) {
+            (Change::Upsert { fields, .. }, Self::Absent | Self::Removed) => Some(Self::Live(fields.clone())),
+            (Change::Upsert { fields, .. }, Self::Live(old)) => Some(Self::Live(fields.merged_onto(old))),
+            (Change::Remove { .. }, Self::Live(_)) => Some(Self::Removed),
+            (Change::Remove { .. }, Self::Absent | Self::Removed) => None,
+        }
+    }
+
+    /// The `removed` flag and the fields' JSON text a store writes for this state.
+    pub(crate) fn columns(&self) -> (bool, &str) {
+        match self {
+            Self::Live(fields) => (false, fields.as_json()),
+            Self::Removed | Self::Absent => (true, "{}"),
+        }
+    }
+}
+
 /// A push to apply.
 #[derive(Debug, Clone)]
 pub struct Push {
@@ -205,6 +239,21 @@ impl Page {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_rules_merge_recreate_and_ignore_redundant_removals() {
+        let id = sync_proto::ObjectId::new("a", 8).unwrap();
+        let upsert = |json: &str| Change::Upsert { id: id.clone(), fields: Fields::from_stored(json.into()) };
+        let remove = Change::Remove { id: id.clone() };
+        let live = |json: &str| ObjectState::Live(Fields::from_stored(json.into()));
+        assert_eq!(ObjectState::Absent.after(&upsert(r#"{"x":1}"#)), Some(live(r#"{"x":1}"#)));
+        assert_eq!(live(r#"{"x":1,"y":2}"#).after(&upsert(r#"{"x":3}"#)), Some(live(r#"{"x":3,"y":2}"#)));
+        assert_eq!(ObjectState::Removed.after(&upsert(r#"{"x":1}"#)), Some(live(r#"{"x":1}"#)));
+        assert_eq!(live("{}").after(&remove), Some(ObjectState::Removed));
+        assert_eq!(ObjectState::Removed.after(&remove), None);
+        assert_eq!(ObjectState::Absent.after(&remove), None);
+        assert_eq!(ObjectState::Removed.columns(), (true, "{}"));
+    }
 
     fn rows(stamps: &[i64]) -> Vec<StoredObject> {
         stamps

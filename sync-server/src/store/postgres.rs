@@ -43,8 +43,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row, RowStream};
 
 use super::{
-    AnswerSink, AnswerStream, Page, PullPage, Push, PushOutcome, STREAM_CHUNK_BYTES, Store, StoreError, StoredObject,
-    answer_channel,
+    AnswerSink, AnswerStream, ObjectState, Page, PullPage, Push, PushOutcome, STREAM_CHUNK_BYTES, Store, StoreError,
+    StoredObject, answer_channel,
 };
 use crate::clock::{self, Clock, next_timestamp};
 
@@ -218,14 +218,6 @@ impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
         Self::Failed(e)
     }
-}
-
-/// What a push finds stored for one of its ids, and then what it will write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Current {
-    Absent,
-    Removed,
-    Live(Fields),
 }
 
 impl PostgresStore {
@@ -458,17 +450,10 @@ impl PostgresStore {
         let writes = plan_writes(&push.changes, stored);
         let (mut w_ids, mut w_removed, mut w_fields) = (Vec::new(), Vec::new(), Vec::new());
         for (id, state) in &writes {
+            let (removed, fields) = state.columns();
             w_ids.push(id.as_bytes());
-            match state {
-                Current::Live(fields) => {
-                    w_removed.push(false);
-                    w_fields.push(fields.as_json());
-                }
-                Current::Removed | Current::Absent => {
-                    w_removed.push(true);
-                    w_fields.push("{}");
-                }
-            }
+            w_removed.push(removed);
+            w_fields.push(fields);
         }
         let (key, fingerprint) = match &push.idempotency {
             Some((key, fingerprint)) => (Some(key.as_str()), Some(fingerprint.as_str())),
@@ -667,7 +652,11 @@ async fn earlier_push(tx: &Transaction<'_>, entity: &str, push: &Push) -> Result
 }
 
 /// What is stored for `ids`; ids not returned are absent.
-async fn load_objects(tx: &Transaction<'_>, entity: &str, ids: &[&str]) -> Result<HashMap<String, Current>, Failure> {
+async fn load_objects(
+    tx: &Transaction<'_>,
+    entity: &str,
+    ids: &[&str],
+) -> Result<HashMap<String, ObjectState>, Failure> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
@@ -676,8 +665,11 @@ async fn load_objects(tx: &Transaction<'_>, entity: &str, ids: &[&str]) -> Resul
     let mut stored = HashMap::with_capacity(ids.len());
     for row in tx.query(&stmt, &[&entity, &keys]).await? {
         let id = stored_id(row.try_get(0)?)?;
-        let current =
-            if row.try_get(1)? { Current::Removed } else { Current::Live(Fields::from_stored(row.try_get(2)?)) };
+        let current = if row.try_get(1)? {
+            ObjectState::Removed
+        } else {
+            ObjectState::Live(Fields::from_stored(row.try_get(2)?))
+        };
         stored.insert(id, current);
     }
     Ok(stored)
@@ -689,22 +681,15 @@ fn unique_ids(changes: &[Change]) -> Vec<&str> {
     changes.iter().map(|c| c.id().as_str()).filter(|id| seen.insert(*id)).collect()
 }
 
-/// Applies each change in order to what is stored, with the SQLite store's rules: a field absent
-/// from an upsert keeps its stored value; an upsert of a removed object re-creates it from the
-/// fields sent; removing an object that is unknown or already removed changes nothing. Returns
+/// Applies each change in order to what is stored, by the rules of [`ObjectState::after`]. Returns
 /// the rows to write (each id once, in order of first change), leaving out ids left unchanged.
-fn plan_writes(changes: &[Change], mut stored: HashMap<String, Current>) -> Vec<(String, Current)> {
+fn plan_writes(changes: &[Change], mut stored: HashMap<String, ObjectState>) -> Vec<(String, ObjectState)> {
     let mut order: Vec<&str> = Vec::new();
     let mut dirty = std::collections::HashSet::new();
     for change in changes {
         let id = change.id().as_str();
-        let current = stored.entry(id.to_owned()).or_insert(Current::Absent);
-        let next = match (change, &*current) {
-            (Change::Upsert { fields, .. }, Current::Absent | Current::Removed) => Current::Live(fields.clone()),
-            (Change::Upsert { fields, .. }, Current::Live(old)) => Current::Live(fields.merged_onto(old)),
-            (Change::Remove { .. }, Current::Live(_)) => Current::Removed,
-            (Change::Remove { .. }, Current::Absent | Current::Removed) => continue,
-        };
+        let current = stored.entry(id.to_owned()).or_insert(ObjectState::Absent);
+        let Some(next) = current.after(change) else { continue };
         *current = next;
         if dirty.insert(id) {
             order.push(id);
@@ -879,14 +864,14 @@ mod tests {
         Change::Remove { id: ObjectId::new(id, 64).unwrap() }
     }
 
-    fn live(json: &str) -> Current {
-        Current::Live(Fields::from_stored(json.into()))
+    fn live(json: &str) -> ObjectState {
+        ObjectState::Live(Fields::from_stored(json.into()))
     }
 
     #[test]
     fn writes_follow_the_changes_of_a_push_in_order() {
         let stored =
-            HashMap::from([("live".to_owned(), live(r#"{"a":1,"b":2}"#)), ("gone".to_owned(), Current::Removed)]);
+            HashMap::from([("live".to_owned(), live(r#"{"a":1,"b":2}"#)), ("gone".to_owned(), ObjectState::Removed)]);
         let changes = vec![
             upsert("live", r#"{"b":3}"#),
             remove("unknown"),
@@ -900,7 +885,7 @@ mod tests {
             plan_writes(&changes, stored),
             vec![
                 ("live".to_owned(), live(r#"{"a":1,"b":3,"d":true}"#)),
-                ("new".to_owned(), Current::Removed),
+                ("new".to_owned(), ObjectState::Removed),
                 ("gone".to_owned(), live(r#"{"c":1}"#)),
             ],
             "merged in order; removals of unknown or removed objects write nothing"

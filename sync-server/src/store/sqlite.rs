@@ -24,8 +24,8 @@ use sync_proto::PullWriter;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AnswerSink, AnswerStream, Page, PullPage, Push, PushOutcome, STREAM_CHUNK_BYTES, Store, StoreError, StoredObject,
-    answer_channel,
+    AnswerSink, AnswerStream, ObjectState, Page, PullPage, Push, PushOutcome, STREAM_CHUNK_BYTES, Store, StoreError,
+    StoredObject, answer_channel,
 };
 use crate::clock::{self, Clock, next_timestamp};
 
@@ -355,12 +355,13 @@ impl Writer {
             } // else the savepoint rolls back as it is dropped
             outcomes.push(outcome);
         }
-        if wall - self.last_purge_ms >= PURGE_INTERVAL_MS {
+        let purge = wall - self.last_purge_ms >= PURGE_INTERVAL_MS;
+        if purge {
             tx.execute("DELETE FROM idempotency WHERE created_ms < ?1", [wall - self.idempotency_ttl_ms])
                 .map_err(classify)?;
         }
         tx.commit().map_err(classify)?;
-        if wall - self.last_purge_ms >= PURGE_INTERVAL_MS {
+        if purge {
             self.last_purge_ms = wall;
         }
         Ok(outcomes)
@@ -403,9 +404,7 @@ fn apply_push(conn: &Connection, entity: &EntityName, push: &Push, wall: i64) ->
     Ok(PushOutcome { now: Cursor::from_millis(now), replayed: false })
 }
 
-/// Applies each change in order under timestamp `now`. A field absent from an upsert keeps its
-/// stored value; an upsert of a removed object re-creates it from the fields sent; removing an
-/// object that is unknown or already removed changes nothing.
+/// Applies each change in order under timestamp `now`, by the rules of [`ObjectState::after`].
 fn apply_changes(tx: &Connection, entity: &EntityName, changes: &[Change], now: i64) -> Result<(), StoreError> {
     let mut current =
         tx.prepare_cached("SELECT removed, fields FROM objects WHERE entity = ?1 AND id = ?2").map_err(classify)?;
@@ -430,18 +429,14 @@ fn apply_changes(tx: &Connection, entity: &EntityName, changes: &[Change], now: 
         }
         let stored: Option<(bool, String)> =
             current.query_row(params![e, id], |r| Ok((r.get(0)?, r.get(1)?))).optional().map_err(classify)?;
-        match (change, stored) {
-            (Change::Upsert { fields, .. }, Some((true, _)) | None) => {
-                update.execute(params![e, id, now, false, fields.as_json()]).map_err(classify)?;
-            }
-            (Change::Upsert { fields, .. }, Some((false, old))) => {
-                let merged = fields.merged_onto(&Fields::from_stored(old));
-                update.execute(params![e, id, now, false, merged.as_json()]).map_err(classify)?;
-            }
-            (Change::Remove { .. }, Some((false, _))) => {
-                update.execute(params![e, id, now, true, "{}"]).map_err(classify)?;
-            }
-            (Change::Remove { .. }, None | Some((true, _))) => {}
+        let stored = match stored {
+            None => ObjectState::Absent,
+            Some((true, _)) => ObjectState::Removed,
+            Some((false, fields)) => ObjectState::Live(Fields::from_stored(fields)),
+        };
+        if let Some(next) = stored.after(change) {
+            let (removed, fields) = next.columns();
+            update.execute(params![e, id, now, removed, fields]).map_err(classify)?;
         }
     }
     Ok(())

@@ -20,7 +20,6 @@ use crate::stats::{median, ms, per_sec, percentile, rate};
 #[derive(Debug, Default)]
 struct AnswerScan {
     objects: usize,
-    bytes: usize,
     tail: Vec<u8>,
 }
 
@@ -30,7 +29,6 @@ const TAIL: usize = 64;
 
 impl AnswerScan {
     fn feed(&mut self, chunk: &[u8]) {
-        self.bytes += chunk.len();
         // Marks split across two chunks are found in the joint: the previous tail plus this head.
         let mut joint = self.tail[self.tail.len().saturating_sub(MARK.len() - 1)..].to_vec();
         joint.extend_from_slice(&chunk[..chunk.len().min(MARK.len() - 1)]);
