@@ -21,6 +21,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// The body did not arrive within the configured time.
     RequestTimeout,
+    /// The body could not be read whole: the connection broke, or its transfer encoding is corrupt.
+    IncompleteBody,
     /// The body is larger than the configured limit.
     BodyTooLarge,
     /// The push has more items than the configured limit.
@@ -39,7 +41,11 @@ impl ErrorCode {
     /// The HTTP status this code is answered with.
     pub fn http_status(self) -> u16 {
         match self {
-            Self::MalformedJson | Self::InvalidBody | Self::InvalidQuery | Self::InvalidHeader => 400,
+            Self::MalformedJson
+            | Self::InvalidBody
+            | Self::InvalidQuery
+            | Self::InvalidHeader
+            | Self::IncompleteBody => 400,
             Self::ForbiddenOrigin => 403,
             Self::UnknownEntity => 404,
             Self::MethodNotAllowed => 405,
@@ -53,7 +59,7 @@ impl ErrorCode {
 
     /// Whether the same request may succeed if sent again unchanged.
     pub fn is_retryable(self) -> bool {
-        matches!(self, Self::Unavailable | Self::Internal | Self::RequestTimeout)
+        matches!(self, Self::Unavailable | Self::Internal | Self::RequestTimeout | Self::IncompleteBody)
     }
 }
 

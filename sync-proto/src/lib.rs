@@ -24,4 +24,4 @@ pub use field::{EntitySchema, FieldType};
 pub use limits::Limits;
 pub use names::{Cursor, EntityName, IdempotencyKey, NameError, ObjectId};
 pub use pull::{PullQuery, PullWriter, PushAnswer};
-pub use push::{Change, Fields, PushError, parse_push};
+pub use push::{Change, FieldsJson, PushError, parse_push};

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::push::write_json_string;
-use crate::{Cursor, Fields, Limits, NameError};
+use crate::{Cursor, FieldsJson, Limits, NameError};
 
 /// The query of a pull: `since` (default 0) and the optional page size `limit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,12 +72,12 @@ impl PullWriter {
     }
 
     /// Appends a live object: its id, its stored fields verbatim, and `_lastChange`.
-    pub fn object(&mut self, id: &str, fields: &Fields, last_change: Cursor) {
+    pub fn object(&mut self, id: &str, fields: &FieldsJson, last_change: Cursor) {
         self.object_json(id, fields.as_json(), last_change);
     }
 
     /// As [`PullWriter::object`], from the fields' JSON object text as a store keeps it (the text of
-    /// a [`Fields`]), without copying it first.
+    /// a [`FieldsJson`]), without copying it first.
     pub fn object_json(&mut self, id: &str, fields_json: &str, last_change: Cursor) {
         self.begin(id);
         let members = crate::push::members_of(fields_json);
@@ -182,8 +182,8 @@ mod tests {
     #[test]
     fn answer_splices_stored_fields() {
         let mut w = PullWriter::new();
-        w.object("A\"1", &Fields::from_stored(r#"{"n":1,"s":"x"}"#.into()), Cursor::from_millis(7));
-        w.object("B", &Fields::empty(), Cursor::from_millis(8));
+        w.object("A\"1", &FieldsJson::from_stored(r#"{"n":1,"s":"x"}"#.into()), Cursor::from_millis(7));
+        w.object("B", &FieldsJson::empty(), Cursor::from_millis(8));
         w.tombstone("C", Cursor::from_millis(9));
         let text = w.finish(Cursor::from_millis(9), None);
         assert_eq!(

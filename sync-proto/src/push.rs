@@ -24,7 +24,7 @@ pub enum Change {
         /// The object's id.
         id: ObjectId,
         /// The fields sent, without `id`, `_removed` and `_lastChange`.
-        fields: Fields,
+        fields: FieldsJson,
     },
     /// Remove the object, leaving a tombstone.
     Remove {
@@ -43,18 +43,18 @@ impl Change {
 }
 
 /// The fields of an object as a JSON object text, each value exactly as the client wrote it.
-/// Built only by parsing a push or by [`Fields::merged_onto`], so it is always a valid JSON object
+/// Built only by parsing a push or by [`FieldsJson::merged_onto`], so it is always a valid JSON object
 /// without duplicate or reserved keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fields(String);
+pub struct FieldsJson(String);
 
-impl Fields {
+impl FieldsJson {
     /// An object with no fields.
     pub fn empty() -> Self {
         Self("{}".into())
     }
 
-    /// Wraps a JSON object text read back from a store that only ever stored [`Fields`].
+    /// Wraps a JSON object text read back from a store that only ever stored [`FieldsJson`].
     pub fn from_stored(json: String) -> Self {
         Self(json)
     }
@@ -76,7 +76,7 @@ impl Fields {
 
     /// These fields written over `base`: a field present here replaces the base's value in place, a
     /// field only in `base` is kept, a new field is appended. `null` is a value like any other.
-    pub fn merged_onto(&self, base: &Fields) -> Fields {
+    pub fn merged_onto(&self, base: &FieldsJson) -> FieldsJson {
         let (Ok(base_pairs), Ok(new_pairs)) = (object_pairs(base.as_json()), object_pairs(self.as_json())) else {
             // Both texts were produced by this module; if one could not be read, the newer one wins.
             return self.clone();
@@ -100,7 +100,7 @@ impl Fields {
     }
 }
 
-impl fmt::Display for Fields {
+impl fmt::Display for FieldsJson {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
@@ -277,9 +277,9 @@ impl ObjectWriter {
         self.0.push_str(value.get());
     }
 
-    fn finish(mut self) -> Fields {
+    fn finish(mut self) -> FieldsJson {
         self.0.push('}');
-        Fields(self.0)
+        FieldsJson(self.0)
     }
 }
 
@@ -472,12 +472,12 @@ mod tests {
 
     #[test]
     fn merge_replaces_in_place_keeps_absent_fields_and_nulls() {
-        let base = Fields::from_stored(r#"{"a":1,"b":"x","c":true}"#.into());
-        let new = Fields::from_stored(r#"{"b":null,"d":2.50}"#.into());
+        let base = FieldsJson::from_stored(r#"{"a":1,"b":"x","c":true}"#.into());
+        let new = FieldsJson::from_stored(r#"{"b":null,"d":2.50}"#.into());
         assert_eq!(new.merged_onto(&base).as_json(), r#"{"a":1,"b":null,"c":true,"d":2.50}"#);
-        assert_eq!(Fields::empty().merged_onto(&base), base);
+        assert_eq!(FieldsJson::empty().merged_onto(&base), base);
         assert_eq!(base.members(), r#""a":1,"b":"x","c":true"#);
-        assert_eq!(Fields::empty().members(), "");
+        assert_eq!(FieldsJson::empty().members(), "");
         assert_eq!(base.get("b").as_deref(), Some(r#""x""#));
     }
 }

@@ -8,7 +8,7 @@
 //! [limits]
 //! max_items = 10000
 //!
-//! [postgres]                     # read only when db is postgres://...
+//! [postgres]                     # checked only when db is postgres://...
 //! pool_size = 10
 //!
 //! [[entity]]
@@ -38,11 +38,17 @@ pub struct Config {
     pub workers: usize,
     /// On SIGTERM or SIGINT, how long in-flight requests get to finish.
     pub shutdown_timeout_secs: u64,
+    /// How long a client may take to send a request's headers before the connection is closed
+    /// with `408` (a client that opens connections and sends nothing must not hold them).
+    pub head_timeout_secs: u64,
     /// How long a push may take to send its whole body before it is answered `408` (a slow or
     /// stalled upload must not hold its connection and its share of memory forever).
     pub body_timeout_secs: u64,
+    /// How long an `Idempotency-Key` (and the answer it replays) is remembered.
+    pub idempotency_ttl_secs: u64,
     /// Web origins allowed to call the server from a browser (CORS), such as
-    /// `https://app.example.com`, or `*` for any; empty (the default) allows same-origin pages only.
+    /// `https://app.example.com`, or `*` for any. Empty (the default): no origin is checked and no
+    /// CORS header is sent (see [`crate::origin`]).
     pub cors_origins: Vec<String>,
     /// Bounds on requests.
     pub limits: Limits,
@@ -63,7 +69,9 @@ impl Default for Config {
             db: "./sync.db".into(),
             workers: 0,
             shutdown_timeout_secs: 30,
+            head_timeout_secs: 30,
             body_timeout_secs: 60,
+            idempotency_ttl_secs: 24 * 3600,
             cors_origins: Vec::new(),
             limits: Limits::default(),
             sqlite: SqliteOptions::default(),
@@ -91,7 +99,7 @@ pub struct EntityConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -99,7 +107,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML for this configuration.
-    #[error("invalid config file {path}: {source}")]
+    #[error("invalid config file {path}")]
     Parse {
         /// The file.
         path: PathBuf,
@@ -146,23 +154,50 @@ impl Config {
         if l.max_inflight_body_bytes < l.max_body_bytes {
             return invalid("limits.max_inflight_body_bytes must be at least limits.max_body_bytes".into());
         }
-        if self.body_timeout_secs == 0 {
-            return invalid("body_timeout_secs must be at least 1".into());
-        }
-        if self.sqlite.readers == 0 || self.sqlite.stream_readers == 0 {
-            return invalid("sqlite.readers and sqlite.stream_readers must be at least 1".into());
-        }
-        let pg = &self.postgres;
         for (name, value) in [
-            ("pool_size", u64::from(pg.pool_size)),
-            ("connect_timeout_ms", pg.connect_timeout_ms),
-            ("wait_timeout_ms", pg.wait_timeout_ms),
+            ("body_timeout_secs", self.body_timeout_secs),
+            ("head_timeout_secs", self.head_timeout_secs),
+            ("idempotency_ttl_secs", self.idempotency_ttl_secs),
         ] {
             if value == 0 {
-                return invalid(format!("postgres.{name} must be at least 1"));
+                return invalid(format!("{name} must be at least 1"));
             }
         }
-        Ok(Validated { db: DbUrl::parse(&self.db)?, entities: Entities::from_config(&self.entities)? })
+        check_bind(&self.bind)?;
+        let db = DbUrl::parse(&self.db)?;
+        // Each store's section is checked only when that store is used.
+        match db {
+            DbUrl::Sqlite(_) => {
+                if self.sqlite.readers == 0 || self.sqlite.stream_readers == 0 {
+                    return invalid("sqlite.readers and sqlite.stream_readers must be at least 1".into());
+                }
+            }
+            DbUrl::Postgres(_) => {
+                let pg = &self.postgres;
+                for (name, value) in [
+                    ("pool_size", u64::from(pg.pool_size)),
+                    ("connect_timeout_ms", pg.connect_timeout_ms),
+                    ("wait_timeout_ms", pg.wait_timeout_ms),
+                ] {
+                    if value == 0 {
+                        return invalid(format!("postgres.{name} must be at least 1"));
+                    }
+                }
+            }
+        }
+        Ok(Validated { db, entities: Entities::from_config(&self.entities)? })
+    }
+}
+
+/// Refuses a listening address without a port, with a hint, before the socket layer answers
+/// "invalid socket address".
+fn check_bind(bind: &str) -> Result<(), ConfigError> {
+    let port = bind.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>()));
+    match port {
+        Some((host, Ok(_))) if !host.is_empty() => Ok(()),
+        _ => Err(ConfigError::Invalid(format!(
+            "bind {bind:?} needs a host and a port, like 127.0.0.1:8080, 0.0.0.0:8080 or [::1]:8080"
+        ))),
     }
 }
 
@@ -240,9 +275,14 @@ impl Entities {
                 return Err(ConfigError::Invalid(format!("entity {name} is declared twice")));
             }
             let path = e.path.clone().unwrap_or_else(|| name.default_path());
-            if !path.starts_with('/') || ["/healthz", "/metrics"].contains(&path.as_str()) || path.contains(['?', '#'])
-            {
+            if !path.starts_with('/') || path.contains(['?', '#']) {
                 return Err(ConfigError::Invalid(format!("entity {name}: invalid path {path:?}")));
+            }
+            if crate::routes::is_reserved(&path) {
+                return Err(ConfigError::Invalid(format!(
+                    "entity {name}: path {path:?} is reserved for the server's own resources ({})",
+                    crate::routes::RESERVED_PREFIXES.join(", ")
+                )));
             }
             if let Some(reserved) = e.fields.keys().find(|f| ["id", "_removed", "_lastChange"].contains(&f.as_str())) {
                 return Err(ConfigError::Invalid(format!(
@@ -326,6 +366,14 @@ mod tests {
     }
 
     #[test]
+    fn only_the_section_of_the_store_in_use_is_checked() {
+        let sqlite: Config = toml::from_str("[postgres]\npool_size = 0").unwrap();
+        assert!(sqlite.validate().is_ok(), "an SQLite server ignores [postgres] values");
+        let postgres: Config = toml::from_str("db = \"postgres://x@y/z\"\n[sqlite]\nreaders = 0").unwrap();
+        assert!(postgres.validate().is_ok(), "a PostgreSQL server ignores [sqlite] values");
+    }
+
+    #[test]
     fn bad_configs_are_refused() {
         for text in [
             "nonsense = 1",
@@ -337,8 +385,12 @@ mod tests {
             "cors_origins = [\"app.example.com\"]",
             "[[entity]]\nname = \"A\"\nfields = { id = \"INT\" }",
             "[[entity]]\nname = \"A\"\nfields = { _removed = \"TEXT\" }",
-            "[postgres]\npool_size = 0",
+            "db = \"postgres://x@y/z\"\n[postgres]\npool_size = 0",
             "[postgres]\nunknown = 1",
+            "bind = \"localhost\"",
+            "bind = \":8080\"",
+            "[[entity]]\nname = \"A\"\npath = \"/admin/a\"",
+            "idempotency_ttl_secs = 0",
         ] {
             let parsed: Result<Config, _> = toml::from_str(text);
             assert!(parsed.map(|c| c.validate().is_err()).unwrap_or(true), "accepted: {text}");

@@ -1,5 +1,7 @@
-//! The one place where errors become HTTP answers: every failure is a PROTOCOL.md error body
-//! with the status its code implies, and server faults are logged with their cause.
+//! The one place where errors become HTTP answers: every failure is an error body of
+//! `docs/PROTOCOL.md` with the status its code implies. Server faults are logged with their whole
+//! cause chain; their answers never carry a database's own text, which may name tables, roles or
+//! hosts.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -7,6 +9,10 @@ use sync_proto::{ErrorBody, ErrorCode, NameError, PushError};
 
 use crate::budget::BudgetSpent;
 use crate::store::StoreError;
+
+/// The `Retry-After` of every `503`, in seconds: the failures it answers (a busy store, a full body
+/// budget) usually pass within a second, and clients back off further on their own.
+pub const RETRY_AFTER_SECS: u32 = 1;
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -46,10 +52,16 @@ pub enum ApiError {
     /// Request bodies in memory are at their configured maximum; this one was not read.
     #[error(transparent)]
     Busy(#[from] BudgetSpent),
-    /// The body could not be read from the connection.
-    #[error("the request body could not be read: {0}")]
-    Payload(String),
-    /// The store failed; nothing was applied.
+    /// The body could not be read from the connection (it broke, or its encoding is corrupt).
+    #[error("the request body could not be read whole: {0}")]
+    BodyRead(String),
+    /// A fault of the server itself; nothing was applied.
+    #[error("{0}")]
+    Internal(String),
+    /// The instance cannot serve (`/healthz`): a background task died or the store does not answer.
+    #[error("{0}")]
+    Unhealthy(String),
+    /// The store failed, or refused the push.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -64,12 +76,13 @@ impl ApiError {
             Self::UnknownEntity(_) => ErrorCode::UnknownEntity,
             Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             Self::BodyTooLarge { .. } => ErrorCode::BodyTooLarge,
-            Self::Payload(_) => ErrorCode::MalformedJson,
-            Self::Busy(_) => ErrorCode::Unavailable,
+            Self::BodyRead(_) => ErrorCode::IncompleteBody,
+            Self::Busy(_) | Self::Unhealthy(_) => ErrorCode::Unavailable,
             Self::BodyTimeout(_) => ErrorCode::RequestTimeout,
-            Self::Store(StoreError::Unavailable(_)) => ErrorCode::Unavailable,
+            Self::Internal(_) => ErrorCode::Internal,
+            Self::Store(StoreError::Unavailable { .. }) => ErrorCode::Unavailable,
             Self::Store(StoreError::IdempotencyKeyReused(_)) => ErrorCode::IdempotencyKeyReused,
-            Self::Store(StoreError::Internal(_)) => ErrorCode::Internal,
+            Self::Store(StoreError::Internal { .. }) => ErrorCode::Internal,
         }
     }
 
@@ -77,13 +90,29 @@ impl ApiError {
     pub fn body(&self) -> ErrorBody {
         match self {
             Self::Push(e) => e.to_body(),
-            // A fault's cause is logged, not shown: it may name files or hosts.
-            Self::Store(StoreError::Internal(_)) => {
+            // A fault's cause is logged, not shown: it may name files, hosts, roles or tables.
+            Self::Store(StoreError::Internal { .. }) | Self::Internal(_) => {
                 ErrorBody::new(ErrorCode::Internal, "the server failed to process the request; nothing was applied")
             }
+            Self::Store(StoreError::Unavailable { .. }) => ErrorBody::new(
+                ErrorCode::Unavailable,
+                "the store is unavailable or busy; retry shortly (an Idempotency-Key makes a retried push safe)",
+            ),
             other => ErrorBody::new(other.code(), other.to_string()),
         }
     }
+}
+
+/// An error with every cause after it (`a: b: c`), as logs show it.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 impl ResponseError for ApiError {
@@ -94,13 +123,13 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
+            tracing::error!(error = %chain(self), "request failed");
         } else {
             tracing::info!(error = %self, "request refused");
         }
         let mut answer = HttpResponse::build(status);
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            answer.insert_header(("Retry-After", "1"));
+            answer.insert_header(("Retry-After", RETRY_AFTER_SECS.to_string()));
         }
         if let Self::MethodNotAllowed { allow, .. } = self {
             answer.insert_header(("Allow", *allow));

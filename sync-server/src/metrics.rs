@@ -4,6 +4,9 @@
 
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
 
+/// The kinds of store failure `sync_store_errors_total` counts.
+pub const STORE_ERROR_KINDS: [&str; 2] = ["unavailable", "internal"];
+
 /// The server's metrics, registered in their own registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -25,9 +28,9 @@ impl Metrics {
         )
         .expect("valid metric");
         let durations = HistogramVec::new(
-            HistogramOpts::new("sync_http_request_duration_seconds", "Time to answer a request, by method")
+            HistogramOpts::new("sync_http_request_duration_seconds", "Time to answer a request, by method and status")
                 .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
-            &["method"],
+            &["method", "status"],
         )
         .expect("valid metric");
         let pushes = IntCounterVec::new(
@@ -51,6 +54,14 @@ impl Metrics {
         ] {
             registry.register(metric).expect("metric names are unique");
         }
+        // Series that exist from the start, at zero, so that dashboards and alerts see them before
+        // the first event.
+        for kind in STORE_ERROR_KINDS {
+            store_errors.with_label_values(&[kind]);
+        }
+        for outcome in ["applied", "replayed"] {
+            pushes.with_label_values(&[outcome]);
+        }
         Self { registry, requests, durations, pushes, pushed_objects, store_errors }
     }
 
@@ -59,8 +70,9 @@ impl Metrics {
     pub fn request(&self, method: &str, status: u16, seconds: f64) {
         const STANDARD: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
         let method = STANDARD.into_iter().find(|m| *m == method).unwrap_or("OTHER");
-        self.requests.with_label_values(&[method, &status.to_string()]).inc();
-        self.durations.with_label_values(&[method]).observe(seconds);
+        let status = status.to_string();
+        self.requests.with_label_values(&[method, &status]).inc();
+        self.durations.with_label_values(&[method, &status]).observe(seconds);
     }
 
     /// Counts one acknowledged push of `objects` objects.
@@ -110,7 +122,8 @@ mod tests {
             r#"sync_pushes_total{outcome="replayed"} 1"#,
             "sync_pushed_objects_total 3",
             r#"sync_store_errors_total{kind="unavailable"} 1"#,
-            r#"sync_http_request_duration_seconds_count{method="POST"} 1"#,
+            r#"sync_http_request_duration_seconds_count{method="POST",status="200"} 1"#,
+            r#"sync_store_errors_total{kind="internal"} 0"#,
             r#"sync_http_requests_total{method="OTHER",status="405"} 1"#,
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");

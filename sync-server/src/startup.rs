@@ -1,26 +1,32 @@
-//! Building and running the server: open the store, bind, serve until a signal.
+//! The application: everything one server instance runs, built in one place and stopped in order.
 //!
-//! [`serve`] takes an already-bound listener, so tests start the real server on port 0 and read
-//! the port back. Shutdown on SIGTERM/SIGINT is graceful: the listener closes, in-flight requests
-//! get [`Config::shutdown_timeout_secs`] to finish.
+//! [`Application::build`] validates the configuration, opens the store (applying migrations),
+//! binds the listener and starts the background tasks; [`Application::port`] tells which port it
+//! got (bind to port 0 in tests). [`Application::run_until_stopped`] serves until its shutdown
+//! future fires, then stops, in this order: the listener closes and in-flight requests get
+//! `shutdown_timeout_secs` to finish; the background tasks stop; the store closes once the last
+//! request holding it is gone. The binary, the tests and the benchmark all start servers this way.
 
-use std::net::TcpListener;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_cors::Cors;
 use actix_web::dev::Server;
-use actix_web::http::header;
 use actix_web::middleware::Condition;
 use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
 
 use crate::budget::BodyBudget;
-use crate::config::{Config, ConfigError, DbUrl, Validated};
+use crate::clock;
+use crate::config::{Config, ConfigError, DbUrl};
 use crate::metrics::Metrics;
-use crate::routes::{self, AppState};
+use crate::origin::{self, OriginPolicy};
+use crate::routes;
+use crate::state::AppState;
 use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
-use crate::telemetry;
+use crate::tasks::Tasks;
+use crate::{janitor, telemetry};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +38,7 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: String,
@@ -41,85 +47,146 @@ pub enum StartError {
     },
 }
 
+/// One server instance, built and not yet serving.
+pub struct Application {
+    addr: SocketAddr,
+    server: Server,
+    store: Arc<dyn Store>,
+    tasks: Tasks,
+}
+
+impl Application {
+    /// Validates `config`, opens its store, binds its address and starts the background tasks.
+    /// Requests are accepted (queued by the kernel) from here on, and served once
+    /// [`Application::run_until_stopped`] runs.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let validated = config.validate()?;
+        let store = open_store(&validated.db, &config).await?;
+        let listener =
+            TcpListener::bind(&config.bind).map_err(|source| StartError::Bind { addr: config.bind.clone(), source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.bind.clone(), source })?;
+
+        let mut tasks = Tasks::new();
+        let ttl = Duration::from_secs(config.idempotency_ttl_secs);
+        janitor::start(&mut tasks, Arc::clone(&store), ttl, clock::system());
+
+        let state = web::Data::new(AppState {
+            store: Arc::clone(&store),
+            entities: validated.entities.clone(),
+            limits: config.limits,
+            bodies: BodyBudget::new(config.limits.max_inflight_body_bytes),
+            metrics: Metrics::new(),
+            body_timeout: Duration::from_secs(config.body_timeout_secs),
+            idempotency_ttl: ttl,
+            origins: OriginPolicy::new(&config.cors_origins),
+            tasks: tasks.health(),
+        });
+        let policy = state.origins.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(Condition::new(policy.is_checked(), policy.cors()))
+                .wrap_fn(origin::refuse_foreign)
+                .wrap_fn(telemetry::log_request)
+                .wrap(TracingLogger::default())
+                .app_data(state.clone())
+                .configure(routes::configure)
+        })
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_timeout_secs)
+        .client_request_timeout(Duration::from_secs(config.head_timeout_secs));
+        if config.workers > 0 {
+            server = server.workers(config.workers);
+        }
+        let server =
+            server.listen(listener).map_err(|source| StartError::Bind { addr: addr.to_string(), source })?.run();
+        tracing::info!(
+            %addr,
+            store = %store.describe(),
+            entities = if validated.entities.is_declared() { "declared" } else { "schemaless" },
+            "listening on http://{addr}"
+        );
+        Ok(Self { addr, server, store, tasks })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The store, shared with the server (for checks and tools that bypass HTTP).
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
+    }
+
+    /// The background tasks. An application embedding the server may add its own: they run under
+    /// the same supervision (a dead one makes `/healthz` answer `503`) and stop with the server.
+    pub fn tasks(&mut self) -> &mut Tasks {
+        &mut self.tasks
+    }
+
+    /// Serves until `shutdown` resolves, then stops gracefully, in order (see the module doc).
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let Self { server, tasks, .. } = self;
+        let handle = server.handle();
+        let mut server = std::pin::pin!(server);
+        tokio::select! {
+            served = &mut server => served?,
+            () = shutdown => {
+                tracing::info!("shutting down: no new connections; in-flight requests finish");
+                // The server future carries out the stop command: it must be polled meanwhile.
+                let ((), served) = tokio::join!(handle.stop(true), &mut server);
+                served?;
+            }
+        }
+        tasks.stop().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
 /// Opens the store a configuration names, applying migrations.
-pub async fn open_store(db: &DbUrl, config: &Config) -> Result<Arc<dyn Store>, StartError> {
+pub async fn open_store(db: &DbUrl, config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     match db {
         DbUrl::Sqlite(path) => {
             let (path, options) = (path.clone(), config.sqlite);
             let store = tokio::task::spawn_blocking(move || SqliteStore::open(path, options))
                 .await
-                .map_err(|e| StoreError::Internal(e.to_string()))??;
+                .map_err(|e| StoreError::internal("the task opening the SQLite store failed", e))??;
             Ok(Arc::new(store))
         }
         DbUrl::Postgres(url) => Ok(Arc::new(PostgresStore::connect(url, config.postgres).await?)),
     }
 }
 
-/// Starts serving on `listener`. The returned server runs when awaited (or spawned) and stops
-/// gracefully on SIGTERM/SIGINT or through its handle.
-pub fn serve(
-    listener: TcpListener,
-    store: Arc<dyn Store>,
-    config: &Config,
-    validated: &Validated,
-) -> std::io::Result<Server> {
-    let state = web::Data::new(AppState {
-        store,
-        entities: validated.entities.clone(),
-        limits: config.limits,
-        bodies: BodyBudget::new(config.limits.max_inflight_body_bytes),
-        metrics: Metrics::new(),
-        body_timeout: Duration::from_secs(config.body_timeout_secs),
-        origins: config.cors_origins.clone(),
-    });
-    let origins = config.cors_origins.clone();
-    let mut server = HttpServer::new(move || {
-        App::new()
-            .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
-            .wrap_fn(telemetry::log_request)
-            .wrap(TracingLogger::default())
-            .app_data(state.clone())
-            .service(web::resource("/healthz").get(routes::healthz).default_service(web::to(routes::get_only)))
-            .service(web::resource("/metrics").get(routes::metrics).default_service(web::to(routes::get_only)))
-            .default_service(web::to(routes::changes))
-    })
-    .shutdown_timeout(config.shutdown_timeout_secs)
-    .client_request_timeout(Duration::from_secs(30));
-    if config.workers > 0 {
-        server = server.workers(config.workers);
+/// Resolves on SIGTERM or SIGINT (Ctrl-C): the shutdown signal of the binary.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(terminate) => terminate,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the server");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
     }
-    Ok(server.listen(listener)?.run())
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
 }
 
-/// Lets pages of the given origins (or any, for `*`) pull and push from a browser.
-fn cors(origins: &[String]) -> Cors {
-    let cors = Cors::default()
-        .allowed_methods(["GET", "POST"])
-        .allowed_headers([header::CONTENT_TYPE, header::HeaderName::from_static("idempotency-key")])
-        .expose_headers([telemetry::REQUEST_ID_HEADER, "idempotency-replayed"])
-        .max_age(3600);
-    if origins.iter().any(|o| o == "*") {
-        cors.allow_any_origin()
-    } else {
-        origins.iter().fold(cors, |cors, origin| cors.allowed_origin(origin))
-    }
-}
-
-/// Validates the configuration, opens the store, binds, logs where it listens, and serves until
-/// a shutdown signal.
+/// Builds the application of `config` and serves until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), anyhow::Error> {
-    let validated = config.validate()?;
-    let store = open_store(&validated.db, &config).await?;
-    let listener =
-        TcpListener::bind(&config.bind).map_err(|source| StartError::Bind { addr: config.bind.clone(), source })?;
-    let addr = listener.local_addr()?;
-    tracing::info!(
-        %addr,
-        store = %store.describe(),
-        entities = if validated.entities.is_declared() { "declared" } else { "schemaless" },
-        "listening on http://{addr}"
-    );
-    serve(listener, store, &config, &validated)?.await?;
-    tracing::info!("stopped");
+    Application::build(config).await?.run_until_stopped(shutdown_signal()).await?;
     Ok(())
 }

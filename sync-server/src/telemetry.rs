@@ -11,7 +11,7 @@ use actix_web::{Error, HttpMessage, web};
 use tracing_actix_web::RequestId;
 use tracing_subscriber::EnvFilter;
 
-use crate::routes::AppState;
+use crate::state::AppState;
 
 /// The response header that tells a client the id its request was logged under.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";

@@ -9,7 +9,7 @@ use anyhow::{Context, bail, ensure};
 use memchr::memmem;
 use rand::Rng;
 use sync_proto::{Cursor, EntityName, Limits, parse_push};
-use sync_server::store::{Push, Store};
+use sync_server::store::{Push, Scope, Store};
 
 use crate::data::push_body;
 use crate::server::Server;
@@ -66,10 +66,10 @@ impl Bench {
         Self { server, runs, endpoint, tag }
     }
 
-    fn entity(&self, name: &str) -> (EntityName, String) {
+    fn entity(&self, name: &str) -> (Scope, String) {
         let entity = EntityName::new(format!("B{}{name}", self.tag)).expect("valid entity name");
         let path = format!("/b{}{name}Changes", self.tag);
-        (entity, path)
+        (Scope::entity(entity), path)
     }
 
     /// W1: push 10,000 objects in batches of 1,000 and in one batch; W2: pull them all since 0.
@@ -304,12 +304,12 @@ impl Endpoint {
         Ok(scan)
     }
 
-    async fn direct_push(&self, entity: &EntityName, body: &[u8]) -> anyhow::Result<i64> {
+    async fn direct_push(&self, entity: &Scope, body: &[u8]) -> anyhow::Result<i64> {
         let changes = parse_push(body, &Limits::default(), None)?;
         Ok(self.store.push(entity, Push { changes, idempotency: None }).await?.now.millis())
     }
 
-    async fn direct_pull(&self, entity: &EntityName, since: i64) -> anyhow::Result<AnswerScan> {
+    async fn direct_pull(&self, entity: &Scope, since: i64) -> anyhow::Result<AnswerScan> {
         let mut chunks = self.store.pull_stream(entity, Cursor::from_millis(since)).await?;
         let mut scan = AnswerScan::default();
         while let Some(chunk) = chunks.recv().await {

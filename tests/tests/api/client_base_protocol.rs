@@ -2,11 +2,9 @@
 //! reference servers do: no paging, no idempotent push, and an id listed twice (a tombstone
 //! without `_lastChange`, then the live object) after a removed object was re-created.
 
-mod client_support;
-
 use std::sync::atomic::Ordering;
 
-use client_support::{
+use crate::client_support::{
     BaseServer, Device, LossyProxy, fast_transport, project, server_objects, server_updates, todo_entity,
 };
 use serde_json::json;

@@ -7,18 +7,16 @@
 //! SQLite file, or a PostgreSQL database created on the server named by
 //! `SYNC_TEST_POSTGRES_URL` and dropped afterwards). Without that variable the PostgreSQL variants
 //! pass after printing `SKIPPED`; CI sets it, and a test fails there if it is missing.
-#![allow(dead_code)] // each test binary uses a different part of this module
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use sync_server::Config;
 use sync_server::clock::Clock;
 use sync_server::store::{PostgresOptions, PostgresStore, SqliteOptions, SqliteStore, Store};
+use sync_server::{Application, Config};
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -63,7 +61,6 @@ pub fn postgres_url() -> Option<String> {
 /// Runs each named `async fn(Backend)` as one test per store, `NAME::sqlite` and `NAME::postgres`,
 /// so that every store passes the same tests. Prefix the names with `multi_thread:` to run them
 /// on a multi-threaded runtime with two workers.
-#[allow(unused_macros)] // each test binary uses a different part of this module
 macro_rules! backend_tests {
     (multi_thread: $($name:ident),+ $(,)?) => {
         $crate::helpers::backend_tests!(@each (flavor = "multi_thread", worker_threads = 2) $($name),+);
@@ -89,7 +86,6 @@ macro_rules! backend_tests {
         $crate::helpers::backend_tests!(@each () $($name),+);
     };
 }
-#[allow(unused_imports)]
 pub(crate) use backend_tests;
 
 /// A fresh, empty database for one test, of one backend. Clones share it; it is deleted (the
@@ -99,13 +95,11 @@ pub(crate) use backend_tests;
 pub struct TestDb {
     /// The store URL to give the server (`sqlite://...` or `postgres://...`).
     pub url: String,
-    /// Which store it is.
-    pub backend: Backend,
     guard: Arc<DbGuard>,
 }
 
 enum DbGuard {
-    Sqlite { dir: TempDir, path: PathBuf },
+    Sqlite { _dir: TempDir, path: PathBuf },
     Postgres { server_url: String, name: String },
 }
 
@@ -118,8 +112,7 @@ impl TestDb {
                 let path = dir.path().join("sync.db");
                 Self {
                     url: format!("sqlite://{}", path.display()),
-                    backend,
-                    guard: Arc::new(DbGuard::Sqlite { dir, path }),
+                    guard: Arc::new(DbGuard::Sqlite { _dir: dir, path }),
                 }
             }
             Backend::Postgres => {
@@ -130,16 +123,8 @@ impl TestDb {
                 let name = format!("{TEST_DB_PREFIX}{created}_{:016x}", rand::random::<u64>());
                 admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("CREATE DATABASE");
                 let url = with_dbname(&server_url, &name);
-                Self { url, backend, guard: Arc::new(DbGuard::Postgres { server_url, name }) }
+                Self { url, guard: Arc::new(DbGuard::Postgres { server_url, name }) }
             }
-        }
-    }
-
-    /// The SQLite file, for SQLite databases.
-    pub fn sqlite_path(&self) -> Option<&Path> {
-        match &*self.guard {
-            DbGuard::Sqlite { path, .. } => Some(path),
-            DbGuard::Postgres { .. } => None,
         }
     }
 
@@ -251,15 +236,17 @@ fn with_dbname(url: &str, dbname: &str) -> String {
 /// The shipped server binary, built with these tests.
 pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_sync-server-under-test");
 
-/// A server running in this process on an ephemeral port, over a fresh database.
+/// A server running in this process on an ephemeral port, over a fresh database, started as the
+/// binary starts it: through [`Application`].
 pub struct TestServer {
     /// `http://127.0.0.1:PORT`.
     pub base_url: String,
     /// The store, for checks that bypass HTTP.
     pub store: Arc<dyn Store>,
-    /// The database; a clone of it outlives the server (to start another over the same data).
-    pub db: TestDb,
-    handle: actix_web::dev::ServerHandle,
+    /// The database, kept as long as the server runs.
+    _db: TestDb,
+    stop: tokio::sync::oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<std::io::Result<()>>,
     client: reqwest::Client,
 }
 
@@ -274,11 +261,6 @@ impl TestServer {
         Self::start_with_on(Config::default(), backend).await
     }
 
-    /// A server with this configuration over a fresh SQLite file.
-    pub async fn start_with(config: Config) -> Self {
-        Self::start_with_on(config, Backend::Sqlite).await
-    }
-
     /// A server with this configuration over a fresh database of `backend`.
     pub async fn start_with_on(config: Config, backend: Backend) -> Self {
         Self::start_over(config, TestDb::create(backend).await).await
@@ -286,23 +268,34 @@ impl TestServer {
 
     /// A server with this configuration over `db` (which may hold data already); its `bind` and
     /// `db` are replaced by port 0 and `db`'s URL.
-    pub async fn start_over(mut config: Config, db: TestDb) -> Self {
+    pub async fn start_over(config: Config, db: TestDb) -> Self {
+        let app = Application::build(Self::config_over(config, &db)).await.expect("server starts");
+        Self::serve(app, db)
+    }
+
+    /// `config` as the tests run it over `db`: port 0, two workers, a short shutdown.
+    pub fn config_over(mut config: Config, db: &TestDb) -> Config {
+        config.bind = "127.0.0.1:0".into();
         config.db = db.url.clone();
         config.workers = 2;
         config.shutdown_timeout_secs = 1;
-        let validated = config.validate().expect("valid test config");
-        let store = sync_server::startup::open_store(&validated.db, &config).await.expect("store opens");
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().unwrap().port();
-        let server = sync_server::serve(listener, store.clone(), &config, &validated).expect("server starts");
-        let handle = server.handle();
-        tokio::spawn(server);
-        Self { base_url: format!("http://127.0.0.1:{port}"), store, db, handle, client: client() }
+        config
     }
 
-    /// Stops accepting, lets in-flight requests finish.
+    /// Serves an application built by the test (over `db`) until [`TestServer::stop`].
+    pub fn serve(app: Application, db: TestDb) -> Self {
+        let (base_url, store) = (format!("http://127.0.0.1:{}", app.port()), app.store());
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let running = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        Self { base_url, store, _db: db, stop, running, client: client() }
+    }
+
+    /// Stops accepting, lets in-flight requests finish, stops the background tasks.
     pub async fn stop(self) {
-        self.handle.stop(true).await;
+        let _ = self.stop.send(());
+        self.running.await.expect("server task").expect("server stops cleanly");
     }
 
     /// An HTTP view of this server.
@@ -446,9 +439,4 @@ impl ServerProcess {
         assert!(sent.success());
         tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.expect("exits in time").expect("wait")
     }
-}
-
-/// A fresh SQLite path in `dir`.
-pub fn sqlite_in(dir: &Path) -> String {
-    format!("sqlite://{}", dir.join("sync.db").display())
 }

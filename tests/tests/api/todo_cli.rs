@@ -1,13 +1,10 @@
 //! The `todo` example as people run it: the built program, two `--db` files as two devices,
 //! against the sync server and against a base-protocol server.
 
-mod client_support;
-mod helpers;
-
 use std::path::{Path, PathBuf};
 
-use client_support::BaseServer;
-use helpers::TestServer;
+use crate::client_support::BaseServer;
+use crate::helpers::TestServer;
 
 /// The `todo` example, built from its source with these tests.
 const TODO_BIN: &str = env!("CARGO_BIN_EXE_todo-under-test");

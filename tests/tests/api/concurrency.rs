@@ -2,14 +2,12 @@
 //! end every reader has seen the last acknowledged version of every object, and every push got a
 //! unique `now`. `SYNC_STRESS_SECS` sets how long writers run (default 5 s).
 
-mod helpers;
-
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use helpers::{Api, Backend, TestServer, backend_tests};
+use crate::helpers::{Api, Backend, TestServer, backend_tests};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};

@@ -2,17 +2,21 @@
 //! idempotency, paging, opaque ids, unique timestamps under concurrent pushes, and migrations run
 //! by several instances at once.
 
-mod helpers;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use helpers::{Backend, POSTGRES_URL_VAR, TestDb, backend_tests, postgres_url};
+use crate::helpers::{Backend, POSTGRES_URL_VAR, TestDb, backend_tests, postgres_url};
 use sync_proto::{Change, Cursor, EntityName, IdempotencyKey, Limits, PullQuery, parse_push};
-use sync_server::store::{PostgresOptions, PostgresStore, PullPage, Push, Store, StoreError};
+use sync_server::store::idempotency::DEFAULT_TTL;
+use sync_server::store::{Idempotency, PostgresOptions, PostgresStore, PullPage, Push, Scope, Store, StoreError};
 
-fn entity(name: &str) -> EntityName {
-    EntityName::new(name).unwrap()
+fn entity(name: &str) -> Scope {
+    Scope::entity(EntityName::new(name).unwrap())
+}
+
+/// An idempotency key for a push whose body is `body`, kept for the default time.
+fn key_for(key: &IdempotencyKey, body: &str) -> Option<Idempotency> {
+    Some(Idempotency::new(key.clone(), body.as_bytes(), DEFAULT_TTL))
 }
 
 /// The changes of a push body, parsed as the server parses them.
@@ -20,11 +24,11 @@ fn changes(body: &str) -> Vec<Change> {
     parse_push(body.as_bytes(), &Limits::default(), None).unwrap()
 }
 
-async fn push(store: &Arc<dyn Store>, entity: &EntityName, body: &str) -> i64 {
+async fn push(store: &Arc<dyn Store>, entity: &Scope, body: &str) -> i64 {
     store.push(entity, Push { changes: changes(body), idempotency: None }).await.unwrap().now.millis()
 }
 
-async fn pull(store: &Arc<dyn Store>, entity: &EntityName, since: i64, limit: Option<usize>) -> PullPage {
+async fn pull(store: &Arc<dyn Store>, entity: &Scope, since: i64, limit: Option<usize>) -> PullPage {
     store.pull(entity, PullQuery { since: Cursor::from_millis(since), limit }).await.unwrap()
 }
 
@@ -103,7 +107,7 @@ async fn an_idempotent_push_is_applied_once_and_its_key_is_bound_to_its_body(bac
     let store = db.open_store().await;
     let task = entity("Task");
     let key = IdempotencyKey::new("push-1").unwrap();
-    let first = Push { changes: changes(r#"[{"id":"a","v":1}]"#), idempotency: Some((key.clone(), "f1".into())) };
+    let first = Push { changes: changes(r#"[{"id":"a","v":1}]"#), idempotency: key_for(&key, "f1") };
     let applied = store.push(&task, first.clone()).await.unwrap();
     assert!(!applied.replayed);
     let later = push(&store, &task, r#"[{"id":"a","v":2}]"#).await;
@@ -114,13 +118,37 @@ async fn an_idempotent_push_is_applied_once_and_its_key_is_bound_to_its_body(bac
     assert_eq!(rows(&page), [("a".to_owned(), later, Some(r#"{"v":2}"#.to_owned()))]);
     assert_eq!(page.now.millis(), later, "a replay does not advance the clock");
 
-    let other_body = Push { changes: changes(r#"[{"id":"b"}]"#), idempotency: Some((key.clone(), "f2".into())) };
+    let other_body = Push { changes: changes(r#"[{"id":"b"}]"#), idempotency: key_for(&key, "f2") };
     assert!(matches!(store.push(&task, other_body).await, Err(StoreError::IdempotencyKeyReused(k)) if k == "push-1"));
     assert!(pull(&store, &task, later, None).await.objects.is_empty(), "a refused push applies nothing");
 
     // Keys are per entity.
-    let elsewhere = Push { changes: changes("[]"), idempotency: Some((key, "f3".into())) };
+    let elsewhere = Push { changes: changes("[]"), idempotency: key_for(&key, "f3") };
     assert!(!store.push(&entity("Other"), elsewhere).await.unwrap().replayed);
+}
+
+async fn an_expired_idempotency_key_is_never_replayed_and_is_purged(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.open_store().await;
+    let task = entity("Task");
+    let key = IdempotencyKey::new("short-lived").unwrap();
+    let ttl = std::time::Duration::from_millis(200);
+    let push_with_key = || Push {
+        changes: changes(r#"[{"id":"a","v":1}]"#),
+        idempotency: Some(Idempotency::new(key.clone(), b"same body", ttl)),
+    };
+    let first = store.push(&task, push_with_key()).await.unwrap();
+    assert!(store.push(&task, push_with_key()).await.unwrap().replayed, "within its time to live, a replay");
+    tokio::time::sleep(ttl * 2).await;
+    let again = store.push(&task, push_with_key()).await.unwrap();
+    assert!(!again.replayed && again.now > first.now, "an expired key is a new push, purged or not");
+    assert!(store.push(&task, push_with_key()).await.unwrap().replayed, "and is remembered anew");
+
+    let now_ms = i64::try_from(std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_millis()).unwrap();
+    assert_eq!(store.purge_idempotency_keys(now_ms - 60_000, 10).await.unwrap(), 0, "nothing that old");
+    assert_eq!(store.purge_idempotency_keys(now_ms + 1, 10).await.unwrap(), 1, "one key per (scope, key)");
+    assert_eq!(store.purge_idempotency_keys(now_ms + 1, 10).await.unwrap(), 0);
+    assert!(!store.push(&task, push_with_key()).await.unwrap().replayed, "a purged key is forgotten");
 }
 
 async fn pages_never_split_one_push_and_cover_everything(backend: Backend) {
@@ -268,6 +296,7 @@ backend_tests!(
     removals_leave_tombstones_and_removing_twice_changes_nothing,
     an_empty_push_advances_the_clock_and_nothing_else,
     an_idempotent_push_is_applied_once_and_its_key_is_bound_to_its_body,
+    an_expired_idempotency_key_is_never_replayed_and_is_purged,
     pages_never_split_one_push_and_cover_everything,
     a_streamed_pull_is_the_same_answer_in_chunks,
     ids_are_opaque_strings,
@@ -292,9 +321,10 @@ async fn an_unreachable_postgres_fails_start_up_with_a_clear_error() {
         .await
         .err()
         .expect("no database there");
-    let message = err.to_string();
-    assert!(matches!(err, StoreError::Unavailable(_)), "{message}");
+    let message = sync_server::error::chain(&err);
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{message}");
     assert!(message.contains("cannot connect to postgres://sync@127.0.0.1:1/sync"), "{message}");
+    assert!(message.to_lowercase().contains("refused"), "the cause is kept: {message}");
 }
 
 #[tokio::test]

@@ -5,14 +5,12 @@
 //! PostgreSQL this is the scale-out deployment; with SQLite, processes sharing one file.
 //! `SYNC_STRESS_SECS` sets how long writers run (default 5 s).
 
-mod helpers;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use helpers::{Api, Backend, ServerProcess, TestDb, backend_tests};
+use crate::helpers::{Api, Backend, ServerProcess, TestDb, backend_tests};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -132,7 +130,7 @@ async fn pull_into(
     };
     let (status, body) = api.get(&query).await;
     assert_eq!(status, 200, "{body}");
-    let pulled = helpers::parse_pull(&body);
+    let pulled = crate::helpers::parse_pull(&body);
     assert!(pulled.now >= since, "{entity}: the cursor went back from {since} to {}", pulled.now);
     for update in &pulled.updates {
         let last_change = update["_lastChange"].as_i64().expect("_lastChange");

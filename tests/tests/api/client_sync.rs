@@ -1,14 +1,11 @@
 //! The sync client end to end: devices with real SQLite files syncing through real HTTP with a
 //! real server (in this process, on an ephemeral port).
 
-mod client_support;
-mod helpers;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use client_support::{Device, LossyProxy, fast_transport, project, server_objects, server_updates, todo_entity};
-use helpers::{Backend, TestServer, backend_tests};
+use crate::client_support::{Device, LossyProxy, fast_transport, project, server_objects, server_updates, todo_entity};
+use crate::helpers::{Backend, TestServer, backend_tests};
 use serde_json::{Value, json};
 use sync_client::{
     Conflict, ConflictKind, Cursor, HttpTransport, IdempotencyKey, PreferLocal, PreferRemote, PullPage, PushAck,
@@ -246,7 +243,7 @@ async fn edit_during_sync_is_not_lost(backend: Backend) {
         edited: AtomicBool::new(false),
     };
     let syncer = a.through(racing, SyncOptions::default());
-    let report = client_support::run_sync(syncer, PreferRemote).await.unwrap();
+    let report = crate::client_support::run_sync(syncer, PreferRemote).await.unwrap();
     assert_eq!(report.pushed(), 1);
     assert_eq!(a.text("1").as_deref(), Some("edited during the sync"));
     assert_eq!(a.store.pending_changes("Todo").unwrap(), 1, "the edit made in flight is still to push");
@@ -333,7 +330,7 @@ async fn push_whose_answer_was_lost_before_a_crash_is_resent_under_the_same_key(
     a.store.update("Todo", "1", json!({"text": "oat milk"})).unwrap();
     let reopened = Store::open(&a.path, [todo_entity()]).unwrap();
     let syncer = Arc::new(sync_client::Syncer::new(reopened.clone(), fast_transport(&server.base_url, 0)));
-    let report = client_support::run_sync(syncer, PreferRemote).await.unwrap();
+    let report = crate::client_support::run_sync(syncer, PreferRemote).await.unwrap();
     assert_eq!(report.entities[0].replayed_pushes, 1, "the recorded push was sent again under its key");
     assert_eq!(report.entities[0].conflicts, vec![], "its echo is no conflict");
     assert_eq!(reopened.pending_changes("Todo").unwrap(), 0);
@@ -363,7 +360,7 @@ async fn paged_pull_follows_more_until_the_delta_is_complete(backend: Backend) {
     }
     let options = SyncOptions { push_batch: 2, ..options };
     let batched = b.through(fast_transport(&server.base_url, 0), options);
-    let report = client_support::run_sync(batched, PreferRemote).await.unwrap();
+    let report = crate::client_support::run_sync(batched, PreferRemote).await.unwrap();
     assert_eq!(report.pushed(), 7);
     a.sync(PreferRemote).await;
     assert_converged(&server, &[&a, &b]).await;
@@ -410,7 +407,7 @@ async fn new_field_is_filled_from_the_server_after_migration(backend: Backend) {
     let reopened = Store::open(&a.path, [with_priority]).unwrap();
     assert_eq!(reopened.get("Todo", "1").unwrap().unwrap().get("priority"), Some(&Value::Null));
     let syncer = Arc::new(sync_client::Syncer::new(reopened.clone(), fast_transport(&server.base_url, 0)));
-    client_support::run_sync(syncer, PreferRemote).await.unwrap();
+    crate::client_support::run_sync(syncer, PreferRemote).await.unwrap();
     assert_eq!(reopened.get("Todo", "1").unwrap().unwrap().get_i64("priority"), Some(2));
     server.stop().await;
 }

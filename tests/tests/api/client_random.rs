@@ -15,13 +15,10 @@
 //!
 //! The seed is printed; set `SYNC_RANDOM_SEED` to replay a run, `SYNC_RANDOM_OPS` for its length.
 
-mod client_support;
-mod helpers;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use client_support::{Device, fast_transport, project, server_objects};
-use helpers::{Backend, TestServer, backend_tests};
+use crate::client_support::{Device, fast_transport, project, server_objects};
+use crate::helpers::{Backend, TestServer, backend_tests};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};

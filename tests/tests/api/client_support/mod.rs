@@ -2,7 +2,6 @@
 //! syncer, driven from async tests through `spawn_blocking`), a [`BaseServer`] that speaks only
 //! the base protocol, and a [`LossyProxy`] that forwards requests to a server and can drop the
 //! answers of pushes after the server has handled them.
-#![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::TcpListener as StdListener;

@@ -1,9 +1,7 @@
 //! The base protocol as persistence.js speaks it, and the extensions, end to end over real HTTP,
 //! against every store.
 
-mod helpers;
-
-use helpers::{Backend, TestServer, backend_tests, find};
+use crate::helpers::{Backend, TestServer, backend_tests, find};
 use serde_json::{Value, json};
 
 async fn push_then_pull_returns_objects_with_the_push_timestamp(backend: Backend) {
@@ -141,7 +139,7 @@ async fn paged_pulls_never_split_one_push_and_cover_everything(backend: Backend)
     loop {
         let (status, body) = api.get(&format!("/pageChanges?since={since}&limit=3")).await;
         assert_eq!(status, 200);
-        let page = helpers::parse_pull(&body);
+        let page = crate::helpers::parse_pull(&body);
         pages += 1;
         let stamps: Vec<i64> = page.updates.iter().map(|u| u["_lastChange"].as_i64().unwrap()).collect();
         assert!(stamps.iter().all(|&s| s > since && s <= page.now), "page outside (since, now]");
@@ -188,7 +186,7 @@ async fn entities_are_independent_and_paths_map_to_capitalised_names(backend: Ba
     api.push("/feedChanges", json!([{"id": "1", "nome": "a"}])).await;
     assert!(api.pull("/taskChanges", 0).await.updates.is_empty());
     assert_eq!(api.pull("/feedChanges", 0).await.updates.len(), 1);
-    let feed = sync_proto::EntityName::new("Feed").unwrap();
+    let feed = sync_server::store::Scope::entity(sync_proto::EntityName::new("Feed").unwrap());
     let query = sync_proto::PullQuery { since: sync_proto::Cursor::ZERO, limit: None };
     let page = server.store.pull(&feed, query).await.unwrap();
     assert_eq!(page.objects.len(), 1, "/feedChanges is stored as entity Feed");

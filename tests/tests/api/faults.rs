@@ -4,14 +4,12 @@
 //! (what a database restart or failover does to them), and a loopback TCP proxy between server
 //! and database that can refuse connections or cut one exactly around its `COMMIT`.
 
-mod helpers;
-
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use helpers::{Api, Backend, ServerProcess, TestDb, TestServer, find};
+use crate::helpers::{Api, Backend, ServerProcess, TestDb, TestServer, find};
 use serde_json::{Value, json};
 use sync_server::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -79,7 +77,7 @@ async fn read_while_faulty(api: Api, stop: Arc<AtomicBool>, slowest_failure: Arc
         let query = if failures % 2 == 0 { "/batchChanges?since=0" } else { "/batchChanges?since=0&limit=7" };
         let (status, body) = api.get(query).await;
         if status == 200 {
-            helpers::parse_pull(&body);
+            crate::helpers::parse_pull(&body);
         } else {
             assert_unavailable(status, &body);
             slowest_failure.fetch_max(started.elapsed().as_millis() as usize, Ordering::Relaxed);
@@ -92,7 +90,7 @@ async fn read_while_faulty(api: Api, stop: Arc<AtomicBool>, slowest_failure: Arc
 /// Checks the final state against what the writers were told: a `200` batch is there whole with
 /// its `now`, a `503` batch is not there at all, and each pair of objects agrees.
 fn check_atomicity(all: &Value, outcomes: &Outcomes) {
-    let pulled = helpers::parse_pull(all);
+    let pulled = crate::helpers::parse_pull(all);
     let mut batches: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for update in &pulled.updates {
         if let Some(batch) = update["batch"].as_str() {

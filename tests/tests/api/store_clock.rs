@@ -1,15 +1,13 @@
 //! Store-level guarantees that HTTP cannot provoke: timestamps stay unique and increasing when
 //! the wall clock steps back, and stay close to the wall clock otherwise.
 
-mod helpers;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use helpers::{Backend, TestDb, backend_tests};
-use sync_proto::{Change, Cursor, EntityName, Fields, ObjectId, PullQuery};
+use crate::helpers::{Backend, TestDb, backend_tests};
+use sync_proto::{Change, Cursor, EntityName, FieldsJson, ObjectId, PullQuery};
 use sync_server::clock::Clock;
-use sync_server::store::{Push, Store};
+use sync_server::store::{Push, Scope, Store};
 
 /// A wall clock the test sets by hand.
 struct ManualClock(AtomicI64);
@@ -21,10 +19,10 @@ impl Clock for ManualClock {
 }
 
 fn upsert(id: &str) -> Change {
-    Change::Upsert { id: ObjectId::new(id, 64).unwrap(), fields: Fields::empty() }
+    Change::Upsert { id: ObjectId::new(id, 64).unwrap(), fields: FieldsJson::empty() }
 }
 
-async fn push(store: &Arc<dyn Store>, entity: &EntityName, changes: Vec<Change>) -> i64 {
+async fn push(store: &Arc<dyn Store>, entity: &Scope, changes: Vec<Change>) -> i64 {
     store.push(entity, Push { changes, idempotency: None }).await.unwrap().now.millis()
 }
 
@@ -32,7 +30,7 @@ async fn timestamps_never_go_backwards_when_the_wall_clock_does(backend: Backend
     let db = TestDb::create(backend).await;
     let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
     let store = db.open_store_with_clock(clock.clone()).await;
-    let task = EntityName::new("Task").unwrap();
+    let task = Scope::entity(EntityName::new("Task").unwrap());
 
     let a = push(&store, &task, vec![upsert("a")]).await;
     assert_eq!(a, 1_700_000_000_000, "timestamps are the wall clock when it moves forward");
@@ -53,7 +51,7 @@ async fn timestamps_never_go_backwards_when_the_wall_clock_does(backend: Backend
     assert_eq!(ids, ["c", "e"], "a reader past b sees the changes made while the clock was behind");
 
     // Each entity has its own clock.
-    let other = EntityName::new("Other").unwrap();
+    let other = Scope::entity(EntityName::new("Other").unwrap());
     assert_eq!(push(&store, &other, vec![]).await, 1_800_000_000_000);
 }
 

@@ -1,11 +1,9 @@
 //! Every bad input of the protocol gets its 4xx JSON error body and changes nothing.
 
-mod helpers;
-
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use helpers::{Api, Backend, TestServer, backend_tests};
+use crate::helpers::{Api, Backend, TestServer, backend_tests};
 use serde_json::{Value, json};
 use sync_server::Config;
 use sync_server::config::EntityConfig;

@@ -1,12 +1,10 @@
 //! A `200` means durable: acknowledged pushes survive a restart, a crash (`SIGKILL`), and a
 //! graceful shutdown lets in-flight requests finish.
 
-mod helpers;
-
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use helpers::{Backend, ServerProcess, TestDb, backend_tests, find};
+use crate::helpers::{Backend, ServerProcess, TestDb, backend_tests, find};
 use serde_json::json;
 
 async fn acknowledged_pushes_survive_a_restart_and_a_crash(backend: Backend) {

@@ -1,0 +1,33 @@
+//! `GET <path>?since=S[&limit=N]`: a page, or the whole answer streamed.
+
+use actix_web::{HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use sync_proto::PullQuery;
+
+use super::changes::json_answer;
+use crate::config::ResolvedEntity;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::Scope;
+
+/// Answers a pull. A paged pull (`limit`) is built whole; an unpaged one that fits in one chunk
+/// goes out with a `Content-Length`, and a larger one is streamed chunk by chunk as the store
+/// reads it, so memory stays bounded whatever the answer's size.
+#[tracing::instrument(skip_all, fields(entity = %entity.name))]
+pub async fn pull(req: &HttpRequest, entity: &ResolvedEntity, state: &AppState) -> Result<HttpResponse, ApiError> {
+    let query = PullQuery::parse(req.query_string(), &state.limits).map_err(ApiError::Query)?;
+    let scope = Scope::entity(entity.name.clone());
+    if query.limit.is_some() {
+        let page = state.store.pull(&scope, query).await?;
+        tracing::debug!(since = %query.since, now = %page.now, updates = page.objects.len(), "pulled a page");
+        return Ok(json_answer().body(page.to_json(true)));
+    }
+    let mut chunks = state.store.pull_stream(&scope, query.since).await?;
+    let first = chunks.recv().await.transpose()?.unwrap_or_default();
+    let Some(second) = chunks.recv().await else {
+        return Ok(json_answer().body(first));
+    };
+    let head = futures_util::stream::iter([Ok(first), second]);
+    let rest = futures_util::stream::poll_fn(move |cx| chunks.poll_recv(cx));
+    Ok(json_answer().streaming(head.chain(rest)))
+}

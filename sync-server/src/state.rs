@@ -1,0 +1,37 @@
+//! What every request handler shares: the store, the served entities, the limits, and the parts
+//! of the server that requests report to.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sync_proto::Limits;
+
+use crate::budget::BodyBudget;
+use crate::config::Entities;
+use crate::metrics::Metrics;
+use crate::origin::OriginPolicy;
+use crate::store::Store;
+use crate::tasks::TaskHealth;
+
+/// The state of one server, shared by its workers.
+#[derive(Clone)]
+pub struct AppState {
+    /// Where objects are stored.
+    pub store: Arc<dyn Store>,
+    /// Which entities are served, at which paths.
+    pub entities: Entities,
+    /// Bounds on requests.
+    pub limits: Limits,
+    /// The memory all request bodies may hold at once.
+    pub bodies: BodyBudget,
+    /// What `/metrics` reports.
+    pub metrics: Metrics,
+    /// How long a push may take to send its body.
+    pub body_timeout: Duration,
+    /// How long idempotency keys are remembered.
+    pub idempotency_ttl: Duration,
+    /// Which web pages may call the server.
+    pub origins: OriginPolicy,
+    /// Which background tasks have died (`/healthz` answers `503` while any has).
+    pub tasks: TaskHealth,
+}

@@ -1,0 +1,201 @@
+//! The PostgreSQL store: many stateless server instances over one database.
+//!
+//! The guarantees of [`Store`] hold across instances because they rest on the database alone:
+//! - **Unique, increasing timestamps.** Each scope has a row in `sync_clocks`, locked by a push
+//!   until its commit ([`writes`]): pushes to one scope, from any instance, run one after another.
+//! - **No missed change.** A pull reads the clock and the rows in one statement ([`reads`]).
+//! - **Atomic, durable pushes.** A push is one transaction; its answer is sent after `COMMIT`
+//!   returned. When the connection is lost during `COMMIT`, the store asks the database, on
+//!   another connection, whether that transaction committed (`txid_status`).
+//!
+//! Connections come from a bounded pool ([`connection`]); a connection that fails a request is
+//! discarded and replaced, so the store recovers by itself when the database comes back.
+//! Failures to reach the database are [`StoreError::Unavailable`] (`503`). The schema is
+//! versioned and migrated at start-up ([`schema`]).
+//!
+//! Object ids are stored as `BYTEA` (their UTF-8 bytes): ids are opaque strings that may contain
+//! any character, NUL included, which a PostgreSQL `TEXT` cannot hold, and byte order matches the
+//! SQLite store's. Fields are stored as the exact JSON text they were merged into (`TEXT`, not
+//! `JSONB`, which would reorder keys and rewrite numbers).
+
+mod connection;
+mod reads;
+mod schema;
+mod writes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::Pool;
+use serde::{Deserialize, Serialize};
+use sync_proto::{Cursor, PullQuery};
+
+use self::connection::{Failure, discard, pool_error, with_connection};
+use self::reads::{PgRead, Written};
+pub use self::schema::{MIGRATIONS, Migration};
+use super::answer::{self, AnswerStream};
+use super::{PullPage, Push, PushOutcome, Scope, Store, StoreError, read};
+use crate::clock::{self, Clock};
+
+/// Tuning of the PostgreSQL store (the `[postgres]` section of the configuration).
+///
+/// Every instance opens at most `pool_size` connections: size it so that the number of instances
+/// times `pool_size` stays below the database's `max_connections`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresOptions {
+    /// Connections this instance keeps at most; requests beyond this wait for a free one.
+    pub pool_size: u32,
+    /// How long opening a connection may take before the request fails with `503`.
+    pub connect_timeout_ms: u64,
+    /// How long a request waits for a free connection before it fails with `503`.
+    pub wait_timeout_ms: u64,
+    /// The longest a statement may run, lock waits included, and the longest a transaction may sit
+    /// idle (so that a stalled instance cannot hold a clock for long); 0 leaves the database's
+    /// own settings. Sent as startup options of each connection.
+    pub statement_timeout_ms: u64,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self { pool_size: 10, connect_timeout_ms: 5_000, wait_timeout_ms: 5_000, statement_timeout_ms: 30_000 }
+    }
+}
+
+/// The PostgreSQL implementation of [`Store`]. Cloning shares the pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    /// Full pulls in progress, at most half the pool: each holds its connection until its client
+    /// has read the whole answer, and slow or stalled clients must not take the connections that
+    /// pushes, paged pulls and health checks need.
+    streams: Arc<tokio::sync::Semaphore>,
+    /// The connection string without its password, for logs.
+    description: String,
+    clock: Arc<dyn Clock>,
+    options: PostgresOptions,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/dbname`), checks it,
+    /// and applies pending migrations. Fails if the database cannot be reached, uses an encoding
+    /// other than UTF-8, has no schema to work in, or has a schema newer than this server.
+    pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
+        Self::connect_with_clock(url, options, clock::system()).await
+    }
+
+    /// As [`PostgresStore::connect`], with the wall clock given (tests make it step back).
+    pub async fn connect_with_clock(
+        url: &str,
+        options: PostgresOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        let (pool, description) = connection::pool(url, &options)?;
+        let mut client = pool.get().await.map_err(|e| match pool_error(e) {
+            StoreError::Unavailable { cause, .. } => {
+                StoreError::Unavailable { what: format!("cannot connect to {description}"), cause }
+            }
+            other => other,
+        })?;
+        schema::prepare(&mut client, &description).await?;
+        drop(client);
+        let streams = Arc::new(tokio::sync::Semaphore::new((options.pool_size as usize / 2).max(1)));
+        Ok(Self { inner: Arc::new(Inner { pool, streams, description, clock, options }) })
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    #[tracing::instrument(skip(self), fields(scope = %scope), err)]
+    async fn pull(&self, scope: &Scope, query: PullQuery) -> Result<PullPage, StoreError> {
+        with_connection(&self.inner.pool, |client| async move {
+            let page = read::page(&mut PgRead(&client), scope, query).await;
+            (client, page)
+        })
+        .await
+        .map(|(_, page)| page)
+        .map_err(Failure::into_store_error)
+    }
+
+    #[tracing::instrument(skip(self), fields(scope = %scope), err)]
+    async fn pull_stream(&self, scope: &Scope, since: Cursor) -> Result<AnswerStream, StoreError> {
+        let wait = Duration::from_millis(self.inner.options.wait_timeout_ms);
+        let slot = tokio::time::timeout(wait, Arc::clone(&self.inner.streams).acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| StoreError::unavailable_because("too many full pulls in progress"))?;
+        let (client, open) = with_connection(&self.inner.pool, |client| async move {
+            let open = reads::open_stream(&client, scope, since).await;
+            (client, open)
+        })
+        .await
+        .map_err(Failure::into_store_error)?;
+        let (mut answer, stream) = answer::channel();
+        tokio::spawn(async move {
+            let _slot = slot;
+            match reads::write_answer(open, &mut answer).await {
+                Ok(Written::Whole) => match client.batch_execute("COMMIT").await {
+                    Ok(()) => drop(client),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot end a streamed pull's transaction");
+                        discard(client);
+                    }
+                },
+                Ok(Written::Abandoned) => discard(client),
+                Err(e) => {
+                    // The status line is sent already: the error ends the stream, and the client
+                    // sees a truncated answer.
+                    answer.send(Err(e)).await;
+                    discard(client);
+                }
+            }
+        });
+        Ok(stream)
+    }
+
+    #[tracing::instrument(skip(self, push), fields(scope = %scope, items = push.changes.len()), err)]
+    async fn push(&self, scope: &Scope, push: Push) -> Result<PushOutcome, StoreError> {
+        let attempt = |mut client| {
+            let push = &push;
+            async move {
+                let outcome = self.push_on(&mut client, scope, push).await;
+                (client, outcome)
+            }
+        };
+        match with_connection(&self.inner.pool, attempt).await {
+            Ok((_, outcome)) => Ok(outcome),
+            Err(Failure::CommitLost { xid, now, error }) => self.resolve_commit(xid, now, error).await,
+            Err(failure) => Err(failure.into_store_error()),
+        }
+    }
+
+    async fn purge_idempotency_keys(&self, before_ms: i64, batch: usize) -> Result<u64, StoreError> {
+        with_connection(&self.inner.pool, |mut client| async move {
+            let purged = Self::purge_keys_on(&mut client, before_ms, batch).await;
+            (client, purged)
+        })
+        .await
+        .map(|(_, n)| n)
+        .map_err(Failure::into_store_error)
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        with_connection(&self.inner.pool, |client| async move {
+            let answered = client.simple_query("SELECT 1").await.map(drop).map_err(Failure::from);
+            (client, answered)
+        })
+        .await
+        .map(drop)
+        .map_err(Failure::into_store_error)
+    }
+
+    fn describe(&self) -> String {
+        self.inner.description.clone()
+    }
+}

@@ -1,0 +1,209 @@
+//! The push algorithm, written once for every store.
+//!
+//! Inside one transaction of the store (SQLite: a savepoint of the writer's group transaction;
+//! PostgreSQL: a transaction of its own), [`apply`] takes these steps in this order:
+//! 1. lock the scope's clock, so that pushes to one scope run one after another and each reads
+//!    everything its predecessor committed;
+//! 2. read the push remembered under the idempotency key, if any, and the stored state of every id
+//!    of the push; a remembered push is replayed (see [`super::idempotency`]) and nothing is written;
+//! 3. take the timestamp [`next_timestamp`] from the clock and the wall clock;
+//! 4. apply each change in order by the push rules of [`ObjectState::after`];
+//! 5. write the clock, the changed objects, and the idempotency key.
+//!
+//! The store commits afterwards; if anything fails, the store rolls the transaction back and
+//! nothing of the push is applied.
+
+use std::collections::{HashMap, HashSet};
+
+use sync_proto::{Change, Cursor, FieldsJson};
+
+use super::idempotency::{Idempotency, Remembered};
+use super::{Push, PushOutcome, Scope, StoreError};
+use crate::clock::{Clock, next_timestamp};
+
+/// What is stored for one id, as a push finds it and then leaves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ObjectState {
+    /// Never stored.
+    Absent,
+    /// A tombstone.
+    Removed,
+    /// A live object with these fields.
+    Live(FieldsJson),
+}
+
+impl ObjectState {
+    /// The state after `change`, or `None` when it changes nothing: the one statement of the push
+    /// rules. A field absent from an upsert keeps its stored value; an upsert of a removed object
+    /// re-creates it from the fields sent; removing an object that is unknown or already removed
+    /// changes nothing (so echoed removals get no new timestamp).
+    pub(crate) fn after(&self, change: &Change) -> Option<ObjectState> {
+        match (change, self) {
+            (Change::Upsert { fields, .. }, Self::Absent | Self::Removed) => Some(Self::Live(fields.clone())),
+            (Change::Upsert { fields, .. }, Self::Live(old)) => Some(Self::Live(fields.merged_onto(old))),
+            (Change::Remove { .. }, Self::Live(_)) => Some(Self::Removed),
+            (Change::Remove { .. }, Self::Absent | Self::Removed) => None,
+        }
+    }
+
+    /// The state a store row holds: its `removed` flag and its fields' JSON text.
+    pub(crate) fn from_row(removed: bool, fields: String) -> Self {
+        if removed { Self::Removed } else { Self::Live(FieldsJson::from_stored(fields)) }
+    }
+
+    /// The `removed` flag and the fields' JSON text a store writes for this state.
+    pub(crate) fn columns(&self) -> (bool, &str) {
+        match self {
+            Self::Live(fields) => (false, fields.as_json()),
+            Self::Removed | Self::Absent => (true, "{}"),
+        }
+    }
+}
+
+/// What [`PushTx::read`] found.
+pub(crate) struct Found {
+    /// The push remembered under the key, if the push has a key and one is remembered.
+    pub(crate) earlier: Option<Remembered>,
+    /// What is stored for the ids asked for; ids not in it are absent.
+    pub(crate) stored: HashMap<String, ObjectState>,
+}
+
+/// One row a push writes.
+pub(crate) struct Write {
+    /// The object's id.
+    pub(crate) id: String,
+    /// Its state after the push.
+    pub(crate) state: ObjectState,
+}
+
+/// The steps of a push in one store's transaction. Each store implements them in its own SQL; the
+/// order and the rules are [`apply`]'s.
+pub(crate) trait PushTx {
+    /// The store's error (PostgreSQL's tells a lost connection apart, to retry on another).
+    type Error: From<StoreError>;
+
+    /// Locks the scope's clock until the end of the transaction (creating it at 0 when the scope
+    /// is new) and returns its last timestamp.
+    async fn lock_clock(&mut self, scope: &Scope) -> Result<i64, Self::Error>;
+
+    /// The push remembered under `key` since `valid_from_ms`, and what is stored for `ids`.
+    async fn read(
+        &mut self,
+        scope: &Scope,
+        key: Option<(&Idempotency, i64)>,
+        ids: &[&str],
+    ) -> Result<Found, Self::Error>;
+
+    /// Writes the clock at `now`, every row of `writes` with `_lastChange = now`, and the key (with
+    /// `wall_ms` as the time it was remembered).
+    async fn write(
+        &mut self,
+        scope: &Scope,
+        now: i64,
+        writes: &[Write],
+        key: Option<&Idempotency>,
+        wall_ms: i64,
+    ) -> Result<(), Self::Error>;
+}
+
+/// Applies `push` inside `tx`, or replays the push remembered under its key. The caller commits.
+pub(crate) async fn apply<T: PushTx>(
+    tx: &mut T,
+    scope: &Scope,
+    push: &Push,
+    clock: &dyn Clock,
+) -> Result<PushOutcome, T::Error> {
+    let last = tx.lock_clock(scope).await?;
+    // Read after the lock was granted, however long that took, so that timestamps stay close to
+    // the time of commit.
+    let wall_ms = clock.now_ms();
+    let key = push.idempotency.as_ref();
+    let ids = unique_ids(&push.changes);
+    let found = tx.read(scope, key.map(|k| (k, k.valid_from_ms(wall_ms))), &ids).await?;
+    if let (Some(key), Some(earlier)) = (key, &found.earlier) {
+        return Ok(key.replay(earlier)?);
+    }
+    let now = next_timestamp(wall_ms, last);
+    let writes = plan_writes(&push.changes, found.stored);
+    tx.write(scope, now, &writes, key, wall_ms).await?;
+    Ok(PushOutcome { now: Cursor::from_millis(now), replayed: false })
+}
+
+/// The distinct ids of a push, in order of first appearance.
+fn unique_ids(changes: &[Change]) -> Vec<&str> {
+    let mut seen = HashSet::with_capacity(changes.len());
+    changes.iter().map(|c| c.id().as_str()).filter(|id| seen.insert(*id)).collect()
+}
+
+/// Applies each change in order to what is stored, by the rules of [`ObjectState::after`]. Returns
+/// the rows to write (each id once, in order of first change), leaving out ids left unchanged.
+fn plan_writes(changes: &[Change], mut stored: HashMap<String, ObjectState>) -> Vec<Write> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut dirty = HashSet::new();
+    for change in changes {
+        let id = change.id().as_str();
+        let current = stored.entry(id.to_owned()).or_insert(ObjectState::Absent);
+        let Some(next) = current.after(change) else { continue };
+        *current = next;
+        if dirty.insert(id) {
+            order.push(id);
+        }
+    }
+    order.into_iter().filter_map(|id| stored.remove_entry(id)).map(|(id, state)| Write { id, state }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sync_proto::ObjectId;
+
+    fn upsert(id: &str, json: &str) -> Change {
+        Change::Upsert { id: ObjectId::new(id, 64).unwrap(), fields: FieldsJson::from_stored(json.into()) }
+    }
+
+    fn remove(id: &str) -> Change {
+        Change::Remove { id: ObjectId::new(id, 64).unwrap() }
+    }
+
+    fn live(json: &str) -> ObjectState {
+        ObjectState::Live(FieldsJson::from_stored(json.into()))
+    }
+
+    #[test]
+    fn push_rules_merge_recreate_and_ignore_redundant_removals() {
+        assert_eq!(ObjectState::Absent.after(&upsert("a", r#"{"x":1}"#)), Some(live(r#"{"x":1}"#)));
+        assert_eq!(live(r#"{"x":1,"y":2}"#).after(&upsert("a", r#"{"x":3}"#)), Some(live(r#"{"x":3,"y":2}"#)));
+        assert_eq!(ObjectState::Removed.after(&upsert("a", r#"{"x":1}"#)), Some(live(r#"{"x":1}"#)));
+        assert_eq!(live("{}").after(&remove("a")), Some(ObjectState::Removed));
+        assert_eq!(ObjectState::Removed.after(&remove("a")), None);
+        assert_eq!(ObjectState::Absent.after(&remove("a")), None);
+        assert_eq!(ObjectState::Removed.columns(), (true, "{}"));
+        assert_eq!(ObjectState::from_row(true, "{}".into()), ObjectState::Removed);
+    }
+
+    #[test]
+    fn writes_follow_the_changes_of_a_push_in_order() {
+        let stored =
+            HashMap::from([("live".to_owned(), live(r#"{"a":1,"b":2}"#)), ("gone".to_owned(), ObjectState::Removed)]);
+        let changes = vec![
+            upsert("live", r#"{"b":3}"#),
+            remove("unknown"),
+            remove("gone"),
+            upsert("new", r#"{"x":null}"#),
+            remove("new"),
+            upsert("gone", r#"{"c":1}"#),
+            upsert("live", r#"{"d":true}"#),
+        ];
+        let writes: Vec<_> = plan_writes(&changes, stored).into_iter().map(|w| (w.id, w.state)).collect();
+        assert_eq!(
+            writes,
+            vec![
+                ("live".to_owned(), live(r#"{"a":1,"b":3,"d":true}"#)),
+                ("new".to_owned(), ObjectState::Removed),
+                ("gone".to_owned(), live(r#"{"c":1}"#)),
+            ],
+            "merged in order; removals of unknown or removed objects write nothing"
+        );
+        assert_eq!(unique_ids(&changes), ["live", "unknown", "gone", "new"]);
+    }
+}

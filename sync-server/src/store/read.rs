@@ -1,0 +1,105 @@
+//! Pages of a pull, written once for every store: [`page`] over [`ReadTx`].
+//!
+//! A paged pull reads at most `limit + 1` rows after `since` with the high-water mark of the same
+//! snapshot, and [`Page::cut`] cuts them without splitting one `_lastChange` across pages (a
+//! client that continued from the middle of one push's objects would skip the rest). When one
+//! push alone holds more objects than a page, the page is every object of that push.
+
+use sync_proto::{Cursor, PullQuery};
+
+use super::{PullPage, Scope, StoredObject};
+
+/// The reads of a pull in one store's snapshot.
+pub(crate) trait ReadTx {
+    /// The store's error.
+    type Error;
+
+    /// The scope's high-water mark and up to `fetch` rows (all when `None`) with
+    /// `_lastChange > since`, in `(_lastChange, id)` order, from one snapshot.
+    async fn rows_after(
+        &mut self,
+        scope: &Scope,
+        since: Cursor,
+        fetch: Option<usize>,
+    ) -> Result<(Cursor, Vec<StoredObject>), Self::Error>;
+
+    /// Every row with `_lastChange = at`, in id order.
+    async fn rows_at(&mut self, scope: &Scope, at: Cursor) -> Result<Vec<StoredObject>, Self::Error>;
+}
+
+/// The page answering `query`.
+pub(crate) async fn page<R: ReadTx>(reads: &mut R, scope: &Scope, query: PullQuery) -> Result<PullPage, R::Error> {
+    let fetch = query.limit.map(|n| n.saturating_add(1));
+    let (high_water, rows) = reads.rows_after(scope, query.since, fetch).await?;
+    match Page::cut(rows, query, high_water) {
+        Page::Ready(page) => Ok(page),
+        // Another read, possibly of a later snapshot, and that is enough: the objects of one push
+        // became visible together, and one moved on by a later push shows up in a later page.
+        Page::WholeGroup(at) => Ok(Page::whole_group(reads.rows_at(scope, at).await?, at, high_water)),
+    }
+}
+
+/// The page a pull answers, from the rows read after `query.since` (up to `limit + 1` of them
+/// when paged) and the high-water mark of the same snapshot.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Page {
+    /// The answer.
+    Ready(PullPage),
+    /// One push alone holds more objects than a page: the answer is every object of this
+    /// `_lastChange`, with `now` at it ([`Page::whole_group`]).
+    WholeGroup(Cursor),
+}
+
+impl Page {
+    /// Cuts the rows into a page without splitting one `_lastChange` across pages.
+    pub(crate) fn cut(mut rows: Vec<StoredObject>, query: PullQuery, high_water: Cursor) -> Self {
+        let complete = |objects| Page::Ready(PullPage { objects, now: high_water, more: false });
+        let Some(limit) = query.limit else { return complete(rows) };
+        if rows.len() <= limit {
+            return complete(rows);
+        }
+        let boundary = rows[limit].last_change;
+        rows.truncate(limit);
+        while rows.last().is_some_and(|r| r.last_change == boundary) {
+            rows.pop();
+        }
+        match rows.last() {
+            Some(last) => Page::Ready(PullPage { now: last.last_change, objects: rows, more: true }),
+            None => Page::WholeGroup(boundary),
+        }
+    }
+
+    /// The page of every object of the push at `at`.
+    pub(crate) fn whole_group(objects: Vec<StoredObject>, at: Cursor, high_water: Cursor) -> PullPage {
+        PullPage { objects, now: at, more: high_water > at }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(stamps: &[i64]) -> Vec<StoredObject> {
+        stamps
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| StoredObject { id: i.to_string(), last_change: Cursor::from_millis(t), fields: None })
+            .collect()
+    }
+
+    #[test]
+    fn pages_never_split_one_timestamp() {
+        let hw = Cursor::from_millis(9);
+        let q = |limit| PullQuery { since: Cursor::ZERO, limit };
+        let ready = |stamps: &[i64], now: i64, more| {
+            Page::Ready(PullPage { objects: rows(stamps), now: Cursor::from_millis(now), more })
+        };
+        assert_eq!(Page::cut(rows(&[1, 2, 3]), q(None), hw), ready(&[1, 2, 3], 9, false));
+        assert_eq!(Page::cut(rows(&[1, 2]), q(Some(2)), hw), ready(&[1, 2], 9, false));
+        assert_eq!(Page::cut(rows(&[1, 2, 3]), q(Some(2)), hw), ready(&[1, 2], 2, true));
+        assert_eq!(Page::cut(rows(&[1, 2, 2]), q(Some(2)), hw), ready(&[1], 1, true));
+        assert_eq!(Page::cut(rows(&[2, 2, 2]), q(Some(2)), hw), Page::WholeGroup(Cursor::from_millis(2)));
+        let group = Page::whole_group(rows(&[2, 2, 2]), Cursor::from_millis(2), hw);
+        assert!(group.more && group.now == Cursor::from_millis(2));
+    }
+}

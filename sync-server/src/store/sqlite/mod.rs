@@ -1,0 +1,198 @@
+//! The embedded SQLite store: one file, nothing to install.
+//!
+//! - [`writer`]: the one connection that writes, on its own thread, committing pushes in groups;
+//! - [`reads`]: pulls on a bounded pool of read-only connections, each in one snapshot;
+//! - [`connection`]: the pools, waiting out other processes' locks, and error classification;
+//! - [`schema`]: migrations and the durability settings (WAL, `synchronous = FULL`).
+
+mod connection;
+mod reads;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use r2d2_sqlite::SqliteConnectionManager;
+use serde::{Deserialize, Serialize};
+use sync_proto::{Cursor, PullQuery};
+use tokio::sync::{mpsc, oneshot};
+
+use self::connection::{classify, no_reader, reader_pool};
+use self::reads::SqliteRead;
+use self::writer::{Job, Writer};
+use super::answer::{self, AnswerStream};
+use super::{PullPage, Push, PushOutcome, Scope, Store, StoreError, read, run_ready};
+use crate::clock::{self, Clock};
+
+/// Tuning of the SQLite store (the `[sqlite]` section of the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqliteOptions {
+    /// Connections serving paged pulls and health checks; requests beyond this wait for one.
+    pub readers: u32,
+    /// Connections serving full (streamed) pulls, kept apart from `readers`: a full pull holds its
+    /// connection until its client has read the whole answer, so slow or stalled clients must
+    /// not be able to take the connections every other read needs.
+    pub stream_readers: u32,
+    /// How long a statement waits for a lock held by another process, and a pull for a free
+    /// connection, before the request fails with `503`.
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self { readers: 4, stream_readers: 16, busy_timeout_ms: 5_000 }
+    }
+}
+
+/// The SQLite implementation of [`Store`]. Cloning shares the connections and the writer.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    /// Jobs for the writer thread, the only one that writes.
+    writes: mpsc::Sender<Job>,
+    readers: r2d2::Pool<SqliteConnectionManager>,
+    /// Connections of full pulls only (see [`SqliteOptions::stream_readers`]).
+    stream_readers: r2d2::Pool<SqliteConnectionManager>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, applies pending migrations, starts the
+    /// writer thread and prepares the reader pools.
+    pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
+        Self::open_with_clock(path, options, clock::system())
+    }
+
+    /// As [`SqliteStore::open`], with the wall clock given (tests make it step back).
+    pub fn open_with_clock(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let busy = Duration::from_millis(options.busy_timeout_ms);
+        let conn = schema::open_writer(&path, busy)?;
+        let readers = reader_pool(&path, options.readers, busy)?;
+        let stream_readers = reader_pool(&path, options.stream_readers, busy)?;
+        let (writes, queue) = mpsc::channel(writer::QUEUE);
+        let writer = Writer { conn, clock };
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer.run(queue))
+            .map_err(|e| StoreError::internal("cannot start the SQLite writer thread", e))?;
+        Ok(Self { inner: Arc::new(Inner { path, writes, readers, stream_readers }) })
+    }
+
+    /// Runs `job` on the blocking pool.
+    async fn blocking<T, F>(&self, job: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || job(&inner))
+            .await
+            .map_err(|e| StoreError::internal("an SQLite task failed", e))?
+    }
+
+    /// Hands a job to the writer thread and waits for its outcome.
+    async fn write<T>(&self, job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job) -> Result<T, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        let stopped = || StoreError::unavailable_because("the SQLite writer has stopped");
+        self.inner.writes.send(job(reply)).await.map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    #[tracing::instrument(skip(self), fields(scope = %scope), err)]
+    async fn pull(&self, scope: &Scope, query: PullQuery) -> Result<PullPage, StoreError> {
+        let scope = scope.clone();
+        self.blocking(move |inner| {
+            let mut conn = inner.readers.get().map_err(no_reader)?;
+            let tx = conn.transaction().map_err(classify)?;
+            run_ready(read::page(&mut SqliteRead(&tx), &scope, query))
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip(self), fields(scope = %scope), err)]
+    async fn pull_stream(&self, scope: &Scope, since: Cursor) -> Result<AnswerStream, StoreError> {
+        let (mut answer, stream) = answer::channel();
+        let (ready, opened) = oneshot::channel();
+        let inner = Arc::clone(&self.inner);
+        let scope = scope.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut ready = Some(ready);
+            let streamed = inner
+                .stream_readers
+                .get()
+                .map_err(no_reader)
+                .and_then(|mut conn| reads::stream(&mut conn, &scope, since, &mut ready, &mut answer));
+            if let Err(e) = streamed {
+                // Before the snapshot was taken the caller can still answer with an error status;
+                // after, the error ends the stream and the client sees a truncated answer.
+                match ready.take() {
+                    Some(ready) => drop(ready.send(Err(e))),
+                    None => drop(answer.blocking_send(Err(e))),
+                }
+            }
+        });
+        opened.await.map_err(|_| StoreError::internal_because("the pull task ended before reading"))??;
+        Ok(stream)
+    }
+
+    #[tracing::instrument(skip(self, push), fields(scope = %scope, items = push.changes.len()), err)]
+    async fn push(&self, scope: &Scope, push: Push) -> Result<PushOutcome, StoreError> {
+        let (scope, span) = (scope.clone(), tracing::Span::current());
+        self.write(|reply| Job::Push { scope, push, span, reply }).await
+    }
+
+    async fn purge_idempotency_keys(&self, before_ms: i64, batch: usize) -> Result<u64, StoreError> {
+        self.write(|reply| Job::Purge { before_ms, batch, reply }).await
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        if self.inner.writes.is_closed() {
+            return Err(StoreError::internal_because("the SQLite writer thread has stopped"));
+        }
+        self.blocking(|inner| {
+            let conn = inner.readers.get().map_err(no_reader)?;
+            conn.query_row("SELECT 1", [], |_| Ok(())).map_err(classify)
+        })
+        .await
+    }
+
+    fn describe(&self) -> String {
+        format!("sqlite://{}", self.inner.path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dead_writer_fails_the_health_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("s.db"), SqliteOptions::default()).unwrap();
+        store.health().await.unwrap();
+        store.inner.writes.send(Job::Crash).await.unwrap();
+        for _ in 0..100 {
+            if store.inner.writes.is_closed() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let err = store.health().await.unwrap_err();
+        assert!(err.to_string().contains("writer thread has stopped"), "{err}");
+    }
+}

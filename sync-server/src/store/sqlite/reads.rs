@@ -1,0 +1,108 @@
+//! Reads of the SQLite store. Each pull runs in a deferred transaction of a reader connection: its
+//! snapshot starts at the first read, the clock, and every following read sees that same snapshot
+//! (WAL mode lets readers run beside the writer).
+
+use rusqlite::{Connection, OptionalExtension, params};
+use sync_proto::{Cursor, FieldsJson};
+use tokio::sync::oneshot;
+
+use super::connection::{classify, unreadable};
+use crate::store::answer::ChunkedAnswer;
+use crate::store::read::ReadTx;
+use crate::store::{Scope, StoreError, StoredObject};
+
+/// The last timestamp given in `scope` (0 before its first push).
+pub(super) fn clock_of(conn: &Connection, scope: &Scope) -> Result<i64, StoreError> {
+    conn.prepare_cached("SELECT last FROM clocks WHERE entity = ?1")
+        .and_then(|mut stmt| stmt.query_row([scope.key()], |r| r.get(0)).optional())
+        .map(Option::unwrap_or_default)
+        .map_err(classify)
+}
+
+/// The reads of [`crate::store::read::page`] in one transaction's snapshot.
+pub(super) struct SqliteRead<'c>(pub(super) &'c Connection);
+
+impl ReadTx for SqliteRead<'_> {
+    type Error = StoreError;
+
+    async fn rows_after(
+        &mut self,
+        scope: &Scope,
+        since: Cursor,
+        fetch: Option<usize>,
+    ) -> Result<(Cursor, Vec<StoredObject>), StoreError> {
+        let high_water = Cursor::from_millis(clock_of(self.0, scope)?);
+        let fetch = fetch.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        let rows = select_rows(
+            self.0,
+            "SELECT id, last_change, removed, fields FROM objects
+             WHERE entity = ?1 AND last_change > ?2 ORDER BY last_change, id LIMIT ?3",
+            params![scope.key(), since.millis(), fetch],
+        )?;
+        Ok((high_water, rows))
+    }
+
+    async fn rows_at(&mut self, scope: &Scope, at: Cursor) -> Result<Vec<StoredObject>, StoreError> {
+        select_rows(
+            self.0,
+            "SELECT id, last_change, removed, fields FROM objects
+             WHERE entity = ?1 AND last_change = ?2 ORDER BY id",
+            params![scope.key(), at.millis()],
+        )
+    }
+}
+
+fn select_rows(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<StoredObject>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(classify)?;
+    let rows = stmt
+        .query_map(args, |r| {
+            let removed: bool = r.get(2)?;
+            Ok(StoredObject {
+                id: r.get(0)?,
+                last_change: Cursor::from_millis(r.get(1)?),
+                fields: if removed { None } else { Some(FieldsJson::from_stored(r.get(3)?)) },
+            })
+        })
+        .map_err(classify)?;
+    rows.collect::<Result<_, _>>().map_err(classify)
+}
+
+/// Writes the whole answer since `since` into `answer`, chunk by chunk, from one snapshot of
+/// `conn`; signals `ready` once the snapshot is taken (the HTTP status can still be chosen until
+/// then).
+pub(super) fn stream(
+    conn: &mut Connection,
+    scope: &Scope,
+    since: Cursor,
+    ready: &mut Option<oneshot::Sender<Result<(), StoreError>>>,
+    answer: &mut ChunkedAnswer,
+) -> Result<(), StoreError> {
+    let tx = conn.transaction().map_err(classify)?;
+    let now = Cursor::from_millis(clock_of(&tx, scope)?);
+    if let Some(ready) = ready.take()
+        && ready.send(Ok(())).is_err()
+    {
+        return Ok(()); // the request is gone
+    }
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT id, last_change, removed, fields FROM objects
+             WHERE entity = ?1 AND last_change > ?2 ORDER BY last_change",
+        )
+        .map_err(classify)?;
+    let mut rows = stmt.query(params![scope.key(), since.millis()]).map_err(classify)?;
+    while let Some(row) = rows.next().map_err(classify)? {
+        let id = row.get_ref(0).map_err(classify)?.as_str().map_err(unreadable)?;
+        let last_change = Cursor::from_millis(row.get(1).map_err(classify)?);
+        let removed: bool = row.get(2).map_err(classify)?;
+        let fields = if removed { None } else { Some(row.get_ref(3).map_err(classify)?.as_str().map_err(unreadable)?) };
+        if let Some(chunk) = answer.row(id, last_change, fields)
+            && !answer.blocking_send(Ok(chunk))
+        {
+            return Ok(()); // the client went away, or stopped reading
+        }
+    }
+    let last = answer.finish(now);
+    answer.blocking_send(Ok(last));
+    Ok(())
+}

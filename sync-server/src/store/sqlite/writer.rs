@@ -1,0 +1,217 @@
+//! The writer thread of the SQLite store: the one connection that writes.
+//!
+//! Pushes queue for it; it takes every push waiting and commits them as a group: one
+//! `BEGIN IMMEDIATE` transaction, each push inside its own savepoint (so each is still applied
+//! whole or not at all, and gets its own timestamp), one commit, one `fsync`, then every push of
+//! the group is answered. Writers are serialized (also across processes sharing the file, by
+//! SQLite's own lock), timestamps are handed out in commit order because only this thread takes
+//! them, and under load the cost of durability is shared instead of paid per push.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::connection::classify;
+use crate::clock::Clock;
+use crate::store::idempotency::{Idempotency, Remembered};
+use crate::store::push::{self, Found, ObjectState, PushTx, Write};
+use crate::store::{Push, PushOutcome, Scope, StoreError, run_ready};
+
+/// A commit group takes waiting pushes until it holds this many ...
+const GROUP_MAX_PUSHES: usize = 256;
+/// ... or this many objects, so that one group's transaction stays short.
+const GROUP_MAX_ITEMS: usize = 20_000;
+/// Jobs that may wait for the writer before new ones wait to be queued.
+pub(super) const QUEUE: usize = 1024;
+
+/// Work for the writer thread, and where to send its outcome.
+pub(super) enum Job {
+    /// A push, with the span of the request it came from (the writer logs inside it).
+    Push { scope: Scope, push: Push, span: tracing::Span, reply: oneshot::Sender<Result<PushOutcome, StoreError>> },
+    /// Delete at most `batch` idempotency keys remembered before `before_ms`.
+    Purge { before_ms: i64, batch: usize, reply: oneshot::Sender<Result<u64, StoreError>> },
+    /// Stop as if the thread had died (to test what notices a dead writer).
+    #[cfg(test)]
+    Crash,
+}
+
+/// The writer thread's state.
+pub(super) struct Writer {
+    pub(super) conn: Connection,
+    pub(super) clock: Arc<dyn Clock>,
+}
+
+impl Writer {
+    /// Runs jobs until every sender is gone: pushes in commit groups, purges alone.
+    pub(super) fn run(mut self, mut queue: mpsc::Receiver<Job>) {
+        let mut next = None;
+        while let Some(job) = next.take().or_else(|| queue.blocking_recv()) {
+            match job {
+                Job::Push { scope, push, span, reply } => {
+                    let mut items = push.changes.len();
+                    let mut group = vec![(scope, push, span, reply)];
+                    while group.len() < GROUP_MAX_PUSHES && items < GROUP_MAX_ITEMS {
+                        match queue.try_recv() {
+                            Ok(Job::Push { scope, push, span, reply }) => {
+                                items += push.changes.len();
+                                group.push((scope, push, span, reply));
+                            }
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit_group(group);
+                }
+                Job::Purge { before_ms, batch, reply } => {
+                    let _ = reply.send(self.purge(before_ms, batch));
+                }
+                #[cfg(test)]
+                Job::Crash => return,
+            }
+        }
+    }
+
+    /// Applies each push of the group in its own savepoint and commits them together, then
+    /// answers each. A push that fails is rolled back alone; if the commit fails, none is applied.
+    fn commit_group(&mut self, group: Vec<GroupedPush>) {
+        match self.apply_group(&group) {
+            Ok(outcomes) => {
+                for ((.., reply), outcome) in group.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %crate::error::chain(&e), pushes = group.len(), "commit failed; nothing of the group was applied");
+                for (.., reply) in group {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    fn apply_group(&mut self, group: &[GroupedPush]) -> Result<Vec<Result<PushOutcome, StoreError>>, StoreError> {
+        let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(classify)?;
+        let mut outcomes = Vec::with_capacity(group.len());
+        for (scope, push, span, _) in group {
+            let _request = span.enter();
+            let savepoint = tx.savepoint().map_err(classify)?;
+            let outcome = run_ready(push::apply(&mut SqliteTx(&savepoint), scope, push, &*self.clock));
+            match &outcome {
+                Ok(_) => savepoint.commit().map_err(classify)?,
+                Err(e) => tracing::debug!(error = %e, "push rolled back alone"), // as the savepoint drops
+            }
+            outcomes.push(outcome);
+        }
+        tx.commit().map_err(classify)?;
+        Ok(outcomes)
+    }
+
+    fn purge(&mut self, before_ms: i64, batch: usize) -> Result<u64, StoreError> {
+        let batch = i64::try_from(batch).unwrap_or(i64::MAX);
+        let deleted = self
+            .conn
+            .execute(
+                "DELETE FROM idempotency WHERE (entity, key) IN
+                 (SELECT entity, key FROM idempotency WHERE created_ms < ?1 LIMIT ?2)",
+                params![before_ms, batch],
+            )
+            .map_err(classify)?;
+        Ok(deleted as u64)
+    }
+}
+
+/// One push of a commit group, with its request's span and where its outcome goes.
+type GroupedPush = (Scope, Push, tracing::Span, oneshot::Sender<Result<PushOutcome, StoreError>>);
+
+/// The steps of [`push::apply`] on the writer's connection, inside the push's savepoint. The
+/// group's `BEGIN IMMEDIATE` holds SQLite's write lock: it is the lock of every clock.
+struct SqliteTx<'c>(&'c Connection);
+
+impl PushTx for SqliteTx<'_> {
+    type Error = StoreError;
+
+    async fn lock_clock(&mut self, scope: &Scope) -> Result<i64, StoreError> {
+        super::reads::clock_of(self.0, scope)
+    }
+
+    async fn read(
+        &mut self,
+        scope: &Scope,
+        key: Option<(&Idempotency, i64)>,
+        ids: &[&str],
+    ) -> Result<Found, StoreError> {
+        let earlier = match key {
+            None => None,
+            Some((key, valid_from)) => self
+                .0
+                .prepare_cached(
+                    "SELECT now, fingerprint FROM idempotency WHERE entity = ?1 AND key = ?2 AND created_ms >= ?3",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![scope.key(), key.key(), valid_from], |r| {
+                        Ok(Remembered { now: r.get(0)?, fingerprint: r.get(1)? })
+                    })
+                    .optional()
+                })
+                .map_err(classify)?,
+        };
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT removed, fields FROM objects WHERE entity = ?1 AND id = ?2")
+            .map_err(classify)?;
+        let mut stored = HashMap::new();
+        for id in ids {
+            let row = stmt
+                .query_row(params![scope.key(), id], |r| Ok(ObjectState::from_row(r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(classify)?;
+            if let Some(state) = row {
+                stored.insert((*id).to_owned(), state);
+            }
+        }
+        Ok(Found { earlier, stored })
+    }
+
+    async fn write(
+        &mut self,
+        scope: &Scope,
+        now: i64,
+        writes: &[Write],
+        key: Option<&Idempotency>,
+        wall_ms: i64,
+    ) -> Result<(), StoreError> {
+        let conn = self.0;
+        conn.prepare_cached(
+            "INSERT INTO clocks (entity, last) VALUES (?1, ?2) ON CONFLICT (entity) DO UPDATE SET last = excluded.last",
+        )
+        .and_then(|mut stmt| stmt.execute(params![scope.key(), now]))
+        .map_err(classify)?;
+        let mut upsert = conn
+            .prepare_cached(
+                "INSERT INTO objects (entity, id, last_change, removed, fields) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (entity, id) DO UPDATE
+                 SET last_change = excluded.last_change, removed = excluded.removed, fields = excluded.fields",
+            )
+            .map_err(classify)?;
+        for write in writes {
+            let (removed, fields) = write.state.columns();
+            upsert.execute(params![scope.key(), write.id, now, removed, fields]).map_err(classify)?;
+        }
+        if let Some(key) = key {
+            // An expired key that was not purged yet is replaced.
+            conn.prepare_cached(
+                "INSERT INTO idempotency (entity, key, now, fingerprint, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (entity, key) DO UPDATE
+                 SET now = excluded.now, fingerprint = excluded.fingerprint, created_ms = excluded.created_ms",
+            )
+            .and_then(|mut stmt| stmt.execute(params![scope.key(), key.key(), now, key.fingerprint(), wall_ms]))
+            .map_err(classify)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,21 @@
+//! The end-to-end tests, in one binary (each binary links the whole stack, and a two-core machine
+//! spends minutes linking a dozen): real servers on ephemeral ports, real HTTP, real SQLite files
+//! and real PostgreSQL databases. One module per topic; what they share is in [`helpers`] (servers
+//! and databases) and [`client_support`] (client devices, a base-protocol server, proxies).
+
+mod helpers;
+
+mod client_support;
+
+mod bad_input;
+mod client_base_protocol;
+mod client_random;
+mod client_sync;
+mod concurrency;
+mod durability;
+mod faults;
+mod multi_instance;
+mod protocol;
+mod store_clock;
+mod stores;
+mod todo_cli;
