@@ -17,8 +17,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use sync_client::{
-    ConflictHandler, Entity, FieldType, HttpTransport, Order, PreferLocal, PreferRemote, Query, RetryPolicy, Store,
-    Syncer,
+    ConflictHandler, Entity, FieldType, HttpTransport, Order, PreferLocal, PreferRemote, Query, Resolution, RetryPolicy,
+    Store, Syncer,
 };
 
 #[derive(Parser)]
@@ -111,11 +111,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let report = Syncer::new(store, transport).sync_all(handler)?;
             println!(
-                "synced: pulled {}, pushed {}, {} conflicts",
+                "synced: pulled {}, pushed {}, conflicts {}",
                 report.pulled(),
                 report.pushed(),
                 report.conflicts()
             );
+            for conflict in report.entities.iter().flat_map(|e| &e.conflicts) {
+                let outcome = match conflict.resolution {
+                    Resolution::KeepLocal => "kept local",
+                    Resolution::TakeRemote => "took remote",
+                    Resolution::Merged(_) => "merged",
+                };
+                println!("conflict on {} ({}): {outcome}", conflict.id, conflict.fields.join(", "));
+            }
         }
     }
     Ok(())

@@ -12,6 +12,8 @@ mod client_base_protocol;
 mod client_random;
 mod client_sync;
 mod concurrency;
+mod deployment;
+mod docs;
 mod durability;
 mod faults;
 mod multi_instance;

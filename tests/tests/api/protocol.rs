@@ -240,6 +240,19 @@ async fn browsers_of_configured_origins_may_sync_and_others_may_not(backend: Bac
     assert!(!other.headers().contains_key("access-control-allow-origin"));
     assert_eq!(other.status(), 403);
 
+    // A preflight from another origin gets the same JSON refusal, not the CORS layer's text.
+    let foreign_preflight = http
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("Origin", "https://evil.example")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign_preflight.status(), 403);
+    assert!(!foreign_preflight.headers().contains_key("access-control-allow-origin"));
+    let body: Value = foreign_preflight.json().await.expect("a JSON error body");
+    assert_eq!((body["status"].as_str(), body["error"].as_str()), (Some("error"), Some("forbidden_origin")));
+
     // A simple cross-origin POST needs no preflight: the server itself must refuse it.
     let api = server.api();
     let forged = http

@@ -92,7 +92,7 @@ async fn two_devices_converge(server: &str) {
     two.ok(&["edit", &jam, "plum jam"]).await;
     one.ok(&["sync"]).await;
     let out = two.ok(&["sync", "--prefer", "local"]).await;
-    assert!(out.contains("1 conflicts"), "{out}");
+    assert!(out.contains("conflicts 1") && out.contains("(text): kept local"), "{out}");
     one.ok(&["sync"]).await;
     assert!(one.list().await.contains(&format!("{jam}\topen\tplum jam")));
     assert_eq!(one.list().await, two.list().await);
@@ -158,4 +158,60 @@ async fn todo_works_offline_and_sync_fails_clearly_without_a_server() {
     assert!(missing.stderr.contains("no Todo with id"), "{}", missing.stderr);
     todo.ok(&["rm", &id]).await;
     assert_eq!(todo.list().await, "");
+}
+
+/// Splits one shell command line into words, with double quotes (all the README uses).
+fn shell_words(line: &str) -> Vec<String> {
+    let (mut words, mut word, mut quoted, mut any) = (Vec::new(), String::new(), false, false);
+    for c in line.chars() {
+        match c {
+            '"' => (quoted, any) = (!quoted, true),
+            ' ' if !quoted => {
+                if any {
+                    words.push(std::mem::take(&mut word));
+                }
+                any = false;
+            }
+            c => {
+                word.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        words.push(word);
+    }
+    words
+}
+
+/// The README's walkthrough, line by line as written: each `todo` line runs against a real
+/// server, and the output its comment gives after `→` must be printed (`ID` is the id `add`
+/// printed, a tab is written as a tab).
+#[tokio::test]
+async fn the_readme_walkthrough_runs_as_written() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut id = None;
+    let mut checked = 0;
+    for line in crate::docs::marked_block(include_str!("../../../README.md"), "todo walkthrough").lines() {
+        let (command, comment) = line.split_once('#').map_or((line, ""), |(c, m)| (c.trim(), m.trim()));
+        let words = shell_words(command);
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let ["todo", "--db", db, ref args @ ..] = words[..] else {
+            continue; // starting the server, defining `todo`
+        };
+        let device = Todo::new(dir.path(), db.trim_end_matches(".db"), &server.base_url);
+        let args: Vec<String> = args.iter().map(|a| a.replace("ID", id.as_deref().unwrap_or("ID"))).collect();
+        let out = device.ok(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        if args[0] == "add" {
+            id = Some(out.trim().to_owned());
+        }
+        if let Some(expected) = comment.strip_prefix("→ ") {
+            let expected = expected.replace("ID", id.as_deref().expect("add ran first"));
+            assert!(out.contains(&expected), "`{command}` printed {out:?}, the README says {expected:?}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6, "the walkthrough's outputs were checked ({checked})");
+    server.stop().await;
 }

@@ -147,6 +147,22 @@ impl TestDb {
         }
     }
 
+    /// The name of this PostgreSQL database, and an administrator's connection to its server.
+    /// Panics for SQLite.
+    pub async fn postgres_admin(&self) -> (String, tokio_postgres::Client) {
+        let DbGuard::Postgres { server_url, name } = &*self.guard else {
+            panic!("only PostgreSQL databases have an administrator");
+        };
+        (name.clone(), admin_connection(server_url).await)
+    }
+
+    /// This database's URL with the connection's user replaced by `user`.
+    pub fn url_as(&self, user: &str) -> String {
+        let (scheme, rest) = self.url.split_once("://").expect("a URL");
+        let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+        format!("{scheme}://{user}@{host}")
+    }
+
     /// Terminates every connection of every server to this PostgreSQL database, as a database
     /// restart or a network fault would; returns how many were terminated. Panics for SQLite.
     pub async fn terminate_connections(&self) -> u64 {
