@@ -17,8 +17,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use sync_client::{
-    ConflictHandler, Entity, FieldType, HttpTransport, Order, PreferLocal, PreferRemote, Query, Resolution, RetryPolicy,
-    Store, Syncer,
+    ConflictHandler, Entity, FieldType, HttpTransport, Order, PreferLocal, PreferRemote, Query, Resolution,
+    RetryPolicy, Store, Syncer,
 };
 
 #[derive(Parser)]

@@ -76,6 +76,24 @@ pub(crate) struct Write {
     pub(crate) state: ObjectState,
 }
 
+/// The idempotency key to look up, and the time (epoch ms) from which remembered keys are valid.
+#[derive(Clone, Copy)]
+pub(crate) struct KeyLookup<'a> {
+    pub(crate) key: &'a Idempotency,
+    pub(crate) valid_from_ms: i64,
+}
+
+/// Everything an applied push writes.
+pub(crate) struct Writes<'a> {
+    /// The push's timestamp: the clock's new value and every row's `_lastChange`.
+    pub(crate) now: i64,
+    /// The rows, each id once.
+    pub(crate) rows: &'a [Write],
+    /// The key to remember, with `wall_ms` as the time it was remembered.
+    pub(crate) key: Option<&'a Idempotency>,
+    pub(crate) wall_ms: i64,
+}
+
 /// The steps of a push in one store's transaction. Each store implements them in its own SQL; the
 /// order and the rules are [`apply`]'s.
 pub(crate) trait PushTx {
@@ -86,24 +104,11 @@ pub(crate) trait PushTx {
     /// is new) and returns its last timestamp.
     async fn lock_clock(&mut self, scope: &Scope) -> Result<i64, Self::Error>;
 
-    /// The push remembered under `key` since `valid_from_ms`, and what is stored for `ids`.
-    async fn read(
-        &mut self,
-        scope: &Scope,
-        key: Option<(&Idempotency, i64)>,
-        ids: &[&str],
-    ) -> Result<Found, Self::Error>;
+    /// The push remembered under the key (if still valid), and what is stored for `ids`.
+    async fn read(&mut self, scope: &Scope, key: Option<KeyLookup<'_>>, ids: &[&str]) -> Result<Found, Self::Error>;
 
-    /// Writes the clock at `now`, every row of `writes` with `_lastChange = now`, and the key (with
-    /// `wall_ms` as the time it was remembered).
-    async fn write(
-        &mut self,
-        scope: &Scope,
-        now: i64,
-        writes: &[Write],
-        key: Option<&Idempotency>,
-        wall_ms: i64,
-    ) -> Result<(), Self::Error>;
+    /// Writes the clock, every row, and the key.
+    async fn write(&mut self, scope: &Scope, writes: &Writes<'_>) -> Result<(), Self::Error>;
 }
 
 /// Applies `push` inside `tx`, or replays the push remembered under its key. The caller commits.
@@ -119,13 +124,14 @@ pub(crate) async fn apply<T: PushTx>(
     let wall_ms = clock.now_ms();
     let key = push.idempotency.as_ref();
     let ids = unique_ids(&push.changes);
-    let found = tx.read(scope, key.map(|k| (k, k.valid_from_ms(wall_ms))), &ids).await?;
+    let lookup = key.map(|key| KeyLookup { key, valid_from_ms: key.valid_from_ms(wall_ms) });
+    let found = tx.read(scope, lookup, &ids).await?;
     if let (Some(key), Some(earlier)) = (key, &found.earlier) {
         return Ok(key.replay(earlier)?);
     }
     let now = next_timestamp(wall_ms, last);
-    let writes = plan_writes(&push.changes, found.stored);
-    tx.write(scope, now, &writes, key, wall_ms).await?;
+    let rows = plan_writes(&push.changes, found.stored);
+    tx.write(scope, &Writes { now, rows: &rows, key, wall_ms }).await?;
     Ok(PushOutcome { now: Cursor::from_millis(now), replayed: false })
 }
 

@@ -9,6 +9,9 @@ use sync_proto::{Cursor, PullQuery};
 
 use super::{PullPage, Scope, StoredObject};
 
+/// A high-water mark and the rows read in the same snapshot.
+pub(crate) type Rows = (Cursor, Vec<StoredObject>);
+
 /// The reads of a pull in one store's snapshot.
 pub(crate) trait ReadTx {
     /// The store's error.
@@ -16,12 +19,7 @@ pub(crate) trait ReadTx {
 
     /// The scope's high-water mark and up to `fetch` rows (all when `None`) with
     /// `_lastChange > since`, in `(_lastChange, id)` order, from one snapshot.
-    async fn rows_after(
-        &mut self,
-        scope: &Scope,
-        since: Cursor,
-        fetch: Option<usize>,
-    ) -> Result<(Cursor, Vec<StoredObject>), Self::Error>;
+    async fn rows_after(&mut self, scope: &Scope, since: Cursor, fetch: Option<usize>) -> Result<Rows, Self::Error>;
 
     /// Every row with `_lastChange = at`, in id order.
     async fn rows_at(&mut self, scope: &Scope, at: Cursor) -> Result<Vec<StoredObject>, Self::Error>;

@@ -40,7 +40,8 @@ async fn start_up_errors_name_the_problem_and_print_their_cause_once() {
     assert_eq!(stderr.matches("max_items").count(), 1, "the TOML error is printed once:\n{stderr}");
     assert!(stderr.contains("Caused by"), "{stderr}");
 
-    let (status, stderr) = run_binary(&["--bind", "localhost", "--db", dir.path().join("x.db").to_str().unwrap()]).await;
+    let (status, stderr) =
+        run_binary(&["--bind", "localhost", "--db", dir.path().join("x.db").to_str().unwrap()]).await;
     assert!(!status.success());
     assert!(stderr.contains("needs a host and a port, like 127.0.0.1:8080"), "{stderr}");
 }
@@ -139,7 +140,11 @@ async fn a_database_refusing_connections_is_a_503_whose_body_has_none_of_its_tex
     let health = reqwest::get(format!("{}/healthz", server.base_url)).await.unwrap();
     assert_eq!(health.status(), 200, "the server recovers by itself");
     let pulled = api.pull("/taskChanges", 0).await;
-    assert_eq!(pulled.updates.iter().map(|u| u["id"].clone()).collect::<Vec<Value>>(), [json!("a")], "b was not applied");
+    assert_eq!(
+        pulled.updates.iter().map(|u| u["id"].clone()).collect::<Vec<Value>>(),
+        [json!("a")],
+        "b was not applied"
+    );
     server.stop().await;
 }
 

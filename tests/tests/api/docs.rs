@@ -179,7 +179,9 @@ async fn every_documented_metric_is_served_with_its_labels() {
         for line in &series {
             let served: BTreeSet<&str> = line
                 .split_once('{')
-                .map(|(_, rest)| rest.split('}').next().unwrap().split(',').filter_map(|l| l.split('=').next()).collect())
+                .map(|(_, rest)| {
+                    rest.split('}').next().unwrap().split(',').filter_map(|l| l.split('=').next()).collect()
+                })
                 .unwrap_or_default();
             assert_eq!(served, labels, "the labels of {line}");
         }

@@ -12,7 +12,7 @@ use tokio_postgres::{Row, RowStream};
 
 use super::connection::{Failure, classify};
 use crate::store::answer::ChunkedAnswer;
-use crate::store::read::ReadTx;
+use crate::store::read::{ReadTx, Rows};
 use crate::store::{Scope, StoreError, StoredObject};
 
 /// The high-water mark and the rows after `since`, in one statement and so in one snapshot. The
@@ -38,12 +38,7 @@ pub(super) struct PgRead<'c>(pub(super) &'c Object);
 impl ReadTx for PgRead<'_> {
     type Error = Failure;
 
-    async fn rows_after(
-        &mut self,
-        scope: &Scope,
-        since: Cursor,
-        fetch: Option<usize>,
-    ) -> Result<(Cursor, Vec<StoredObject>), Failure> {
+    async fn rows_after(&mut self, scope: &Scope, since: Cursor, fetch: Option<usize>) -> Result<Rows, Failure> {
         let fetch = fetch.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
         let stmt = self.0.prepare_cached(PULL).await?;
         let mut high_water = 0;

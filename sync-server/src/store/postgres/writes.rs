@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{Object, Transaction};
 use futures_util::future::try_join;
 use sync_proto::Cursor;
+use tokio_postgres::types::ToSql;
 
 use super::PostgresStore;
 use super::connection::{Failure, classify, connection_lost};
 use crate::store::idempotency::{Idempotency, Remembered};
-use crate::store::push::{self, Found, ObjectState, PushTx, Write};
+use crate::store::push::{self, Found, KeyLookup, ObjectState, PushTx, Writes};
 use crate::store::{Push, PushOutcome, Scope, StoreError};
 
 /// How long the store keeps asking whether a push whose `COMMIT` lost its connection committed.
@@ -72,29 +73,25 @@ impl PushTx for PgTx<'_> {
         Ok(row.try_get(0)?)
     }
 
-    async fn read(&mut self, scope: &Scope, key: Option<(&Idempotency, i64)>, ids: &[&str]) -> Result<Found, Failure> {
+    async fn read(&mut self, scope: &Scope, key: Option<KeyLookup<'_>>, ids: &[&str]) -> Result<Found, Failure> {
         let (earlier, stored) = try_join(remembered(self.tx, scope, key), load_objects(self.tx, scope, ids)).await?;
         Ok(Found { earlier, stored })
     }
 
-    async fn write(
-        &mut self,
-        scope: &Scope,
-        now: i64,
-        writes: &[Write],
-        key: Option<&Idempotency>,
-        wall_ms: i64,
-    ) -> Result<(), Failure> {
+    async fn write(&mut self, scope: &Scope, writes: &Writes<'_>) -> Result<(), Failure> {
         let (mut ids, mut removed, mut fields) = (Vec::new(), Vec::new(), Vec::new());
-        for write in writes {
-            let (r, f) = write.state.columns();
-            ids.push(write.id.as_bytes());
+        for row in writes.rows {
+            let (r, f) = row.state.columns();
+            ids.push(row.id.as_bytes());
             removed.push(r);
             fields.push(f);
         }
+        let key = writes.key;
         let (key, fingerprint) = (key.map(Idempotency::key), key.map(Idempotency::fingerprint));
+        let args: [&(dyn ToSql + Sync); 8] =
+            [&scope.key(), &writes.now, &ids, &removed, &fields, &key, &fingerprint, &writes.wall_ms];
         let apply = self.tx.prepare_cached(APPLY).await?;
-        self.tx.execute(&apply, &[&scope.key(), &now, &ids, &removed, &fields, &key, &fingerprint, &wall_ms]).await?;
+        self.tx.execute(&apply, &args).await?;
         Ok(())
     }
 }
@@ -103,11 +100,11 @@ impl PushTx for PgTx<'_> {
 async fn remembered(
     tx: &Transaction<'_>,
     scope: &Scope,
-    key: Option<(&Idempotency, i64)>,
+    key: Option<KeyLookup<'_>>,
 ) -> Result<Option<Remembered>, Failure> {
-    let Some((key, valid_from)) = key else { return Ok(None) };
+    let Some(KeyLookup { key, valid_from_ms }) = key else { return Ok(None) };
     let stmt = tx.prepare_cached(FIND_KEY).await?;
-    match tx.query_opt(&stmt, &[&scope.key(), &key.key(), &valid_from]).await? {
+    match tx.query_opt(&stmt, &[&scope.key(), &key.key(), &valid_from_ms]).await? {
         Some(row) => Ok(Some(Remembered { now: row.try_get(0)?, fingerprint: row.try_get(1)? })),
         None => Ok(None),
     }

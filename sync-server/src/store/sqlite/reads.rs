@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 
 use super::connection::{classify, unreadable};
 use crate::store::answer::ChunkedAnswer;
-use crate::store::read::ReadTx;
+use crate::store::read::{ReadTx, Rows};
 use crate::store::{Scope, StoreError, StoredObject};
 
 /// The last timestamp given in `scope` (0 before its first push).
@@ -25,12 +25,7 @@ pub(super) struct SqliteRead<'c>(pub(super) &'c Connection);
 impl ReadTx for SqliteRead<'_> {
     type Error = StoreError;
 
-    async fn rows_after(
-        &mut self,
-        scope: &Scope,
-        since: Cursor,
-        fetch: Option<usize>,
-    ) -> Result<(Cursor, Vec<StoredObject>), StoreError> {
+    async fn rows_after(&mut self, scope: &Scope, since: Cursor, fetch: Option<usize>) -> Result<Rows, StoreError> {
         let high_water = Cursor::from_millis(clock_of(self.0, scope)?);
         let fetch = fetch.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
         let rows = select_rows(

@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::connection::classify;
 use crate::clock::Clock;
-use crate::store::idempotency::{Idempotency, Remembered};
-use crate::store::push::{self, Found, ObjectState, PushTx, Write};
+use crate::store::idempotency::Remembered;
+use crate::store::push::{self, Found, KeyLookup, ObjectState, PushTx, Writes};
 use crate::store::{Push, PushOutcome, Scope, StoreError, run_ready};
 
 /// A commit group takes waiting pushes until it holds this many ...
@@ -139,21 +139,16 @@ impl PushTx for SqliteTx<'_> {
         super::reads::clock_of(self.0, scope)
     }
 
-    async fn read(
-        &mut self,
-        scope: &Scope,
-        key: Option<(&Idempotency, i64)>,
-        ids: &[&str],
-    ) -> Result<Found, StoreError> {
+    async fn read(&mut self, scope: &Scope, key: Option<KeyLookup<'_>>, ids: &[&str]) -> Result<Found, StoreError> {
         let earlier = match key {
             None => None,
-            Some((key, valid_from)) => self
+            Some(KeyLookup { key, valid_from_ms }) => self
                 .0
                 .prepare_cached(
                     "SELECT now, fingerprint FROM idempotency WHERE entity = ?1 AND key = ?2 AND created_ms >= ?3",
                 )
                 .and_then(|mut stmt| {
-                    stmt.query_row(params![scope.key(), key.key(), valid_from], |r| {
+                    stmt.query_row(params![scope.key(), key.key(), valid_from_ms], |r| {
                         Ok(Remembered { now: r.get(0)?, fingerprint: r.get(1)? })
                     })
                     .optional()
@@ -177,15 +172,8 @@ impl PushTx for SqliteTx<'_> {
         Ok(Found { earlier, stored })
     }
 
-    async fn write(
-        &mut self,
-        scope: &Scope,
-        now: i64,
-        writes: &[Write],
-        key: Option<&Idempotency>,
-        wall_ms: i64,
-    ) -> Result<(), StoreError> {
-        let conn = self.0;
+    async fn write(&mut self, scope: &Scope, writes: &Writes<'_>) -> Result<(), StoreError> {
+        let (conn, now) = (self.0, writes.now);
         conn.prepare_cached(
             "INSERT INTO clocks (entity, last) VALUES (?1, ?2) ON CONFLICT (entity) DO UPDATE SET last = excluded.last",
         )
@@ -198,18 +186,18 @@ impl PushTx for SqliteTx<'_> {
                  SET last_change = excluded.last_change, removed = excluded.removed, fields = excluded.fields",
             )
             .map_err(classify)?;
-        for write in writes {
-            let (removed, fields) = write.state.columns();
-            upsert.execute(params![scope.key(), write.id, now, removed, fields]).map_err(classify)?;
+        for row in writes.rows {
+            let (removed, fields) = row.state.columns();
+            upsert.execute(params![scope.key(), row.id, now, removed, fields]).map_err(classify)?;
         }
-        if let Some(key) = key {
+        if let Some(key) = writes.key {
             // An expired key that was not purged yet is replaced.
             conn.prepare_cached(
                 "INSERT INTO idempotency (entity, key, now, fingerprint, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (entity, key) DO UPDATE
                  SET now = excluded.now, fingerprint = excluded.fingerprint, created_ms = excluded.created_ms",
             )
-            .and_then(|mut stmt| stmt.execute(params![scope.key(), key.key(), now, key.fingerprint(), wall_ms]))
+            .and_then(|mut stmt| stmt.execute(params![scope.key(), key.key(), now, key.fingerprint(), writes.wall_ms]))
             .map_err(classify)?;
         }
         Ok(())
