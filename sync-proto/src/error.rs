@@ -13,6 +13,10 @@ pub enum ErrorCode {
     InvalidBody,
     /// A query parameter (`since`, `limit`) is not valid.
     InvalidQuery,
+    /// No credentials, or credentials the server refused (`WWW-Authenticate` says which schemes).
+    Unauthorized,
+    /// The caller is authenticated but lacks the right (a role, a claim).
+    Forbidden,
     /// The request comes from a web page of an origin the server does not allow.
     ForbiddenOrigin,
     /// The path names no entity this server serves.
@@ -31,6 +35,8 @@ pub enum ErrorCode {
     InvalidHeader,
     /// An idempotency key was reused with a different body.
     IdempotencyKeyReused,
+    /// Too many failed authentications from this client address; `Retry-After` says when to retry.
+    TooManyAttempts,
     /// The store is unreachable or overloaded; nothing was applied and a retry may succeed.
     Unavailable,
     /// A fault of the server; nothing was applied.
@@ -46,12 +52,14 @@ impl ErrorCode {
             | Self::InvalidQuery
             | Self::InvalidHeader
             | Self::IncompleteBody => 400,
-            Self::ForbiddenOrigin => 403,
+            Self::Unauthorized => 401,
+            Self::Forbidden | Self::ForbiddenOrigin => 403,
             Self::UnknownEntity => 404,
             Self::MethodNotAllowed => 405,
             Self::RequestTimeout => 408,
             Self::BodyTooLarge | Self::TooManyItems => 413,
             Self::IdempotencyKeyReused => 422,
+            Self::TooManyAttempts => 429,
             Self::Unavailable => 503,
             Self::Internal => 500,
         }
@@ -59,7 +67,10 @@ impl ErrorCode {
 
     /// Whether the same request may succeed if sent again unchanged.
     pub fn is_retryable(self) -> bool {
-        matches!(self, Self::Unavailable | Self::Internal | Self::RequestTimeout | Self::IncompleteBody)
+        matches!(
+            self,
+            Self::Unavailable | Self::Internal | Self::RequestTimeout | Self::IncompleteBody | Self::TooManyAttempts
+        )
     }
 }
 

@@ -24,6 +24,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sync_proto::{EntityName, EntitySchema, FieldType, Limits};
 
+use crate::auth::scope::Access;
+use crate::auth::{AuthConfig, Authenticator, EntityScope};
 use crate::store::{PostgresOptions, SqliteOptions};
 
 /// Everything the server can be configured with.
@@ -56,6 +58,8 @@ pub struct Config {
     pub sqlite: SqliteOptions,
     /// Tuning of the PostgreSQL store.
     pub postgres: PostgresOptions,
+    /// Authentication and per-user data; off unless a scheme is configured.
+    pub auth: AuthConfig,
     /// Declared entities. When any is declared, only they are served, at their paths, with
     /// their field types checked; otherwise every `/<name>Changes` path is served, schemaless.
     #[serde(rename = "entity")]
@@ -76,6 +80,7 @@ impl Default for Config {
             limits: Limits::default(),
             sqlite: SqliteOptions::default(),
             postgres: PostgresOptions::default(),
+            auth: AuthConfig::default(),
             entities: Vec::new(),
         }
     }
@@ -93,6 +98,15 @@ pub struct EntityConfig {
     /// Field name to type (`TEXT`, `INT`, `BIGINT`, `REAL`, `BOOL`, `DATE`, `JSON`).
     #[serde(default)]
     pub fields: BTreeMap<String, FieldType>,
+    /// Its partitions when authentication is on; `auth.default_scope` (`user`) unless set.
+    #[serde(default)]
+    pub scope: Option<EntityScope>,
+    /// Roles of which a caller needs one to pull; empty: anyone authenticated.
+    #[serde(default)]
+    pub read_roles: Vec<String>,
+    /// Roles of which a caller needs one to push; empty: anyone authenticated.
+    #[serde(default)]
+    pub write_roles: Vec<String>,
 }
 
 /// Why a configuration could not be used.
@@ -185,7 +199,17 @@ impl Config {
                 }
             }
         }
-        Ok(Validated { db, entities: Entities::from_config(&self.entities)? })
+        let auth = Authenticator::from_config(&self.auth)?;
+        if auth.is_none()
+            && let Some(e) = self
+                .entities
+                .iter()
+                .find(|e| e.scope.is_some() || !e.read_roles.is_empty() || !e.write_roles.is_empty())
+        {
+            return invalid(format!("entity {}: scope and roles need authentication ([auth])", e.name));
+        }
+        let default_access = Access { scope: self.auth.default_scope.clone().unwrap_or_default(), ..Access::default() };
+        Ok(Validated { db, entities: Entities::from_config(&self.entities, default_access)?, auth: auth.map(Arc::new) })
     }
 }
 
@@ -208,6 +232,8 @@ pub struct Validated {
     pub db: DbUrl,
     /// The entities to serve.
     pub entities: Entities,
+    /// The authentication, when `[auth]` turns it on.
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 /// Which store to open.
@@ -247,6 +273,8 @@ pub struct ResolvedEntity {
     pub name: EntityName,
     /// Its declared fields; `None` when the server is schemaless.
     pub schema: Option<Arc<EntitySchema>>,
+    /// Who may read and write it where, when authentication is on.
+    pub access: Access,
 }
 
 /// The entities a server serves and the paths they are served at.
@@ -254,18 +282,20 @@ pub struct ResolvedEntity {
 pub struct Entities {
     /// Path to entity, when entities are declared; `None` when schemaless.
     declared: Option<HashMap<String, ResolvedEntity>>,
+    /// The access rules of schemaless entities.
+    default_access: Access,
 }
 
 impl Entities {
     /// Serve every `/<name>Changes` path, without field checks.
     pub fn schemaless() -> Self {
-        Self { declared: None }
+        Self::default()
     }
 
     /// The entities declared in a configuration (schemaless when none is).
-    pub fn from_config(entities: &[EntityConfig]) -> Result<Self, ConfigError> {
+    pub fn from_config(entities: &[EntityConfig], default_access: Access) -> Result<Self, ConfigError> {
         if entities.is_empty() {
-            return Ok(Self::schemaless());
+            return Ok(Self { declared: None, default_access });
         }
         let mut by_path = HashMap::new();
         let mut names = std::collections::HashSet::new();
@@ -290,11 +320,16 @@ impl Entities {
                 )));
             }
             let schema = Arc::new(EntitySchema { fields: e.fields.clone() });
-            if by_path.insert(path.clone(), ResolvedEntity { name, schema: Some(schema) }).is_some() {
+            let access = Access {
+                scope: e.scope.clone().unwrap_or_else(|| default_access.scope.clone()),
+                read_roles: e.read_roles.clone(),
+                write_roles: e.write_roles.clone(),
+            };
+            if by_path.insert(path.clone(), ResolvedEntity { name, schema: Some(schema), access }).is_some() {
                 return Err(ConfigError::Invalid(format!("path {path} is used by two entities")));
             }
         }
-        Ok(Self { declared: Some(by_path) })
+        Ok(Self { declared: Some(by_path), default_access })
     }
 
     /// The entity served at `path`, if any.
@@ -306,7 +341,11 @@ impl Entities {
                 if segment.contains('/') {
                     return None;
                 }
-                EntityName::from_changes_segment(segment).map(|name| ResolvedEntity { name, schema: None })
+                EntityName::from_changes_segment(segment).map(|name| ResolvedEntity {
+                    name,
+                    schema: None,
+                    access: self.default_access.clone(),
+                })
             }
         }
     }

@@ -7,6 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use sync_proto::{ErrorBody, ErrorCode, NameError, PushError};
 
+use crate::auth::AuthError;
 use crate::budget::BudgetSpent;
 use crate::store::StoreError;
 
@@ -26,6 +27,15 @@ pub enum ApiError {
     /// A header is invalid.
     #[error("{0}")]
     Header(NameError),
+    /// The request is not authenticated, or not allowed (see [`AuthError`]); `challenge` is the
+    /// `WWW-Authenticate` of a `401`.
+    #[error("{why}")]
+    Auth {
+        /// Why.
+        why: AuthError,
+        /// The schemes the server accepts.
+        challenge: String,
+    },
     /// A web page of another origin, not in `cors_origins`, sent this request.
     #[error("requests from pages of {0} are not allowed here")]
     ForbiddenOrigin(String),
@@ -72,6 +82,9 @@ impl ApiError {
             Self::Push(e) => e.code(),
             Self::Query(_) => ErrorCode::InvalidQuery,
             Self::Header(_) => ErrorCode::InvalidHeader,
+            Self::Auth { why: AuthError::Missing { .. } | AuthError::Refused(_), .. } => ErrorCode::Unauthorized,
+            Self::Auth { why: AuthError::Forbidden(_), .. } => ErrorCode::Forbidden,
+            Self::Auth { why: AuthError::TooManyFailures { .. }, .. } => ErrorCode::TooManyAttempts,
             Self::ForbiddenOrigin(_) => ErrorCode::ForbiddenOrigin,
             Self::UnknownEntity(_) => ErrorCode::UnknownEntity,
             Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
@@ -131,8 +144,17 @@ impl ResponseError for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             answer.insert_header(("Retry-After", RETRY_AFTER_SECS.to_string()));
         }
-        if let Self::MethodNotAllowed { allow, .. } = self {
-            answer.insert_header(("Allow", *allow));
+        match self {
+            Self::MethodNotAllowed { allow, .. } => {
+                answer.insert_header(("Allow", *allow));
+            }
+            Self::Auth { why: AuthError::TooManyFailures { retry_after_secs }, .. } => {
+                answer.insert_header(("Retry-After", retry_after_secs.to_string()));
+            }
+            Self::Auth { challenge, .. } if status == StatusCode::UNAUTHORIZED => {
+                answer.insert_header(("WWW-Authenticate", challenge.as_str()));
+            }
+            _ => {}
         }
         answer.json(self.body())
     }

@@ -9,6 +9,7 @@
 //! - [`config`]: the TOML configuration, the store URL, and which entities are served where.
 //! - [`routes`]: the route table and one module per resource (pull, push, body, health, metrics).
 //! - [`state`]: what every handler shares.
+//! - [`auth`]: who is calling (JWT, cookie, Basic), and which partition of an entity they use.
 //! - [`origin`]: which web pages may call the server (CORS, and the refusal of other origins).
 //! - [`error`]: the one mapping from errors to HTTP answers.
 //! - [`store`]: the [`store::Store`] trait, the push and pull algorithms written once, and the
@@ -18,6 +19,7 @@
 //! - [`budget`]: the bound on request bodies held in memory at once.
 //! - [`metrics`]: `/metrics` in the Prometheus text format; [`telemetry`]: structured logs.
 
+pub mod auth;
 pub mod budget;
 pub mod clock;
 pub mod config;

@@ -1,4 +1,5 @@
-//! The `sync-server` binary: flags and environment over the configuration file, then the library.
+//! The `sync-server` binary: flags and environment over the configuration file, then the library;
+//! `sync-server hash-password` prints the Argon2id hash of a password read from standard input.
 
 use std::path::PathBuf;
 
@@ -22,10 +23,27 @@ struct Args {
     /// Log format
     #[arg(long, env = "SYNC_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Reads a password from standard input (its first line) and prints its Argon2id hash, for
+    /// the password_hash of an [[auth.basic]] user.
+    HashPassword,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::HashPassword) = args.command {
+        let mut password = String::new();
+        std::io::stdin().read_line(&mut password)?;
+        let password = password.trim_end_matches(['\r', '\n']);
+        anyhow::ensure!(!password.is_empty(), "no password on standard input");
+        println!("{}", sync_server::auth::basic::hash_password(password).map_err(anyhow::Error::msg)?);
+        return Ok(());
+    }
     telemetry::init(args.log_format);
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,

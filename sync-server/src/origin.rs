@@ -50,6 +50,20 @@ impl OriginPolicy {
             || origin.split_once("://").is_some_and(|(_, origin_host)| origin_host == host)
     }
 
+    /// Whether a push authenticated by a cookie may come from this request: its `Origin` (or,
+    /// without one, its `Sec-Fetch-Site`) must be this server's own host or a listed origin (`*`
+    /// does not count), whatever else is configured, so that pages of other sites cannot write
+    /// with their users' cookies. A request with neither header is no browser's.
+    pub fn allows_cookie_push(&self, origin: Option<&str>, fetch_site: Option<&str>, host: &str) -> bool {
+        match origin {
+            Some(origin) => {
+                self.origins.iter().any(|o| o == origin)
+                    || origin.split_once("://").is_some_and(|(_, origin_host)| origin_host == host)
+            }
+            None => !matches!(fetch_site, Some("cross-site" | "same-site")),
+        }
+    }
+
     /// The CORS middleware for the allowed origins. Only allowed origins reach it (see
     /// [`refuse_foreign`]), so it echoes the origin of every request it sees.
     pub fn cors(&self) -> Cors {
@@ -99,5 +113,11 @@ mod tests {
         assert!(!policy.allows("null", "sync.example.com"));
         assert!(OriginPolicy::new(&[]).allows("null", "x"));
         assert!(OriginPolicy::new(&["*".into()]).allows("https://any.example", "x"));
+        let any = OriginPolicy::new(&["*".into()]);
+        assert!(!any.allows_cookie_push(Some("https://any.example"), None, "x"), "* never lets cookies write");
+        assert!(any.allows_cookie_push(Some("http://x"), None, "x"));
+        assert!(!any.allows_cookie_push(None, Some("cross-site"), "x"));
+        assert!(any.allows_cookie_push(None, None, "x"));
+        assert!(policy.allows_cookie_push(Some("https://app.example.com"), None, "sync.example.com"));
     }
 }

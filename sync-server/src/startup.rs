@@ -80,6 +80,7 @@ impl Application {
             idempotency_ttl: ttl,
             origins: OriginPolicy::new(&config.cors_origins),
             tasks: tasks.health(),
+            auth: validated.auth.clone(),
         });
         let policy = state.origins.clone();
         let mut server = HttpServer::new(move || {
@@ -103,8 +104,12 @@ impl Application {
             %addr,
             store = %store.describe(),
             entities = if validated.entities.is_declared() { "declared" } else { "schemaless" },
+            auth = if validated.auth.is_some() { "on" } else { "off" },
             "listening on http://{addr}"
         );
+        if validated.auth.is_none() && !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "authentication is off on a non-loopback address: anyone who reaches it reads and writes every object ([auth] turns it on)");
+        }
         Ok(Self { addr, server, store, tasks })
     }
 

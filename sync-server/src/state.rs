@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use sync_proto::Limits;
 
+use crate::auth::Authenticator;
 use crate::budget::BodyBudget;
 use crate::config::Entities;
 use crate::metrics::Metrics;
@@ -34,4 +35,6 @@ pub struct AppState {
     pub origins: OriginPolicy,
     /// Which background tasks have died (`/healthz` answers `503` while any has).
     pub tasks: TaskHealth,
+    /// Who may call entity paths, when authentication is on.
+    pub auth: Option<Arc<Authenticator>>,
 }

@@ -7,8 +7,10 @@ use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::{pull, push};
+use crate::config::ResolvedEntity;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::store::Scope;
 
 /// Resolves the entity, dispatches on the method, and counts store failures.
 pub async fn changes(
@@ -18,8 +20,14 @@ pub async fn changes(
 ) -> Result<HttpResponse, ApiError> {
     let entity = state.entities.resolve(req.path()).ok_or_else(|| ApiError::UnknownEntity(req.path().to_owned()))?;
     let answer = match *req.method() {
-        Method::GET => pull::pull(&req, &entity, &state).await,
-        Method::POST => push::push(&req, payload, &entity, &state).await,
+        Method::GET => match scope_of(&req, &entity, &state, false).await {
+            Ok(scope) => pull::pull(&req, &entity, &scope, &state).await,
+            Err(e) => Err(e),
+        },
+        Method::POST => match scope_of(&req, &entity, &state, true).await {
+            Ok(scope) => push::push(&req, payload, &entity, &scope, &state).await,
+            Err(e) => Err(e),
+        },
         ref other => Err(ApiError::MethodNotAllowed { method: other.to_string(), allow: "GET, POST" }),
     };
     if let Err(ApiError::Store(e)) = &answer
@@ -28,6 +36,31 @@ pub async fn changes(
         state.metrics.store_error(kind);
     }
     answer
+}
+
+/// The objects a request reads (or, when `write`, writes): outside any partition while
+/// authentication is off; else the caller's partition of the entity, once the caller is
+/// authenticated and allowed, and a push authenticated by a cookie comes from an allowed page.
+async fn scope_of(
+    req: &HttpRequest,
+    entity: &ResolvedEntity,
+    state: &AppState,
+    write: bool,
+) -> Result<Scope, ApiError> {
+    let Some(auth) = &state.auth else {
+        return Ok(Scope::entity(entity.name.clone()));
+    };
+    let refuse = |why| ApiError::Auth { why, challenge: auth.challenges().to_owned() };
+    let who = auth.authenticate(req).await.map_err(refuse)?;
+    if write && who.from_cookie {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let origin = header("origin");
+        if !state.origins.allows_cookie_push(origin, header("sec-fetch-site"), req.connection_info().host()) {
+            return Err(ApiError::ForbiddenOrigin(origin.unwrap_or("another site").chars().take(200).collect()));
+        }
+    }
+    let partition = entity.access.partition(&who, write).map_err(refuse)?;
+    Ok(Scope::partitioned(entity.name.clone(), partition))
 }
 
 /// A `200` JSON answer that no cache keeps.

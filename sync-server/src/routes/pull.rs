@@ -14,15 +14,19 @@ use crate::store::Scope;
 /// goes out with a `Content-Length`, and a larger one is streamed chunk by chunk as the store
 /// reads it, so memory stays bounded whatever the answer's size.
 #[tracing::instrument(skip_all, fields(entity = %entity.name))]
-pub async fn pull(req: &HttpRequest, entity: &ResolvedEntity, state: &AppState) -> Result<HttpResponse, ApiError> {
+pub async fn pull(
+    req: &HttpRequest,
+    entity: &ResolvedEntity,
+    scope: &Scope,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
     let query = PullQuery::parse(req.query_string(), &state.limits).map_err(ApiError::Query)?;
-    let scope = Scope::entity(entity.name.clone());
     if query.limit.is_some() {
-        let page = state.store.pull(&scope, query).await?;
+        let page = state.store.pull(scope, query).await?;
         tracing::debug!(since = %query.since, now = %page.now, updates = page.objects.len(), "pulled a page");
         return Ok(json_answer().body(page.to_json(true)));
     }
-    let mut chunks = state.store.pull_stream(&scope, query.since).await?;
+    let mut chunks = state.store.pull_stream(scope, query.since).await?;
     let first = chunks.recv().await.transpose()?.unwrap_or_default();
     let Some(second) = chunks.recv().await else {
         return Ok(json_answer().body(first));

@@ -22,6 +22,7 @@ pub async fn push(
     req: &HttpRequest,
     payload: web::Payload,
     entity: &ResolvedEntity,
+    scope: &Scope,
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(req)?;
@@ -42,8 +43,7 @@ pub async fn push(
             .map_err(|e| ApiError::Internal(format!("the parse task failed: {e}")))??
     };
     let items = changes.len();
-    let scope = Scope::entity(entity.name.clone());
-    let outcome = state.store.push(&scope, Push { changes, idempotency }).await?;
+    let outcome = state.store.push(scope, Push { changes, idempotency }).await?;
     tracing::debug!(items, now = %outcome.now, replayed = outcome.replayed, "pushed");
     state.metrics.push(items, outcome.replayed);
     let mut answer = HttpResponse::Ok();

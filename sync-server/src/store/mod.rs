@@ -35,22 +35,35 @@ pub use idempotency::Idempotency;
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
-/// Which objects a store operation is about: today one entity; every key of the store (objects,
-/// clock, idempotency keys) is taken within it.
+/// Which objects a store operation is about: one entity's objects in one partition. Every key of
+/// the store (objects, clock, idempotency keys) is taken within a scope, so nothing of one scope
+/// is visible from another, and each scope has its own clock and cursors.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Scope {
     entity: EntityName,
+    partition: String,
 }
 
 impl Scope {
-    /// The objects of `entity`.
+    /// The objects of `entity` outside any partition: every object while authentication is off.
     pub fn entity(entity: EntityName) -> Self {
-        Self { entity }
+        Self { entity, partition: String::new() }
+    }
+
+    /// The objects of `entity` in `partition` (a user, a team, or the shared partition of
+    /// authenticated users). An empty partition is the one of [`Scope::entity`].
+    pub fn partitioned(entity: EntityName, partition: impl Into<String>) -> Self {
+        Self { entity, partition: partition.into() }
     }
 
     /// The entity's name.
     pub fn entity_name(&self) -> &EntityName {
         &self.entity
+    }
+
+    /// The partition, empty outside any.
+    pub fn partition(&self) -> &str {
+        &self.partition
     }
 
     /// The entity's name, as the stores key their rows by it.
@@ -59,6 +72,7 @@ impl Scope {
     }
 }
 
+/// Logs show the entity only: a partition may name a user.
 impl std::fmt::Display for Scope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.entity.fmt(f)

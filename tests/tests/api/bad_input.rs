@@ -142,6 +142,9 @@ async fn declared_entities_check_types_and_refuse_unknown_entities(backend: Back
                 .into_iter()
                 .map(|(k, t)| (k.to_owned(), t.parse().unwrap()))
                 .collect(),
+            scope: None,
+            read_roles: vec![],
+            write_roles: vec![],
         }],
         ..Config::default()
     };

@@ -82,7 +82,9 @@ fn the_documented_configuration_is_every_key_with_its_real_default() {
     keys(&toml::Value::Table(toml::from_str(block).unwrap()), "", &mut shown);
     let mut real = BTreeSet::new();
     keys(&toml::Value::try_from(Config::default()).unwrap(), "", &mut real);
-    real.remove("entity"); // declared entities have a block of their own, with an example
+    // Declared entities and Basic users have blocks of their own, with examples.
+    real.remove("entity");
+    real.remove("auth.basic");
     assert_eq!(shown, real, "the README's block must list every key of the configuration");
 }
 
@@ -103,6 +105,9 @@ fn every_error_code_is_documented_with_its_status() {
     // Listed by an exhaustive match, so that a new code fails to compile here until it is added.
     let every = |code: ErrorCode| match code {
         ErrorCode::MalformedJson
+        | ErrorCode::Unauthorized
+        | ErrorCode::Forbidden
+        | ErrorCode::TooManyAttempts
         | ErrorCode::InvalidBody
         | ErrorCode::InvalidQuery
         | ErrorCode::ForbiddenOrigin
@@ -119,6 +124,9 @@ fn every_error_code_is_documented_with_its_status() {
     };
     let all: BTreeSet<String> = [
         ErrorCode::MalformedJson,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::TooManyAttempts,
         ErrorCode::InvalidBody,
         ErrorCode::InvalidQuery,
         ErrorCode::ForbiddenOrigin,

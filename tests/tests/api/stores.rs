@@ -151,6 +151,45 @@ async fn an_expired_idempotency_key_is_never_replayed_and_is_purged(backend: Bac
     assert!(!store.push(&task, push_with_key()).await.unwrap().replayed, "a purged key is forgotten");
 }
 
+async fn partitions_share_nothing_not_even_ids_clocks_or_keys(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.open_store().await;
+    let name = EntityName::new("Task").unwrap();
+    let (alice, bob, outside) = (
+        Scope::partitioned(name.clone(), "alice"),
+        Scope::partitioned(name.clone(), "bob"),
+        Scope::entity(name.clone()),
+    );
+    let a1 = push(&store, &alice, r#"[{"id":"same","owner":"alice"},{"id":"only-alice"}]"#).await;
+    assert_eq!(pull(&store, &bob, 0, None).await.now.millis(), 0, "bob's clock has not moved");
+    let b1 = push(&store, &bob, r#"[{"id":"same","owner":"bob"}]"#).await;
+    push(&store, &bob, r#"[{"id":"only-alice","_removed":true}]"#).await;
+    let rows_of = |page: &PullPage| rows(page).into_iter().map(|(id, _, f)| (id, f)).collect::<Vec<_>>();
+    assert_eq!(
+        rows_of(&pull(&store, &alice, 0, None).await),
+        [
+            ("only-alice".to_owned(), Some("{}".to_owned())),
+            ("same".to_owned(), Some(r#"{"owner":"alice"}"#.to_owned()))
+        ],
+        "bob's push of the same id and his removal of an id he does not have leave alice's objects alone"
+    );
+    assert_eq!(
+        rows_of(&pull(&store, &bob, 0, Some(1)).await),
+        [("same".to_owned(), Some(r#"{"owner":"bob"}"#.to_owned()))]
+    );
+    assert!(pull(&store, &outside, 0, None).await.objects.is_empty(), "nothing outside the partitions");
+    assert_eq!(pull(&store, &alice, a1, None).await.now.millis(), a1, "alice's cursor is her own clock");
+    assert!(b1 > 0);
+
+    let key = IdempotencyKey::new("k").unwrap();
+    let keyed = |body: &str| Push { changes: changes(body), idempotency: key_for(&key, "same bytes") };
+    let first = store.push(&alice, keyed(r#"[{"id":"k1"}]"#)).await.unwrap();
+    let other = store.push(&bob, keyed(r#"[{"id":"k1"}]"#)).await.unwrap();
+    assert!(!other.replayed, "another partition's key never replays someone else's answer");
+    assert!(store.push(&alice, keyed(r#"[{"id":"k1"}]"#)).await.unwrap().replayed);
+    assert_ne!(first.now, Cursor::ZERO);
+}
+
 async fn pages_never_split_one_push_and_cover_everything(backend: Backend) {
     let db = TestDb::create(backend).await;
     let store = db.open_store().await;
@@ -297,6 +336,7 @@ backend_tests!(
     an_empty_push_advances_the_clock_and_nothing_else,
     an_idempotent_push_is_applied_once_and_its_key_is_bound_to_its_body,
     an_expired_idempotency_key_is_never_replayed_and_is_purged,
+    partitions_share_nothing_not_even_ids_clocks_or_keys,
     pages_never_split_one_push_and_cover_everything,
     a_streamed_pull_is_the_same_answer_in_chunks,
     ids_are_opaque_strings,

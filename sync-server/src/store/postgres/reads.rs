@@ -19,18 +19,18 @@ use crate::store::{Scope, StoreError, StoredObject};
 /// clock row comes first; with no rows the object columns are null.
 const PULL: &str = r#"
     SELECT h.last, o.id, o.last_change, o.removed, o.fields
-    FROM (SELECT COALESCE((SELECT last FROM sync_clocks WHERE entity = $1), 0) AS last) AS h
+    FROM (SELECT COALESCE((SELECT last FROM sync_clocks WHERE entity = $1 AND partition = $2), 0) AS last) AS h
     LEFT JOIN LATERAL (
         SELECT id, last_change, removed, fields FROM sync_objects
-        WHERE entity = $1 AND last_change > $2
+        WHERE entity = $1 AND partition = $2 AND last_change > $3
         ORDER BY last_change, id
-        LIMIT $3
+        LIMIT $4
     ) AS o ON true
     ORDER BY o.last_change, o.id
 "#;
 /// Every object of one push, for a page that must not split it.
 const PULL_GROUP: &str = "SELECT id, last_change, removed, fields FROM sync_objects
-    WHERE entity = $1 AND last_change = $2 ORDER BY id";
+    WHERE entity = $1 AND partition = $2 AND last_change = $3 ORDER BY id";
 
 /// The reads of [`crate::store::read::page`] on one connection.
 pub(super) struct PgRead<'c>(pub(super) &'c Object);
@@ -43,7 +43,7 @@ impl ReadTx for PgRead<'_> {
         let stmt = self.0.prepare_cached(PULL).await?;
         let mut high_water = 0;
         let mut rows = Vec::new();
-        for row in self.0.query(&stmt, &[&scope.key(), &since.millis(), &fetch]).await? {
+        for row in self.0.query(&stmt, &[&scope.key(), &scope.partition(), &since.millis(), &fetch]).await? {
             high_water = row.try_get(0)?;
             if let Some(id) = row.try_get::<_, Option<Vec<u8>>>(1)? {
                 rows.push(stored_object(id, row.try_get(2)?, row.try_get(3)?, row.try_get(4)?)?);
@@ -55,7 +55,7 @@ impl ReadTx for PgRead<'_> {
     async fn rows_at(&mut self, scope: &Scope, at: Cursor) -> Result<Vec<StoredObject>, Failure> {
         let stmt = self.0.prepare_cached(PULL_GROUP).await?;
         let mut objects = Vec::new();
-        for row in self.0.query(&stmt, &[&scope.key(), &at.millis()]).await? {
+        for row in self.0.query(&stmt, &[&scope.key(), &scope.partition(), &at.millis()]).await? {
             objects.push(stored_object(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)?);
         }
         Ok(objects)
@@ -92,7 +92,7 @@ pub(super) async fn open_stream(client: &Object, scope: &Scope, since: Cursor) -
     client.batch_execute("BEGIN READ ONLY; SET LOCAL statement_timeout = 0").await?;
     let stmt = client.prepare_cached(PULL).await?;
     let no_limit: Option<i64> = None;
-    let params: [&(dyn ToSql + Sync); 3] = [&scope.key(), &since.millis(), &no_limit];
+    let params: [&(dyn ToSql + Sync); 4] = [&scope.key(), &scope.partition(), &since.millis(), &no_limit];
     let mut rows = Box::pin(client.query_raw(&stmt, params).await?);
     let first = rows
         .try_next()

@@ -25,10 +25,11 @@ pub struct Migration {
 }
 
 /// The schema, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "objects, per-entity clocks, idempotency keys",
-    sql: r#"
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "objects, per-entity clocks, idempotency keys",
+        sql: r#"
         CREATE TABLE sync_objects (
             entity      TEXT    NOT NULL,
             id          BYTEA   NOT NULL,   -- the id's UTF-8 bytes
@@ -52,7 +53,25 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         );
         CREATE INDEX sync_idempotency_by_age ON sync_idempotency (created_ms);
     "#,
-}];
+    },
+    Migration {
+        version: 2,
+        description: "partitions: every key also holds the partition ('' outside any)",
+        sql: r#"
+        ALTER TABLE sync_objects ADD COLUMN partition TEXT NOT NULL DEFAULT '';
+        ALTER TABLE sync_objects DROP CONSTRAINT sync_objects_pkey;
+        ALTER TABLE sync_objects ADD PRIMARY KEY (entity, partition, id);
+        DROP INDEX sync_objects_by_change;
+        CREATE INDEX sync_objects_by_change ON sync_objects (entity, partition, last_change, id);
+        ALTER TABLE sync_clocks ADD COLUMN partition TEXT NOT NULL DEFAULT '';
+        ALTER TABLE sync_clocks DROP CONSTRAINT sync_clocks_pkey;
+        ALTER TABLE sync_clocks ADD PRIMARY KEY (entity, partition);
+        ALTER TABLE sync_idempotency ADD COLUMN partition TEXT NOT NULL DEFAULT '';
+        ALTER TABLE sync_idempotency DROP CONSTRAINT sync_idempotency_pkey;
+        ALTER TABLE sync_idempotency ADD PRIMARY KEY (entity, partition, key);
+    "#,
+    },
+];
 
 /// The advisory lock that serializes migrations between instances ("sync-mig" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7379_6e63_2d6d_6967;

@@ -22,26 +22,28 @@ use crate::store::{Push, PushOutcome, Scope, StoreError};
 /// How long the store keeps asking whether a push whose `COMMIT` lost its connection committed.
 const COMMIT_RESOLVE_WINDOW: Duration = Duration::from_secs(3);
 
-const LOCK_CLOCK: &str = "SELECT last, txid_current() FROM sync_clocks WHERE entity = $1 FOR UPDATE";
-const CREATE_CLOCK: &str = "INSERT INTO sync_clocks (entity, last) VALUES ($1, 0) ON CONFLICT (entity) DO NOTHING";
-const FIND_KEY: &str =
-    "SELECT now, fingerprint FROM sync_idempotency WHERE entity = $1 AND key = $2 AND created_ms >= $3";
-const LOAD_OBJECTS: &str = "SELECT id, removed, fields FROM sync_objects WHERE entity = $1 AND id = ANY($2)";
-/// Every write of a push in one statement: the clock, the idempotency key (when `$6` is not
+const LOCK_CLOCK: &str = "SELECT last, txid_current() FROM sync_clocks WHERE entity = $1 AND partition = $2 FOR UPDATE";
+const CREATE_CLOCK: &str = "INSERT INTO sync_clocks (entity, partition, last) VALUES ($1, $2, 0)
+    ON CONFLICT (entity, partition) DO NOTHING";
+const FIND_KEY: &str = "SELECT now, fingerprint FROM sync_idempotency
+    WHERE entity = $1 AND partition = $2 AND key = $3 AND created_ms >= $4";
+const LOAD_OBJECTS: &str =
+    "SELECT id, removed, fields FROM sync_objects WHERE entity = $1 AND partition = $2 AND id = ANY($3)";
+/// Every write of a push in one statement: the clock, the idempotency key (when `$7` is not
 /// null; an expired key not purged yet is replaced), and the objects.
 const APPLY: &str = r#"
     WITH clock AS (
-        UPDATE sync_clocks SET last = $2 WHERE entity = $1
+        UPDATE sync_clocks SET last = $3 WHERE entity = $1 AND partition = $2
     ), idempotency_key AS (
-        INSERT INTO sync_idempotency (entity, key, now, fingerprint, created_ms)
-        SELECT $1, $6::text, $2, $7::text, $8::bigint WHERE $6::text IS NOT NULL
-        ON CONFLICT (entity, key) DO UPDATE
+        INSERT INTO sync_idempotency (entity, partition, key, now, fingerprint, created_ms)
+        SELECT $1, $2, $7::text, $3, $8::text, $9::bigint WHERE $7::text IS NOT NULL
+        ON CONFLICT (entity, partition, key) DO UPDATE
         SET now = EXCLUDED.now, fingerprint = EXCLUDED.fingerprint, created_ms = EXCLUDED.created_ms
     )
-    INSERT INTO sync_objects (entity, id, last_change, removed, fields)
-    SELECT $1, u.id, $2, u.removed, u.fields
-    FROM unnest($3::bytea[], $4::boolean[], $5::text[]) AS u (id, removed, fields)
-    ON CONFLICT (entity, id) DO UPDATE
+    INSERT INTO sync_objects (entity, partition, id, last_change, removed, fields)
+    SELECT $1, $2, u.id, $3, u.removed, u.fields
+    FROM unnest($4::bytea[], $5::boolean[], $6::text[]) AS u (id, removed, fields)
+    ON CONFLICT (entity, partition, id) DO UPDATE
     SET last_change = EXCLUDED.last_change, removed = EXCLUDED.removed, fields = EXCLUDED.fields
 "#;
 const PURGE_KEYS: &str = "DELETE FROM sync_idempotency WHERE ctid IN
@@ -60,13 +62,13 @@ impl PushTx for PgTx<'_> {
 
     async fn lock_clock(&mut self, scope: &Scope) -> Result<i64, Failure> {
         let lock = self.tx.prepare_cached(LOCK_CLOCK).await?;
-        let row = match self.tx.query_opt(&lock, &[&scope.key()]).await? {
+        let row = match self.tx.query_opt(&lock, &[&scope.key(), &scope.partition()]).await? {
             Some(row) => row,
             None => {
                 // The first push to this scope: create its clock, then lock it like any other.
                 let create = self.tx.prepare_cached(CREATE_CLOCK).await?;
-                self.tx.execute(&create, &[&scope.key()]).await?;
-                self.tx.query_one(&lock, &[&scope.key()]).await?
+                self.tx.execute(&create, &[&scope.key(), &scope.partition()]).await?;
+                self.tx.query_one(&lock, &[&scope.key(), &scope.partition()]).await?
             }
         };
         self.xid = row.try_get(1)?;
@@ -88,8 +90,17 @@ impl PushTx for PgTx<'_> {
         }
         let key = writes.key;
         let (key, fingerprint) = (key.map(Idempotency::key), key.map(Idempotency::fingerprint));
-        let args: [&(dyn ToSql + Sync); 8] =
-            [&scope.key(), &writes.now, &ids, &removed, &fields, &key, &fingerprint, &writes.wall_ms];
+        let args: [&(dyn ToSql + Sync); 9] = [
+            &scope.key(),
+            &scope.partition(),
+            &writes.now,
+            &ids,
+            &removed,
+            &fields,
+            &key,
+            &fingerprint,
+            &writes.wall_ms,
+        ];
         let apply = self.tx.prepare_cached(APPLY).await?;
         self.tx.execute(&apply, &args).await?;
         Ok(())
@@ -104,7 +115,7 @@ async fn remembered(
 ) -> Result<Option<Remembered>, Failure> {
     let Some(KeyLookup { key, valid_from_ms }) = key else { return Ok(None) };
     let stmt = tx.prepare_cached(FIND_KEY).await?;
-    match tx.query_opt(&stmt, &[&scope.key(), &key.key(), &valid_from_ms]).await? {
+    match tx.query_opt(&stmt, &[&scope.key(), &scope.partition(), &key.key(), &valid_from_ms]).await? {
         Some(row) => Ok(Some(Remembered { now: row.try_get(0)?, fingerprint: row.try_get(1)? })),
         None => Ok(None),
     }
@@ -122,7 +133,7 @@ async fn load_objects(
     let keys: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes()).collect();
     let stmt = tx.prepare_cached(LOAD_OBJECTS).await?;
     let mut stored = HashMap::with_capacity(ids.len());
-    for row in tx.query(&stmt, &[&scope.key(), &keys]).await? {
+    for row in tx.query(&stmt, &[&scope.key(), &scope.partition(), &keys]).await? {
         let id = super::reads::stored_id(row.try_get(0)?)?;
         stored.insert(id, ObjectState::from_row(row.try_get(1)?, row.try_get(2)?));
     }

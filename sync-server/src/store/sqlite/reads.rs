@@ -13,8 +13,8 @@ use crate::store::{Scope, StoreError, StoredObject};
 
 /// The last timestamp given in `scope` (0 before its first push).
 pub(super) fn clock_of(conn: &Connection, scope: &Scope) -> Result<i64, StoreError> {
-    conn.prepare_cached("SELECT last FROM clocks WHERE entity = ?1")
-        .and_then(|mut stmt| stmt.query_row([scope.key()], |r| r.get(0)).optional())
+    conn.prepare_cached("SELECT last FROM clocks WHERE entity = ?1 AND partition = ?2")
+        .and_then(|mut stmt| stmt.query_row([scope.key(), scope.partition()], |r| r.get(0)).optional())
         .map(Option::unwrap_or_default)
         .map_err(classify)
 }
@@ -31,8 +31,8 @@ impl ReadTx for SqliteRead<'_> {
         let rows = select_rows(
             self.0,
             "SELECT id, last_change, removed, fields FROM objects
-             WHERE entity = ?1 AND last_change > ?2 ORDER BY last_change, id LIMIT ?3",
-            params![scope.key(), since.millis(), fetch],
+             WHERE entity = ?1 AND partition = ?2 AND last_change > ?3 ORDER BY last_change, id LIMIT ?4",
+            params![scope.key(), scope.partition(), since.millis(), fetch],
         )?;
         Ok((high_water, rows))
     }
@@ -41,8 +41,8 @@ impl ReadTx for SqliteRead<'_> {
         select_rows(
             self.0,
             "SELECT id, last_change, removed, fields FROM objects
-             WHERE entity = ?1 AND last_change = ?2 ORDER BY id",
-            params![scope.key(), at.millis()],
+             WHERE entity = ?1 AND partition = ?2 AND last_change = ?3 ORDER BY id",
+            params![scope.key(), scope.partition(), at.millis()],
         )
     }
 }
@@ -82,10 +82,10 @@ pub(super) fn stream(
     let mut stmt = tx
         .prepare_cached(
             "SELECT id, last_change, removed, fields FROM objects
-             WHERE entity = ?1 AND last_change > ?2 ORDER BY last_change",
+             WHERE entity = ?1 AND partition = ?2 AND last_change > ?3 ORDER BY last_change",
         )
         .map_err(classify)?;
-    let mut rows = stmt.query(params![scope.key(), since.millis()]).map_err(classify)?;
+    let mut rows = stmt.query(params![scope.key(), scope.partition(), since.millis()]).map_err(classify)?;
     while let Some(row) = rows.next().map_err(classify)? {
         let id = row.get_ref(0).map_err(classify)?.as_str().map_err(unreadable)?;
         let last_change = Cursor::from_millis(row.get(1).map_err(classify)?);

@@ -9,7 +9,8 @@ use super::connection::{classify, open_error, retry_while_busy};
 use crate::store::StoreError;
 
 /// The schema, one migration per entry; `PRAGMA user_version` records how many were applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE objects (
         entity      TEXT    NOT NULL,
         id          TEXT    NOT NULL,
@@ -32,7 +33,46 @@ const MIGRATIONS: &[&str] = &[r#"
         PRIMARY KEY (entity, key)
     ) WITHOUT ROWID;
     CREATE INDEX idempotency_by_age ON idempotency (created_ms);
-"#];
+"#,
+    r#"
+    -- Partitions: every key also holds the partition ('' for objects outside any partition).
+    CREATE TABLE objects_v2 (
+        entity      TEXT    NOT NULL,
+        partition   TEXT    NOT NULL,
+        id          TEXT    NOT NULL,
+        last_change INTEGER NOT NULL,
+        removed     INTEGER NOT NULL,
+        fields      TEXT    NOT NULL,
+        PRIMARY KEY (entity, partition, id)
+    );
+    INSERT INTO objects_v2 SELECT entity, '', id, last_change, removed, fields FROM objects;
+    DROP TABLE objects;
+    ALTER TABLE objects_v2 RENAME TO objects;
+    CREATE INDEX objects_by_change ON objects (entity, partition, last_change);
+    CREATE TABLE clocks_v2 (
+        entity    TEXT    NOT NULL,
+        partition TEXT    NOT NULL,
+        last      INTEGER NOT NULL,
+        PRIMARY KEY (entity, partition)
+    ) WITHOUT ROWID;
+    INSERT INTO clocks_v2 SELECT entity, '', last FROM clocks;
+    DROP TABLE clocks;
+    ALTER TABLE clocks_v2 RENAME TO clocks;
+    CREATE TABLE idempotency_v2 (
+        entity      TEXT    NOT NULL,
+        partition   TEXT    NOT NULL,
+        key         TEXT    NOT NULL,
+        now         INTEGER NOT NULL,
+        fingerprint TEXT    NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        PRIMARY KEY (entity, partition, key)
+    ) WITHOUT ROWID;
+    INSERT INTO idempotency_v2 SELECT entity, '', key, now, fingerprint, created_ms FROM idempotency;
+    DROP TABLE idempotency;
+    ALTER TABLE idempotency_v2 RENAME TO idempotency;
+    CREATE INDEX idempotency_by_age ON idempotency (created_ms);
+"#,
+];
 
 /// Opens the writing connection of the file at `path`: WAL, `synchronous = FULL` (every
 /// acknowledged push survives a crash or a power loss), pending migrations applied.
@@ -71,4 +111,38 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<Option<usize>> {
     tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
     tx.commit()?;
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_stored_before_partitions_stay_outside_any_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let v1 = Connection::open(&path).unwrap();
+        v1.execute_batch(MIGRATIONS[0]).unwrap();
+        v1.execute_batch(
+            "INSERT INTO objects VALUES ('Task', 'a', 5, 0, '{\"x\":1}');
+             INSERT INTO clocks VALUES ('Task', 5);
+             INSERT INTO idempotency VALUES ('Task', 'k', 5, 'f', 1);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        drop(v1);
+        let conn = open_writer(&path, Duration::from_secs(1)).unwrap();
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let row: (String, String, i64, String) = conn
+            .query_row("SELECT entity, partition, last_change, fields FROM objects", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .unwrap();
+        assert_eq!(row, ("Task".into(), String::new(), 5, r#"{"x":1}"#.into()));
+        let clock: i64 = conn.query_row("SELECT last FROM clocks WHERE partition = ''", [], |r| r.get(0)).unwrap();
+        let keys: i64 =
+            conn.query_row("SELECT count(*) FROM idempotency WHERE partition = ''", [], |r| r.get(0)).unwrap();
+        assert_eq!((clock, keys), (5, 1));
+    }
 }

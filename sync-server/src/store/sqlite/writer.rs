@@ -116,8 +116,8 @@ impl Writer {
         let deleted = self
             .conn
             .execute(
-                "DELETE FROM idempotency WHERE (entity, key) IN
-                 (SELECT entity, key FROM idempotency WHERE created_ms < ?1 LIMIT ?2)",
+                "DELETE FROM idempotency WHERE (entity, partition, key) IN
+                 (SELECT entity, partition, key FROM idempotency WHERE created_ms < ?1 LIMIT ?2)",
                 params![before_ms, batch],
             )
             .map_err(classify)?;
@@ -145,10 +145,11 @@ impl PushTx for SqliteTx<'_> {
             Some(KeyLookup { key, valid_from_ms }) => self
                 .0
                 .prepare_cached(
-                    "SELECT now, fingerprint FROM idempotency WHERE entity = ?1 AND key = ?2 AND created_ms >= ?3",
+                    "SELECT now, fingerprint FROM idempotency
+                     WHERE entity = ?1 AND partition = ?2 AND key = ?3 AND created_ms >= ?4",
                 )
                 .and_then(|mut stmt| {
-                    stmt.query_row(params![scope.key(), key.key(), valid_from_ms], |r| {
+                    stmt.query_row(params![scope.key(), scope.partition(), key.key(), valid_from_ms], |r| {
                         Ok(Remembered { now: r.get(0)?, fingerprint: r.get(1)? })
                     })
                     .optional()
@@ -157,12 +158,14 @@ impl PushTx for SqliteTx<'_> {
         };
         let mut stmt = self
             .0
-            .prepare_cached("SELECT removed, fields FROM objects WHERE entity = ?1 AND id = ?2")
+            .prepare_cached("SELECT removed, fields FROM objects WHERE entity = ?1 AND partition = ?2 AND id = ?3")
             .map_err(classify)?;
         let mut stored = HashMap::new();
         for id in ids {
             let row = stmt
-                .query_row(params![scope.key(), id], |r| Ok(ObjectState::from_row(r.get(0)?, r.get(1)?)))
+                .query_row(params![scope.key(), scope.partition(), id], |r| {
+                    Ok(ObjectState::from_row(r.get(0)?, r.get(1)?))
+                })
                 .optional()
                 .map_err(classify)?;
             if let Some(state) = row {
@@ -175,29 +178,34 @@ impl PushTx for SqliteTx<'_> {
     async fn write(&mut self, scope: &Scope, writes: &Writes<'_>) -> Result<(), StoreError> {
         let (conn, now) = (self.0, writes.now);
         conn.prepare_cached(
-            "INSERT INTO clocks (entity, last) VALUES (?1, ?2) ON CONFLICT (entity) DO UPDATE SET last = excluded.last",
+            "INSERT INTO clocks (entity, partition, last) VALUES (?1, ?2, ?3)
+             ON CONFLICT (entity, partition) DO UPDATE SET last = excluded.last",
         )
-        .and_then(|mut stmt| stmt.execute(params![scope.key(), now]))
+        .and_then(|mut stmt| stmt.execute(params![scope.key(), scope.partition(), now]))
         .map_err(classify)?;
         let mut upsert = conn
             .prepare_cached(
-                "INSERT INTO objects (entity, id, last_change, removed, fields) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (entity, id) DO UPDATE
+                "INSERT INTO objects (entity, partition, id, last_change, removed, fields)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (entity, partition, id) DO UPDATE
                  SET last_change = excluded.last_change, removed = excluded.removed, fields = excluded.fields",
             )
             .map_err(classify)?;
         for row in writes.rows {
             let (removed, fields) = row.state.columns();
-            upsert.execute(params![scope.key(), row.id, now, removed, fields]).map_err(classify)?;
+            upsert.execute(params![scope.key(), scope.partition(), row.id, now, removed, fields]).map_err(classify)?;
         }
         if let Some(key) = writes.key {
             // An expired key that was not purged yet is replaced.
             conn.prepare_cached(
-                "INSERT INTO idempotency (entity, key, now, fingerprint, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (entity, key) DO UPDATE
+                "INSERT INTO idempotency (entity, partition, key, now, fingerprint, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (entity, partition, key) DO UPDATE
                  SET now = excluded.now, fingerprint = excluded.fingerprint, created_ms = excluded.created_ms",
             )
-            .and_then(|mut stmt| stmt.execute(params![scope.key(), key.key(), now, key.fingerprint(), writes.wall_ms]))
+            .and_then(|mut stmt| {
+                stmt.execute(params![scope.key(), scope.partition(), key.key(), now, key.fingerprint(), writes.wall_ms])
+            })
             .map_err(classify)?;
         }
         Ok(())

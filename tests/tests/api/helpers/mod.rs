@@ -345,6 +345,26 @@ impl Api {
         Self { base_url: base_url.into(), client: client() }
     }
 
+    /// An API for a server at `base_url` through a client built from `client`.
+    pub fn with_client(base_url: &str, client: reqwest::ClientBuilder) -> Self {
+        Self {
+            base_url: base_url.to_owned(),
+            client: client.timeout(Duration::from_secs(60)).build().expect("HTTP client"),
+        }
+    }
+
+    /// The same API, sending `Authorization: <value>` with every request.
+    pub fn authorized(&self, value: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, value.parse().expect("a header value"));
+        Self::with_client(&self.base_url, reqwest::Client::builder().default_headers(headers))
+    }
+
+    /// The same API, sending `Authorization: Bearer <token>` with every request.
+    pub fn bearer(&self, token: &str) -> Self {
+        self.authorized(&format!("Bearer {token}"))
+    }
+
     /// `GET path?since=` and its parsed answer; panics unless `200`.
     pub async fn pull(&self, path: &str, since: i64) -> Pulled {
         let (status, body) = self.get(&format!("{path}?since={since}")).await;
