@@ -136,6 +136,9 @@ pub enum TransportError {
         /// The message of the error body, or the start of the body.
         message: String,
     },
+    /// The token provider gave no token.
+    #[error("no token for the server: {0}")]
+    Token(String),
     /// The server answered `200` with a body that is not a valid answer of the protocol.
     #[error("invalid answer from {url}: {reason}")]
     InvalidAnswer {
@@ -153,7 +156,7 @@ impl TransportError {
         match self {
             Self::Connect { .. } | Self::Timeout { .. } => true,
             Self::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
-            Self::Config(_) | Self::InvalidAnswer { .. } => false,
+            Self::Config(_) | Self::Token(_) | Self::InvalidAnswer { .. } => false,
         }
     }
 

@@ -90,4 +90,6 @@ pub use error::{StoreError, SyncError, TransportError};
 pub use schema::{Entity, Fields};
 pub use store::{Order, Query, Record, Store, Tx, new_id};
 pub use sync_proto::{Cursor, FieldType, IdempotencyKey};
-pub use transport::{HttpTransport, HttpTransportBuilder, PullPage, PushAck, RemoteObject, RetryPolicy, Transport};
+pub use transport::{
+    HttpTransport, HttpTransportBuilder, PullPage, PushAck, RemoteObject, RetryPolicy, TokenProvider, Transport,
+};

@@ -224,6 +224,22 @@ impl RetryPolicy {
 /// How [`HttpTransport`] waits between retries; tests give one that does not sleep.
 pub type Sleep = Arc<dyn Fn(Duration) + Send + Sync>;
 
+/// Where an [`HttpTransport`] gets its bearer token: asked before every request, and once more
+/// with `refresh = true` after the server answered `401`, so that a long-running app survives the
+/// expiry of its token (the provider refreshes it, typically with a refresh token of its identity
+/// provider). A closure `Fn(bool) -> Result<String, String>` is one.
+pub trait TokenProvider: Send + Sync {
+    /// The token to send as `Authorization: Bearer`; `refresh` says the last one was refused.
+    /// An error stops the request (the message says why, for the sync report).
+    fn token(&self, refresh: bool) -> Result<String, String>;
+}
+
+impl<F: Fn(bool) -> Result<String, String> + Send + Sync> TokenProvider for F {
+    fn token(&self, refresh: bool) -> Result<String, String> {
+        self(refresh)
+    }
+}
+
 /// Builds an [`HttpTransport`].
 pub struct HttpTransportBuilder {
     base_url: String,
@@ -232,6 +248,7 @@ pub struct HttpTransportBuilder {
     retry: RetryPolicy,
     headers: Vec<(String, String)>,
     sleep: Sleep,
+    tokens: Option<Arc<dyn TokenProvider>>,
 }
 
 impl HttpTransportBuilder {
@@ -265,6 +282,13 @@ impl HttpTransportBuilder {
     pub fn bearer_token(self, token: impl AsRef<str>) -> Self {
         let value = format!("Bearer {}", token.as_ref());
         self.header("Authorization", value)
+    }
+
+    /// Asks `provider` for the bearer token of every request, and for a fresh one after a `401`
+    /// (the request is then sent once more). Tokens are kept out of logs and `Debug` output.
+    pub fn token_provider(mut self, provider: impl TokenProvider + 'static) -> Self {
+        self.tokens = Some(Arc::new(provider));
+        self
     }
 
     /// Waits between retries with `sleep` instead of sleeping the thread.
@@ -301,7 +325,7 @@ impl HttpTransportBuilder {
             .join()
             .map_err(|_| TransportError::Config("building the HTTP client panicked".into()))?
             .map_err(|e| TransportError::Config(format!("cannot build the HTTP client: {e}")))?;
-        Ok(HttpTransport { base_url, client: Some(client), retry: self.retry, sleep: self.sleep })
+        Ok(HttpTransport { base_url, client: Some(client), retry: self.retry, sleep: self.sleep, tokens: self.tokens })
     }
 }
 
@@ -312,6 +336,7 @@ pub struct HttpTransport {
     client: Option<reqwest::blocking::Client>,
     retry: RetryPolicy,
     sleep: Sleep,
+    tokens: Option<Arc<dyn TokenProvider>>,
 }
 
 impl std::fmt::Debug for HttpTransport {
@@ -336,6 +361,7 @@ impl HttpTransport {
             retry: RetryPolicy::default(),
             headers: Vec::new(),
             sleep: Arc::new(std::thread::sleep),
+            tokens: None,
         }
     }
 
@@ -357,8 +383,23 @@ impl HttpTransport {
     ) -> Result<(bool, String), TransportError> {
         let client = self.client()?;
         let mut retry = 0;
+        let mut refreshed = false;
         loop {
-            match self.once(url, build(client)) {
+            let request = match &self.tokens {
+                Some(tokens) => {
+                    let token = tokens.token(refreshed).map_err(TransportError::Token)?;
+                    let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+                        .map_err(|_| TransportError::Token("the token is not a valid header value".into()))?;
+                    value.set_sensitive(true);
+                    build(client).header(reqwest::header::AUTHORIZATION, value)
+                }
+                None => build(client),
+            };
+            match self.once(url, request) {
+                Err(TransportError::Status { status: 401, .. }) if self.tokens.is_some() && !refreshed => {
+                    tracing::info!(%url, "the server refused the token; asking for a fresh one");
+                    refreshed = true;
+                }
                 Err(e) if e.is_retryable() && retry < self.retry.max_retries => {
                     let wait = self.retry.delay(retry, rand::random::<f64>());
                     tracing::warn!(%url, error = %e, retry = retry + 1, wait_ms = wait.as_millis() as u64, "retrying");

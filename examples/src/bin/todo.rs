@@ -1,7 +1,7 @@
 //! `todo`: a command-line to-do list that works offline and syncs when asked.
 //!
 //! ```text
-//! todo --db FILE --server URL add TEXT | list | done ID | edit ID TEXT | rm ID | sync [--prefer local|remote]
+//! todo --db FILE --server URL [--token TOKEN] add TEXT | list | done ID | edit ID TEXT | rm ID | sync [--prefer local|remote]
 //! ```
 //!
 //! Each `--db` file is one device. Items are the entity `Todo` (fields `text` TEXT and `done`
@@ -30,6 +30,10 @@ struct Cli {
     /// The server's base URL, e.g. http://127.0.0.1:8080 (needed by `sync` only).
     #[arg(long, env = "TODO_SERVER")]
     server: Option<String>,
+    /// A bearer token for a server with authentication (better given as TODO_TOKEN, which
+    /// stays out of the shell history and `ps`).
+    #[arg(long, env = "TODO_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -100,11 +104,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rm { id } => store.remove("Todo", &id)?,
         Command::Sync { prefer } => {
             let server = cli.server.context("sync needs --server URL (or TODO_SERVER)")?;
-            let transport = HttpTransport::builder(&server)
+            let mut transport = HttpTransport::builder(&server)
                 .connect_timeout(Duration::from_secs(5))
                 .timeout(Duration::from_secs(30))
-                .retry(RetryPolicy { max_retries: 2, ..RetryPolicy::default() })
-                .build()?;
+                .retry(RetryPolicy { max_retries: 2, ..RetryPolicy::default() });
+            if let Some(token) = cli.token {
+                // A fixed token cannot be refreshed: after a 401 the sync fails and says so.
+                transport = transport.token_provider(move |_refresh| Ok(token.clone()));
+            }
+            let transport = transport.build()?;
             let handler: &dyn ConflictHandler = match prefer {
                 Prefer::Local => &PreferLocal,
                 Prefer::Remote => &PreferRemote,

@@ -424,3 +424,61 @@ async fn a_basic_user_hashed_by_the_binary_syncs_with_curl_and_guessing_is_refus
     assert!(refused.headers().contains_key("retry-after"));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_client_asks_its_token_provider_again_after_a_401_and_syncs() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let keys = Arc::new(Keys::new());
+    let server = TestServer::start_with_on(config_with(keys.jwt_config()), Backend::Sqlite).await;
+    let refreshes = Arc::new(AtomicUsize::new(0));
+    let current = Arc::new(Mutex::new({
+        let mut stale = claims("alice");
+        stale["exp"] = json!(now() - 3600);
+        token(&keys, Algorithm::HS256, None, &stale)
+    }));
+    let provider = {
+        let (keys, refreshes, current) = (Arc::clone(&keys), Arc::clone(&refreshes), Arc::clone(&current));
+        move |refresh: bool| {
+            if refresh {
+                refreshes.fetch_add(1, Ordering::SeqCst);
+                *current.lock().unwrap() = hs(&keys, "alice");
+            }
+            Ok(current.lock().unwrap().clone())
+        }
+    };
+    let transport = sync_client::HttpTransport::builder(&server.base_url)
+        .token_provider(provider)
+        .sleep_with(Arc::new(|_| {}))
+        .build()
+        .unwrap();
+    let device = crate::client_support::Device::with(
+        "phone",
+        [crate::client_support::todo_entity()],
+        transport,
+        sync_client::SyncOptions::default(),
+    );
+    device.store.insert("Todo", json!({"text": "buy milk", "done": false})).unwrap();
+    let report = device.sync(sync_client::PreferRemote).await;
+    assert_eq!((report.pushed(), refreshes.load(Ordering::SeqCst)), (1, 1), "refreshed once, then synced");
+    let alice = server.api().bearer(&hs(&keys, "alice"));
+    assert_eq!(alice.pull("/todoChanges", 0).await.updates[0]["text"], "buy milk");
+
+    // A provider that cannot give a valid token: the sync fails with the server's 401.
+    let expired = {
+        let mut stale = claims("alice");
+        stale["exp"] = json!(now() - 3600);
+        token(&keys, Algorithm::HS256, None, &stale)
+    };
+    let stuck = sync_client::HttpTransport::builder(&server.base_url)
+        .token_provider(move |_| Ok(expired.clone()))
+        .build()
+        .unwrap();
+    let other = device.through(stuck, sync_client::SyncOptions::default());
+    let failed = tokio::task::spawn_blocking(move || other.sync_all(&sync_client::PreferRemote)).await.unwrap();
+    let error = failed.unwrap_err();
+    assert!(!error.is_retryable(), "{error}");
+    assert!(sync_server::error::chain(&error).contains("answered 401"), "{}", sync_server::error::chain(&error));
+    server.stop().await;
+}

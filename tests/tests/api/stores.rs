@@ -383,3 +383,25 @@ async fn a_postgres_schema_newer_than_the_server_is_refused() {
     let err = PostgresStore::connect(&db.url, PostgresOptions::default()).await.err().expect("refused");
     assert!(err.to_string().contains("newer than this server"), "{err}");
 }
+
+#[tokio::test]
+async fn the_readme_recipe_gives_objects_stored_before_auth_to_one_partition() {
+    let db = TestDb::create(Backend::Sqlite).await;
+    let task = EntityName::new("Task").unwrap();
+    let store = db.open_store().await;
+    let before = push(&store, &Scope::entity(task.clone()), r#"[{"id":"a","v":1},{"id":"b","_removed":true}]"#).await;
+    let alice = Scope::partitioned(task.clone(), "user:alice");
+    let hers = push(&store, &alice, r#"[{"id":"c","v":3}]"#).await;
+    drop(store);
+
+    let recipe = crate::docs::marked_block(include_str!("../../../README.md"), "assign unpartitioned objects");
+    let path = db.url.strip_prefix("sqlite://").unwrap();
+    rusqlite::Connection::open(path).unwrap().execute_batch(recipe).unwrap();
+
+    let store = db.open_store().await;
+    assert!(pull(&store, &Scope::entity(task), 0, None).await.objects.is_empty(), "nothing left outside");
+    let page = pull(&store, &alice, hers, None).await;
+    let moved: Vec<_> = rows(&page).into_iter().map(|(id, at, _)| (id, at > hers && at > before)).collect();
+    assert_eq!(moved, [("a".to_owned(), true)], "a device that synced already gets the moved object");
+    assert_eq!(pull(&store, &alice, 0, None).await.objects.len(), 2, "hers and the moved one");
+}
