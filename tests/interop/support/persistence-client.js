@@ -152,7 +152,7 @@ function patchedSources() {
  * `device.exchanges` records every request and answer so that tests can check what the client
  * actually sent. Exceptions thrown by the client's callback are reported to `device.fail`.
  */
-function makeXMLHttpRequest(device) {
+function makeXMLHttpRequest(device, browser) {
   return class XMLHttpRequest {
     constructor() {
       this.readyState = 0;
@@ -187,7 +187,12 @@ function makeXMLHttpRequest(device) {
           device.fail(err);
         }
       };
-      const req = http.request(this._url, { method: this._method, headers: this._headers }, (res) => {
+      // What a browser adds to a page's request: its cookie for the server, and on a POST the
+      // page's origin.
+      const headers = { ...this._headers };
+      if (browser.cookie) headers.Cookie = browser.cookie;
+      if (browser.origin && this._method === 'POST') headers.Origin = browser.origin;
+      const req = http.request(this._url, { method: this._method, headers }, (res) => {
         res.setEncoding('utf8');
         let text = '';
         res.on('data', (chunk) => (text += chunk));
@@ -209,7 +214,11 @@ function makeXMLHttpRequest(device) {
  * `<baseUrl>/<name with a lower-case first letter>Changes` (the protocol's convention).
  */
 export class Device {
-  constructor(label, baseUrl, entities) {
+  /**
+   * `browser` describes the page the app runs in, for a server with cookie authentication:
+   * `cookie` (the Cookie header a browser would send) and `origin` (the page's origin).
+   */
+  constructor(label, baseUrl, entities, browser = {}) {
     this.label = label;
     this.exchanges = [];
     this._pending = null; // the reject function of the operation in progress, if any
@@ -234,7 +243,7 @@ export class Device {
 
     const context = vm.createContext({
       window: {},
-      XMLHttpRequest: makeXMLHttpRequest(this),
+      XMLHttpRequest: makeXMLHttpRequest(this, browser),
       console: quietConsole,
       setTimeout: guardedSetTimeout,
       clearTimeout,

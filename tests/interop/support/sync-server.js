@@ -17,11 +17,11 @@ export function serverBinary() {
 }
 
 /**
- * Spawns the server with `--bind 127.0.0.1:0` and waits for its "listening on" log line (JSON logs on
+ * Spawns the server with `--bind 127.0.0.1:0` (and `args`, such as `--config FILE`) and waits for its "listening on" log line (JSON logs on
  * stderr) to learn the port. Resolves with {baseUrl, stop}; stop() sends SIGTERM and resolves with
  * the exit {code, signal}.
  */
-export async function startServer({ startTimeoutMs = 30000, stopTimeoutMs = 15000 } = {}) {
+export async function startServer({ startTimeoutMs = 30000, stopTimeoutMs = 15000, args = [] } = {}) {
   const bin = serverBinary();
   if (!fs.existsSync(bin)) {
     throw new Error(`sync-server binary not found at ${bin}: build it with \`cargo build -p sync-server\` or set SYNC_SERVER_BIN`);
@@ -33,7 +33,7 @@ export async function startServer({ startTimeoutMs = 30000, stopTimeoutMs = 1500
     db = path.join(tmpDir, 'sync.db');
   }
 
-  const child = spawn(bin, ['--bind', '127.0.0.1:0', '--db', db, '--log-format', 'json'], {
+  const child = spawn(bin, ['--bind', '127.0.0.1:0', '--db', db, '--log-format', 'json', ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   // Keep the log for error messages; keep reading stderr for the whole run so the server never

@@ -8,6 +8,7 @@
 //! cargo run --release -p examples --bin syncbench                       # SQLite in a temp dir
 //! cargo run --release -p examples --bin syncbench -- --db postgres://postgres@127.0.0.1/bench
 //! cargo run --release -p examples --bin syncbench -- --only W1,W2 --runs 9
+//! cargo run --release -p examples --bin syncbench -- --db postgres://postgres@127.0.0.1/bench --only W6
 //! ```
 
 mod data;
@@ -56,14 +57,18 @@ enum Command {
         /// Address.
         #[arg(long, default_value = "127.0.0.1:0")]
         bind: String,
+        /// A configuration file (its db and bind are replaced by the flags).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(Command::Serve { db, bind }) = args.command {
+    if let Some(Command::Serve { db, bind, config }) = args.command {
         sync_server::telemetry::init(sync_server::telemetry::LogFormat::Json);
-        let config = Config { db, bind, ..Config::default() };
+        let file = config.map(|path| Config::from_file(&path)).transpose()?.unwrap_or_default();
+        let config = Config { db, bind, ..file };
         return actix_web::rt::System::new().block_on(sync_server::run(config));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -96,6 +101,15 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     }
     if selected("W5") {
         bench.w5(args.w5_objects).await?;
+    }
+    if selected("W6") {
+        // A second server, with authentication, so that every writer has a partition of its own.
+        let secret = format!("bench-{:032x}", rand::random::<u128>());
+        let config = temp.path().join("auth.toml");
+        std::fs::write(&config, format!("[auth.jwt]\nalgorithms = [\"HS256\"]\nsecret = \"{secret}\"\n"))?;
+        let with_auth = server::Server::spawn_with(&db, &["--config", &config.display().to_string()]).await?;
+        bench.w6(&with_auth, &secret).await?;
+        with_auth.stop();
     }
     bench.server.stop();
     Ok(())

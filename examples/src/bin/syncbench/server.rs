@@ -22,8 +22,14 @@ impl Server {
 
     /// Starts the server on port 0 over `db` and waits until it listens.
     pub async fn spawn(db: &str) -> anyhow::Result<Self> {
+        Self::spawn_with(db, &[]).await
+    }
+
+    /// As [`Server::spawn`], with more arguments for `syncbench serve`.
+    pub async fn spawn_with(db: &str, extra: &[&str]) -> anyhow::Result<Self> {
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
             .args(["serve", "--db", db])
+            .args(extra)
             .env("RUST_LOG", "warn,sync_server::startup=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

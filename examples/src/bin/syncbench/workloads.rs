@@ -247,6 +247,60 @@ impl Bench {
         Ok(())
     }
 
+    /// W6: 32 writers pushing at once (20 batches of 50 new objects each), every writer in a
+    /// partition of its own, against 32 writers of one partition, through `server` (which runs
+    /// with authentication, tokens signed with `secret`) and directly. One partition has one
+    /// clock row, which orders its pushes; partitions of their own do not wait for each other.
+    pub async fn w6(&self, server: &Server, secret: &str) -> anyhow::Result<()> {
+        const CLIENTS: usize = 32;
+        const BATCHES: usize = 20;
+        const SIZE: usize = 50;
+        let total = CLIENTS * BATCHES * SIZE;
+        let mut rates = Vec::new();
+        for own in [true, false] {
+            let (mut walls, mut walls_direct) = (Vec::new(), Vec::new());
+            for run in 0..self.runs {
+                for direct in [false, true] {
+                    let name = format!("{}6{}r{run}", if direct { "D" } else { "W" }, if own { "o" } else { "s" });
+                    let (entity, path) = self.entity(&name);
+                    let started = Instant::now();
+                    let mut tasks = Vec::new();
+                    for client in 0..CLIENTS {
+                        let me = Arc::clone(&self.endpoint);
+                        let user = if own { format!("writer-{client}") } else { "everyone".to_owned() };
+                        let scope = Scope::partitioned(entity.entity_name().clone(), format!("user:{user}"));
+                        let (path, url, token) = (path.clone(), server.base_url.clone(), token(secret, &user)?);
+                        tasks.push(tokio::spawn(async move {
+                            for batch in 0..BATCHES {
+                                let body = push_body((client * BATCHES + batch) * SIZE, SIZE, 0);
+                                if direct {
+                                    me.direct_push(&scope, &body).await?;
+                                } else {
+                                    me.http_push_to(&url, &path, &token, body).await?;
+                                }
+                            }
+                            anyhow::Ok(())
+                        }));
+                    }
+                    for task in tasks {
+                        task.await??;
+                    }
+                    if direct { walls_direct.push(started.elapsed()) } else { walls.push(started.elapsed()) }
+                }
+            }
+            let label = if own { "W6 32 writers, own partitions" } else { "W6 32 writers, one partition" };
+            row(label, total, &walls, &walls_direct);
+            rates.push((rate(total, median(&walls)), rate(total, median(&walls_direct))));
+        }
+        let ((own, own_direct), (one, one_direct)) = (rates[0], rates[1]);
+        println!(
+            "W6 own partitions / one partition      http {:.2}    direct {:.2}",
+            own / one,
+            own_direct / one_direct
+        );
+        Ok(())
+    }
+
     /// W5: the pull of `n` stored objects, streamed; the server's peak RSS during it.
     pub async fn w5(&self, n: usize) -> anyhow::Result<()> {
         let (entity, path) = self.entity("W5");
@@ -294,6 +348,13 @@ impl Endpoint {
         answer["now"].as_i64().context("push answer without now")
     }
 
+    async fn http_push_to(&self, base_url: &str, path: &str, token: &str, body: Vec<u8>) -> anyhow::Result<i64> {
+        let resp = self.http.post(format!("{base_url}{path}")).bearer_auth(token).body(body).send().await?;
+        ensure!(resp.status() == 200, "push answered {}", resp.status());
+        let answer: serde_json::Value = resp.json().await?;
+        answer["now"].as_i64().context("push answer without now")
+    }
+
     async fn http_pull(&self, path: &str, since: i64) -> anyhow::Result<AnswerScan> {
         let mut resp = self.http.get(format!("{}{path}?since={since}", self.base_url)).send().await?;
         ensure!(resp.status() == 200, "pull answered {}", resp.status());
@@ -317,6 +378,13 @@ impl Endpoint {
         }
         Ok(scan)
     }
+}
+
+/// An HS256 token of `subject`, valid for an hour.
+fn token(secret: &str, subject: &str) -> anyhow::Result<String> {
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + 3600;
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())?;
+    Ok(jsonwebtoken::encode(&jsonwebtoken::Header::default(), &serde_json::json!({"sub": subject, "exp": exp}), &key)?)
 }
 
 /// Prints one workload: HTTP and direct medians as rates, and their ratio.

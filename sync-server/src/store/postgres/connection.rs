@@ -74,15 +74,19 @@ pub(super) fn pool(url: &str, options: &PostgresOptions) -> Result<(Pool, String
     if config.get_application_name().is_none() {
         config.application_name("sync-server");
     }
+    // Statements are prepared once per connection, and a generic plan made while the tables were
+    // small (a fresh database) would keep scanning them whole as they grow: plan each execution
+    // for the table as it is.
+    let mut ours = "-c plan_cache_mode=force_custom_plan".to_owned();
     if options.statement_timeout_ms > 0 {
         let ms = options.statement_timeout_ms;
-        let ours = format!("-c statement_timeout={ms} -c idle_in_transaction_session_timeout={ms}");
-        let all = match config.get_options() {
-            Some(theirs) if !theirs.trim().is_empty() => format!("{theirs} {ours}"),
-            _ => ours,
-        };
-        config.options(all);
+        ours.push_str(&format!(" -c statement_timeout={ms} -c idle_in_transaction_session_timeout={ms}"));
     }
+    let all = match config.get_options() {
+        Some(theirs) if !theirs.trim().is_empty() => format!("{theirs} {ours}"),
+        _ => ours,
+    };
+    config.options(all);
     // Fast recycling only asks whether the connection was closed; a connection that dies while
     // idle is noticed by its reader task, and one that fails a request is discarded.
     let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });

@@ -27,8 +27,12 @@ const CREATE_CLOCK: &str = "INSERT INTO sync_clocks (entity, partition, last) VA
     ON CONFLICT (entity, partition) DO NOTHING";
 const FIND_KEY: &str = "SELECT now, fingerprint FROM sync_idempotency
     WHERE entity = $1 AND partition = $2 AND key = $3 AND created_ms >= $4";
-const LOAD_OBJECTS: &str =
-    "SELECT id, removed, fields FROM sync_objects WHERE entity = $1 AND partition = $2 AND id = ANY($3)";
+/// Written as a semi-join on the whole primary key, so that each id is one probe of it: with
+/// `entity = $1 AND partition = $2 AND id = ANY($3)` the planner takes the
+/// `(entity, partition, last_change)` index whenever it underestimates a partition (a new or a
+/// fast-growing one), and then each push reads the whole partition.
+const LOAD_OBJECTS: &str = "SELECT id, removed, fields FROM sync_objects
+    WHERE (entity, partition, id) IN (SELECT $1::text, $2::text, unnest($3::bytea[]))";
 /// Every write of a push in one statement: the clock, the idempotency key (when `$7` is not
 /// null; an expired key not purged yet is replaced), and the objects.
 const APPLY: &str = r#"
