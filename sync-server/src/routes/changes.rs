@@ -19,23 +19,26 @@ pub async fn changes(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let entity = state.entities.resolve(req.path()).ok_or_else(|| ApiError::UnknownEntity(req.path().to_owned()))?;
-    let answer = match *req.method() {
-        Method::GET => match scope_of(&req, &entity, &state, false).await {
-            Ok(scope) => pull::pull(&req, &entity, &scope, &state).await,
-            Err(e) => Err(e),
-        },
-        Method::POST => match scope_of(&req, &entity, &state, true).await {
-            Ok(scope) => push::push(&req, payload, &entity, &scope, &state).await,
-            Err(e) => Err(e),
-        },
-        ref other => Err(ApiError::MethodNotAllowed { method: other.to_string(), allow: "GET, POST" }),
-    };
+    let answer = dispatch(&req, payload, &entity, &state).await;
     if let Err(ApiError::Store(e)) = &answer
         && let Some(kind) = e.failure_kind()
     {
         state.metrics.store_error(kind);
     }
     answer
+}
+
+async fn dispatch(
+    req: &HttpRequest,
+    payload: web::Payload,
+    entity: &ResolvedEntity,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    match *req.method() {
+        Method::GET => pull::pull(req, entity, &scope_of(req, entity, state, false).await?, state).await,
+        Method::POST => push::push(req, payload, entity, &scope_of(req, entity, state, true).await?, state).await,
+        ref other => Err(ApiError::MethodNotAllowed { method: other.to_string(), allow: "GET, POST" }),
+    }
 }
 
 /// The objects a request reads (or, when `write`, writes): outside any partition while

@@ -347,10 +347,14 @@ impl Api {
 
     /// An API for a server at `base_url` through a client built from `client`.
     pub fn with_client(base_url: &str, client: reqwest::ClientBuilder) -> Self {
-        Self {
-            base_url: base_url.to_owned(),
-            client: client.timeout(Duration::from_secs(60)).build().expect("HTTP client"),
-        }
+        Self { base_url: base_url.to_owned(), client: Self::client_builder(client).build().expect("HTTP client") }
+    }
+
+    /// The settings of every test client. Idle connections are closed before the server's
+    /// keep-alive (5 s) closes them, so that a request never races the server's close of the
+    /// connection it is sent on.
+    fn client_builder(client: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+        client.timeout(Duration::from_secs(60)).pool_idle_timeout(Duration::from_secs(2))
     }
 
     /// The same API, sending `Authorization: <value>` with every request.
@@ -423,7 +427,7 @@ pub fn find<'a>(pulled: &'a Pulled, id: &str) -> Option<&'a Value> {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("HTTP client")
+    Api::client_builder(reqwest::Client::builder()).build().expect("HTTP client")
 }
 
 /// The shipped binary running as a child process; killed when dropped.
