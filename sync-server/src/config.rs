@@ -40,6 +40,10 @@ pub struct Config {
     pub workers: usize,
     /// On SIGTERM or SIGINT, how long in-flight requests get to finish.
     pub shutdown_timeout_secs: u64,
+    /// How long an idle keep-alive connection stays open; 0 closes each connection after its
+    /// answer. Clients that keep idle connections should close them sooner, so that a request
+    /// never races the server's close.
+    pub keep_alive_secs: u64,
     /// How long a client may take to send a request's headers before the connection is closed
     /// with `408` (a client that opens connections and sends nothing must not hold them).
     pub head_timeout_secs: u64,
@@ -73,6 +77,7 @@ impl Default for Config {
             db: "./sync.db".into(),
             workers: 0,
             shutdown_timeout_secs: 30,
+            keep_alive_secs: 5,
             head_timeout_secs: 30,
             body_timeout_secs: 60,
             idempotency_ttl_secs: 24 * 3600,

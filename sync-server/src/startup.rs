@@ -93,6 +93,10 @@ impl Application {
                 .configure(routes::configure)
         })
         .disable_signals()
+        .keep_alive(match config.keep_alive_secs {
+            0 => actix_web::http::KeepAlive::Disabled,
+            secs => actix_web::http::KeepAlive::Timeout(Duration::from_secs(secs)),
+        })
         .shutdown_timeout(config.shutdown_timeout_secs)
         .client_request_timeout(Duration::from_secs(config.head_timeout_secs));
         if config.workers > 0 {

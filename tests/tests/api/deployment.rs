@@ -175,3 +175,16 @@ async fn a_dead_background_task_fails_the_health_check() {
     assert!(body["message"].as_str().unwrap().contains("embedded-worker"), "{body}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn keep_alive_is_configurable() {
+    let config = Config { keep_alive_secs: 0, ..Config::default() };
+    let server = TestServer::start_with_on(config, Backend::Sqlite).await;
+    let answer = reqwest::get(format!("{}/healthz", server.base_url)).await.unwrap();
+    assert_eq!(answer.headers().get("connection").map(|v| v.to_str().unwrap()), Some("close"));
+    server.stop().await;
+    let kept = TestServer::start_with_on(Config::default(), Backend::Sqlite).await;
+    let answer = reqwest::get(format!("{}/healthz", kept.base_url)).await.unwrap();
+    assert_ne!(answer.headers().get("connection").map(|v| v.to_str().unwrap()), Some("close"));
+    kept.stop().await;
+}

@@ -351,8 +351,8 @@ impl Api {
     }
 
     /// The settings of every test client. Idle connections are closed before the server's
-    /// keep-alive (5 s) closes them, so that a request never races the server's close of the
-    /// connection it is sent on.
+    /// keep-alive (`keep_alive_secs`, 5 s) closes them, so that a request never races the
+    /// server's close of the connection it is sent on.
     fn client_builder(client: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
         client.timeout(Duration::from_secs(60)).pool_idle_timeout(Duration::from_secs(2))
     }
