@@ -215,3 +215,38 @@ async fn the_readme_walkthrough_runs_as_written() {
     assert!(checked >= 6, "the walkthrough's outputs were checked ({checked})");
     server.stop().await;
 }
+
+/// `todo --token` syncs with a server that requires authentication; without it, sync says 401.
+#[tokio::test]
+async fn todo_syncs_with_a_token_and_is_refused_without_one() {
+    const SECRET: &str = "a secret of the todo test, long enough for HS256";
+    let mut config = sync_server::Config::default();
+    config.auth.jwt = Some(sync_server::auth::jwt::JwtConfig {
+        algorithms: vec!["HS256".into()],
+        secret: Some(SECRET.into()),
+        secret_file: None,
+        public_key_file: None,
+        jwks_file: None,
+        issuer: None,
+        audience: None,
+        leeway_secs: 5,
+        subject_claim: "sub".into(),
+        roles_claim: "roles".into(),
+    });
+    let server = TestServer::start_with_on(config, crate::helpers::Backend::Sqlite).await;
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).unwrap();
+    let token =
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &serde_json::json!({"sub": "ann", "exp": exp}), &key)
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let phone = Todo::new(dir.path(), "phone", &server.base_url);
+    phone.add("buy milk").await;
+    let refused = phone.run(&["sync"]).await;
+    assert!(!refused.success && refused.stderr.contains("401"), "{}", refused.stderr);
+    let out = phone.ok(&["--token", &token, "sync"]).await;
+    assert!(out.contains("pushed 1"), "{out}");
+    let ann = server.api().bearer(&token);
+    assert_eq!(ann.pull("/todoChanges", 0).await.updates[0]["text"], "buy milk");
+    server.stop().await;
+}
