@@ -100,7 +100,8 @@ pub struct EntityConfig {
     /// The URI path; default `/<name with a lower-case first letter>Changes`.
     #[serde(default)]
     pub path: Option<String>,
-    /// Field name to type (`TEXT`, `INT`, `BIGINT`, `REAL`, `BOOL`, `DATE`, `JSON`).
+    /// Field name to type (`TEXT`, `INT`, `BIGINT`, `REAL`, `BOOL`, `DATE`, `JSON`); none: any
+    /// field is accepted.
     #[serde(default)]
     pub fields: BTreeMap<String, FieldType>,
     /// Its partitions when authentication is on; `auth.default_scope` (`user`) unless set.
@@ -276,7 +277,8 @@ impl DbUrl {
 pub struct ResolvedEntity {
     /// Its name, under which its objects are stored.
     pub name: EntityName,
-    /// Its declared fields; `None` when the server is schemaless.
+    /// Its declared fields; `None` when it declares none (the server is schemaless, or the
+    /// entity is declared only for its path, scope or roles), and any field is accepted.
     pub schema: Option<Arc<EntitySchema>>,
     /// Who may read and write it where, when authentication is on.
     pub access: Access,
@@ -324,13 +326,14 @@ impl Entities {
                     "entity {name}: {reserved:?} belongs to the protocol and cannot be declared as a field"
                 )));
             }
-            let schema = Arc::new(EntitySchema { fields: e.fields.clone() });
+            // Declaring an entity only for its path, scope or roles leaves its fields free.
+            let schema = (!e.fields.is_empty()).then(|| Arc::new(EntitySchema { fields: e.fields.clone() }));
             let access = Access {
                 scope: e.scope.clone().unwrap_or_else(|| default_access.scope.clone()),
                 read_roles: e.read_roles.clone(),
                 write_roles: e.write_roles.clone(),
             };
-            if by_path.insert(path.clone(), ResolvedEntity { name, schema: Some(schema), access }).is_some() {
+            if by_path.insert(path.clone(), ResolvedEntity { name, schema, access }).is_some() {
                 return Err(ConfigError::Invalid(format!("path {path} is used by two entities")));
             }
         }

@@ -16,7 +16,7 @@ use sync_server::auth::scope::NamedScope;
 use sync_server::auth::{AuthConfig, EntityScope};
 use sync_server::config::EntityConfig;
 
-use crate::helpers::{Api, Backend, TestServer, backend_tests};
+use crate::helpers::{Api, Backend, SUITE_USER, ServerProcess, TestDb, TestServer, backend_tests, partition_of};
 
 const SECRET: &str = "a shared secret of the tests, long enough for HS256";
 const ISSUER: &str = "https://id.example";
@@ -207,7 +207,7 @@ async fn every_bad_token_is_refused_and_changes_nothing(backend: Backend) {
 #[tokio::test]
 async fn a_rotated_jwks_file_is_used_without_a_restart() {
     let keys = Keys::new();
-    let server = TestServer::start_with_on(config_with(keys.jwt_config()), Backend::Sqlite).await;
+    let server = TestServer::start_with_on(config_with(keys.jwt_config()), Backend::SQLITE).await;
     let rotated = server.api().bearer(&token(&keys, Algorithm::RS256, Some("rsa-2"), &claims("alice")));
     assert_eq!(rotated.get("/taskChanges?since=0").await.0, 401, "rsa-2 is not published yet");
     keys.write_jwks(Some("rsa-2"));
@@ -224,35 +224,42 @@ async fn a_rotated_jwks_file_is_used_without_a_restart() {
 }
 
 async fn users_never_receive_or_change_each_others_objects(backend: Backend) {
-    const USERS: usize = 50;
-    const OBJECTS: usize = 1_000;
     let keys = Keys::new();
     let server = TestServer::start_with_on(config_with(keys.jwt_config()), backend).await;
-    let users: Vec<(String, Api)> = (0..USERS)
+    // Two users with many objects each, then fifty, each group on an entity of its own.
+    users_stay_apart(&server, &keys, "/pairChanges", 2, 4_000).await;
+    users_stay_apart(&server, &keys, "/crowdChanges", 50, 1_000).await;
+    server.stop().await;
+}
+
+/// `users` users write the same `objects` ids to `path` at once, with their own values, replay
+/// the same idempotency key and remove one id; each then sees exactly their own objects, in full
+/// pulls, pulls from a cursor and pages.
+async fn users_stay_apart(server: &TestServer, keys: &Keys, path: &'static str, users: usize, objects: usize) {
+    let users: Vec<(String, Api)> = (0..users)
         .map(|u| {
             let name = format!("user-{u}");
-            let api = server.api().bearer(&hs(&keys, &name));
+            let api = server.api().bearer(&hs(keys, &name));
             (name, api)
         })
         .collect();
-    // Everybody writes the same ids, with their own values, and replays the same idempotency key.
     let writers = users.iter().cloned().map(|(name, api)| {
         tokio::spawn(async move {
-            let items: Vec<Value> = (0..OBJECTS).map(|i| json!({"id": format!("item-{i}"), "owner": name})).collect();
+            let items: Vec<Value> = (0..objects).map(|i| json!({"id": format!("item-{i}"), "owner": name})).collect();
             let body = Value::Array(items).to_string();
-            let (status, first) = api.post_with("/taskChanges", &body, &[("Idempotency-Key", "same-key")]).await;
+            let (status, first) = api.post_with(path, &body, &[("Idempotency-Key", "same-key")]).await;
             assert_eq!(status, 200, "{first}");
-            let (_, again) = api.post_with("/taskChanges", &body, &[("Idempotency-Key", "same-key")]).await;
+            let (_, again) = api.post_with(path, &body, &[("Idempotency-Key", "same-key")]).await;
             assert_eq!(again["now"], first["now"], "a replay of one's own key");
-            let removed = api.push("/taskChanges", json!([{"id": "item-0", "_removed": true}])).await;
+            let removed = api.push(path, json!([{"id": "item-0", "_removed": true}])).await;
             (first["now"].as_i64().unwrap(), removed)
         })
     });
     let stamps: Vec<(i64, i64)> = futures_join(writers).await;
 
     for ((name, api), (pushed, removed)) in users.iter().zip(stamps) {
-        let full = api.pull("/taskChanges", 0).await;
-        assert_eq!(full.updates.len(), OBJECTS, "{name} sees exactly its own objects");
+        let full = api.pull(path, 0).await;
+        assert_eq!(full.updates.len(), objects, "{name} sees exactly its own objects");
         assert_eq!(full.now, removed, "{name}'s cursor is its own clock");
         for update in &full.updates {
             match update["id"].as_str() {
@@ -260,13 +267,12 @@ async fn users_never_receive_or_change_each_others_objects(backend: Backend) {
                 _ => assert_eq!(update["owner"].as_str(), Some(name.as_str()), "{name} received {update}"),
             }
         }
-        let after_push = api.pull("/taskChanges", pushed).await;
+        let after_push = api.pull(path, pushed).await;
         assert_eq!(after_push.updates.iter().map(|u| u["id"].clone()).collect::<Vec<_>>(), [json!("item-0")]);
-        let (_, page) = api.get("/taskChanges?since=0&limit=100").await;
+        let (_, page) = api.get(&format!("{path}?since=0&limit=100")).await;
         let page = page["updates"].as_array().unwrap();
         assert!(page.iter().all(|u| u["owner"] == json!(name) || u["_removed"] == true), "{name}: a page of others");
     }
-    server.stop().await;
 }
 
 /// An API with a bearer token whose requests come from `address` (any 127.0.0.0/8 address
@@ -335,6 +341,7 @@ async fn roles_guard_shared_entities_and_claims_share_team_data(backend: Backend
 }
 
 backend_tests!(
+    per_database:
     every_bad_token_is_refused_and_changes_nothing,
     users_never_receive_or_change_each_others_objects,
     roles_guard_shared_entities_and_claims_share_team_data,
@@ -345,7 +352,7 @@ async fn a_cookie_token_cannot_write_from_another_site() {
     let keys = Keys::new();
     let mut config = config_with(keys.jwt_config());
     config.auth.cookie = Some("sync_token".into());
-    let server = TestServer::start_with_on(config, Backend::Sqlite).await;
+    let server = TestServer::start_with_on(config, Backend::SQLITE).await;
     let url = format!("{}/taskChanges", server.base_url);
     let cookie = format!("sync_token={}", hs(&keys, "alice"));
     let http = reqwest::Client::new();
@@ -395,7 +402,7 @@ async fn a_basic_user_hashed_by_the_binary_syncs_with_curl_and_guessing_is_refus
     config.auth.basic =
         vec![sync_server::auth::basic::BasicUser { user: "backoffice".into(), password_hash: hash, roles: vec![] }];
     config.auth.max_failures = 5;
-    let server = TestServer::start_with_on(config, Backend::Sqlite).await;
+    let server = TestServer::start_with_on(config, Backend::SQLITE).await;
     // curl runs as its own process; the test's runtime keeps serving meanwhile.
     let curl = async |user: &str, data: Option<&str>| {
         let mut cmd = tokio::process::Command::new("curl");
@@ -431,7 +438,7 @@ async fn the_client_asks_its_token_provider_again_after_a_401_and_syncs() {
     use std::sync::{Arc, Mutex};
 
     let keys = Arc::new(Keys::new());
-    let server = TestServer::start_with_on(config_with(keys.jwt_config()), Backend::Sqlite).await;
+    let server = TestServer::start_with_on(config_with(keys.jwt_config()), Backend::SQLITE).await;
     let refreshes = Arc::new(AtomicUsize::new(0));
     let current = Arc::new(Mutex::new({
         let mut stale = claims("alice");
@@ -481,4 +488,32 @@ async fn the_client_asks_its_token_provider_again_after_a_401_and_syncs() {
     assert!(!error.is_retryable(), "{error}");
     assert!(sync_server::error::chain(&error).contains("answered 401"), "{}", sync_server::error::chain(&error));
     server.stop().await;
+}
+
+/// The `*_with_auth` variants of the shared suite test what they say: their servers, in this
+/// process or as the shipped binary, refuse requests without a token, and keep the suite user's
+/// objects in that user's partition, apart from everyone else's.
+#[tokio::test]
+async fn the_suites_authenticated_variants_authenticate_and_partition() {
+    let backend = Backend::SQLITE.with_auth();
+    let server = TestServer::start_on(backend).await;
+    let (status, body) = Api::new(server.base_url.clone()).get("/taskChanges?since=0").await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("unauthorized")));
+    server.api().push("/taskChanges", json!([{"id": "mine"}])).await;
+    let everyone = sync_proto::PullQuery { since: sync_proto::Cursor::ZERO, limit: None };
+    let mine = server.store.pull(&backend.scope("Task"), everyone).await.unwrap();
+    assert_eq!(mine.objects.len(), 1, "in {}", partition_of(SUITE_USER));
+    let outside = server.store.pull(&Backend::SQLITE.scope("Task"), everyone).await.unwrap();
+    assert!(outside.objects.is_empty());
+    let other = server.endpoint().as_user("someone else").api();
+    assert!(other.pull("/taskChanges", 0).await.updates.is_empty());
+    server.stop().await;
+
+    let db = TestDb::create(backend).await;
+    let process = ServerProcess::spawn(&db, &[]).await;
+    let (status, _) = Api::new(process.base_url.clone()).get("/taskChanges?since=0").await;
+    assert_eq!(status, 401);
+    process.api().push("/taskChanges", json!([{"id": "mine"}])).await;
+    assert!(process.endpoint().as_user("someone else").api().pull("/taskChanges", 0).await.updates.is_empty());
+    process.signal_and_wait(15).await;
 }

@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{Api, Backend, TestServer, backend_tests};
+use crate::helpers::{Api, Backend, Endpoint, TestServer, backend_tests};
 use serde_json::{Value, json};
 use sync_server::Config;
 use sync_server::config::EntityConfig;
@@ -97,8 +97,9 @@ async fn each_invalid_item_is_listed_with_index_id_field_and_reason(backend: Bac
 
 async fn invalid_utf8_is_refused(backend: Backend) {
     let (server, _api, _) = seeded(backend).await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/taskChanges", server.base_url))
+    let resp = server
+        .endpoint()
+        .request(&reqwest::Client::new(), reqwest::Method::POST, "/taskChanges")
         .body(b"[{\"id\":\"\xff\"}]".to_vec())
         .send()
         .await
@@ -123,7 +124,12 @@ async fn unknown_paths_and_methods_are_refused(backend: Backend) {
         let (status, body) = api.get(path).await;
         assert_error(status, &body, 404, "unknown_entity");
     }
-    let resp = reqwest::Client::new().delete(format!("{}/taskChanges", server.base_url)).send().await.unwrap();
+    let resp = server
+        .endpoint()
+        .request(&reqwest::Client::new(), reqwest::Method::DELETE, "/taskChanges")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["allow"], "GET, POST");
     let status = resp.status().as_u16();
     assert_error(status, &resp.json().await.unwrap(), 405, "method_not_allowed");
@@ -135,21 +141,33 @@ async fn unknown_paths_and_methods_are_refused(backend: Backend) {
 
 async fn declared_entities_check_types_and_refuse_unknown_entities(backend: Backend) {
     let config = Config {
-        entities: vec![EntityConfig {
-            name: "Task".into(),
-            path: Some("/taskUpdates".into()),
-            fields: [("name", "TEXT"), ("done", "BOOL"), ("due", "DATE"), ("n", "INT")]
-                .into_iter()
-                .map(|(k, t)| (k.to_owned(), t.parse().unwrap()))
-                .collect(),
-            scope: None,
-            read_roles: vec![],
-            write_roles: vec![],
-        }],
+        entities: vec![
+            EntityConfig {
+                name: "Task".into(),
+                path: Some("/taskUpdates".into()),
+                fields: [("name", "TEXT"), ("done", "BOOL"), ("due", "DATE"), ("n", "INT")]
+                    .into_iter()
+                    .map(|(k, t)| (k.to_owned(), t.parse().unwrap()))
+                    .collect(),
+                scope: None,
+                read_roles: vec![],
+                write_roles: vec![],
+            },
+            EntityConfig {
+                name: "Note".into(),
+                path: None,
+                fields: Default::default(),
+                scope: None,
+                read_roles: vec![],
+                write_roles: vec![],
+            },
+        ],
         ..Config::default()
     };
     let server = TestServer::start_with_on(config, backend).await;
     let api = server.api();
+    // An entity declared without fields (for its path, scope or roles) accepts any field.
+    api.push("/noteChanges", json!([{"id": "n", "anything": [1], "at": "all"}])).await;
     api.push("/taskUpdates", json!([{"id": "t", "name": "x", "done": 1, "due": 1279888110, "n": null}])).await;
     let before = snapshot(&api, "/taskUpdates").await;
     for body in [
@@ -174,10 +192,22 @@ async fn declared_entities_check_types_and_refuse_unknown_entities(backend: Back
     server.stop().await;
 }
 
-/// Sends raw bytes and returns the status line and how long the answer took.
-fn raw_request(addr: &str, head: &str, body: &[u8]) -> (String, Duration) {
+/// `head` (a request line and headers) with the endpoint's credentials after its first line.
+fn with_credentials(endpoint: &Endpoint, head: &str) -> String {
+    head.replacen("\r\n", &format!("\r\n{}", endpoint.header_lines()), 1)
+}
+
+/// Connects to the endpoint's server.
+fn connect(endpoint: &Endpoint) -> std::net::TcpStream {
+    std::net::TcpStream::connect(endpoint.base_url.trim_start_matches("http://")).unwrap()
+}
+
+/// Sends raw bytes with the endpoint's credentials and returns the status line and how long the
+/// answer took.
+fn raw_request(endpoint: &Endpoint, head: &str, body: &[u8]) -> (String, Duration) {
     let started = Instant::now();
-    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    let head = with_credentials(endpoint, head);
+    let mut conn = connect(endpoint);
     conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     conn.write_all(head.as_bytes()).unwrap();
     let _ = conn.write_all(body);
@@ -190,11 +220,11 @@ fn raw_request(addr: &str, head: &str, body: &[u8]) -> (String, Duration) {
 
 async fn a_huge_content_length_is_refused_at_once_without_reading_the_body(backend: Backend) {
     let (server, api, before) = seeded(backend).await;
-    let addr = server.base_url.trim_start_matches("http://").to_owned();
+    let endpoint = server.endpoint();
     let (status, took) = tokio::task::spawn_blocking(move || {
         let head = "POST /taskChanges HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
                     Content-Length: 2147483648\r\nConnection: close\r\n\r\n";
-        raw_request(&addr, head, b"[")
+        raw_request(&endpoint, head, b"[")
     })
     .await
     .unwrap();
@@ -206,13 +236,13 @@ async fn a_huge_content_length_is_refused_at_once_without_reading_the_body(backe
 
 async fn a_chunked_body_over_the_limit_is_refused(backend: Backend) {
     let (server, api, before) = seeded(backend).await;
-    let addr = server.base_url.trim_start_matches("http://").to_owned();
+    let endpoint = server.endpoint();
     let (status, _) = tokio::task::spawn_blocking(move || {
         let item = format!("{{\"id\":\"keep\",\"name\":\"{}\"}},", "x".repeat(20));
         let payload = format!("[{}]", item.repeat(4000));
         let chunk = format!("{:x}\r\n{payload}\r\n0\r\n\r\n", payload.len());
         let head = "POST /taskChanges HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
-        raw_request(&addr, head, chunk.as_bytes())
+        raw_request(&endpoint, head, chunk.as_bytes())
     })
     .await
     .unwrap();
@@ -228,10 +258,12 @@ async fn uploads_beyond_the_body_budget_are_refused_at_once_and_the_budget_comes
     let api = server.api();
 
     // A slow upload reserves 60,000 bytes of the budget from its Content-Length, then trickles.
-    let addr = server.base_url.trim_start_matches("http://").to_owned();
-    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
-    let head =
-        "POST /taskChanges HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n[";
+    let endpoint = server.endpoint();
+    let mut slow = connect(&endpoint);
+    let head = with_credentials(
+        &endpoint,
+        "POST /taskChanges HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n[",
+    );
     slow.write_all(head.as_bytes()).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -263,10 +295,10 @@ async fn a_stalled_upload_is_answered_408_and_changes_nothing(backend: Backend) 
     let api = server.api();
     api.push("/taskChanges", json!([{"id": "keep"}])).await;
     let before = snapshot(&api, "/taskChanges").await;
-    let addr = server.base_url.trim_start_matches("http://").to_owned();
+    let endpoint = server.endpoint();
     let (status, took) = tokio::task::spawn_blocking(move || {
         let head = "POST /taskChanges HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n";
-        raw_request(&addr, head, b"[{\"id\":\"half")
+        raw_request(&endpoint, head, b"[{\"id\":\"half")
     })
     .await
     .unwrap();

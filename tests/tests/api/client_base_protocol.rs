@@ -13,7 +13,7 @@ use sync_client::{PreferLocal, PreferRemote, SyncOptions};
 const TODO: &str = "/todoChanges";
 
 async fn assert_converged(server: &BaseServer, devices: &[&Device]) {
-    let on_server = project(&server_objects(&server.base_url, TODO).await, &["text", "done"]);
+    let on_server = project(&server_objects(&server.endpoint(), TODO).await, &["text", "done"]);
     for device in devices {
         assert_eq!(device.todos(), on_server, "{} differs from the server", device.name);
         assert_eq!(device.store.pending_changes("Todo").unwrap(), 0, "{} has changes left", device.name);
@@ -23,7 +23,7 @@ async fn assert_converged(server: &BaseServer, devices: &[&Device]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_converge_through_a_base_protocol_server() {
     let server = BaseServer::start().await;
-    let (a, b) = (Device::new("a", &server.base_url), Device::new("b", &server.base_url));
+    let (a, b) = (Device::new("a", &server.endpoint()), Device::new("b", &server.endpoint()));
     a.add("1", "milk");
     a.add("2", "bread");
     a.sync(PreferRemote).await;
@@ -48,7 +48,7 @@ async fn devices_converge_through_a_base_protocol_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recreated_object_listed_twice_stays_live() {
     let server = BaseServer::start().await;
-    let (a, b) = (Device::new("a", &server.base_url), Device::new("b", &server.base_url));
+    let (a, b) = (Device::new("a", &server.endpoint()), Device::new("b", &server.endpoint()));
     a.add("1", "milk");
     a.sync(PreferRemote).await;
     b.sync(PreferRemote).await;
@@ -58,12 +58,12 @@ async fn recreated_object_listed_twice_stays_live() {
     // b keeps its edit over the removal: the server re-creates the object.
     assert_eq!(b.sync(PreferLocal).await.conflicts(), 1);
 
-    let updates = server_updates(&server.base_url, TODO).await;
+    let updates = server_updates(&server.endpoint(), TODO).await;
     assert_eq!(updates.len(), 2, "the base server lists the re-created id twice: {updates:?}");
     assert!(updates[0].get("_lastChange").is_none());
 
     a.sync(PreferRemote).await;
-    let c = Device::new("c", &server.base_url);
+    let c = Device::new("c", &server.endpoint());
     let report = c.sync(PreferRemote).await;
     assert_eq!(report.pulled(), 1, "one object, however often it is listed");
     assert_eq!(c.text("1").as_deref(), Some("still needed"));
@@ -75,7 +75,12 @@ async fn recreated_object_listed_twice_stays_live() {
 async fn lost_push_answer_is_applied_again_by_a_base_server_and_still_converges() {
     let server = BaseServer::start().await;
     let proxy = LossyProxy::start(&server.base_url).await;
-    let a = Device::with("a", [todo_entity()], fast_transport(&proxy.base_url, 3), SyncOptions::default());
+    let a = Device::with(
+        "a",
+        [todo_entity()],
+        fast_transport(&server.endpoint().via(&proxy.base_url), 3),
+        SyncOptions::default(),
+    );
     a.add("1", "milk");
     proxy.drop_next_push_answers(1);
     let report = a.sync(PreferRemote).await;
@@ -83,7 +88,7 @@ async fn lost_push_answer_is_applied_again_by_a_base_server_and_still_converges(
     assert_eq!(report.entities[0].replayed_pushes, 0, "a base server does not replay");
     assert_eq!(server.pushes.load(Ordering::SeqCst), 2, "without idempotency the retry is applied again");
 
-    let b = Device::new("b", &server.base_url);
+    let b = Device::new("b", &server.endpoint());
     b.sync(PreferRemote).await;
     a.sync(PreferRemote).await;
     assert_converged(&server, &[&a, &b]).await;

@@ -97,7 +97,7 @@ async fn random_edits_removals_and_sync_orders_converge_without_losing_edits(bac
                 idempotency: rng.random_bool(0.8),
             };
             println!("device {name}: {options:?}");
-            Device::with(name, [note()], fast_transport(&server.base_url, 0), options)
+            Device::with(name, [note()], fast_transport(&server.endpoint(), 0), options)
         })
         .collect();
     let mut unsynced: Vec<BTreeMap<String, Unsynced>> = vec![BTreeMap::new(); devices.len()];
@@ -141,9 +141,9 @@ async fn random_edits_removals_and_sync_orders_converge_without_losing_edits(bac
             unsynced[d].insert(id, Unsynced::Removed);
         } else {
             let handler = [Handler::Local, Handler::Remote, Handler::Mixed][rng.random_range(0..3)];
-            let before = server_objects(&server.base_url, PATH).await;
+            let before = server_objects(&server.endpoint(), PATH).await;
             let report = sync(device, handler).await;
-            let after = server_objects(&server.base_url, PATH).await;
+            let after = server_objects(&server.endpoint(), PATH).await;
             let in_conflict: BTreeSet<String> = report.entities[0].conflicts.iter().map(|c| c.id.clone()).collect();
             syncs += 1;
             conflicts += in_conflict.len();
@@ -157,7 +157,7 @@ async fn random_edits_removals_and_sync_orders_converge_without_losing_edits(bac
             device.sync(PreferRemote).await;
         }
     }
-    let on_server = project(&server_objects(&server.base_url, PATH).await, &FIELDS);
+    let on_server = project(&server_objects(&server.endpoint(), PATH).await, &FIELDS);
     for device in &devices {
         assert_eq!(device.all("Note"), on_server, "seed {seed}: device {} differs from the server", device.name);
         assert_eq!(device.store.pending_changes("Note").unwrap(), 0, "seed {seed}: {} has changes left", device.name);

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::client_support::{Device, LossyProxy, fast_transport, project, server_objects, server_updates, todo_entity};
-use crate::helpers::{Backend, TestServer, backend_tests};
+use crate::helpers::{Backend, Endpoint, TestServer, backend_tests};
 use serde_json::{Value, json};
 use sync_client::{
     Conflict, ConflictKind, Cursor, HttpTransport, IdempotencyKey, PreferLocal, PreferRemote, PullPage, PushAck,
@@ -15,7 +15,7 @@ use sync_client::{
 const TODO: &str = "/todoChanges";
 
 async fn assert_converged(server: &TestServer, devices: &[&Device]) {
-    let on_server = project(&server_objects(&server.base_url, TODO).await, &["text", "done"]);
+    let on_server = project(&server_objects(&server.endpoint(), TODO).await, &["text", "done"]);
     for device in devices {
         assert_eq!(device.todos(), on_server, "{} differs from the server", device.name);
         assert_eq!(device.store.pending_changes("Todo").unwrap(), 0, "{} has changes left", device.name);
@@ -24,7 +24,7 @@ async fn assert_converged(server: &TestServer, devices: &[&Device]) {
 
 async fn two_devices_converge_through_edits_and_removals(backend: Backend) {
     let server = TestServer::start_on(backend).await;
-    let (a, b) = (Device::new("a", &server.base_url), Device::new("b", &server.base_url));
+    let (a, b) = (Device::new("a", &server.endpoint()), Device::new("b", &server.endpoint()));
     a.add("1", "milk");
     a.add("2", "bread");
     let report = a.sync(PreferRemote).await;
@@ -46,7 +46,7 @@ async fn two_devices_converge_through_edits_and_removals(backend: Backend) {
 
 async fn three_devices_converge_whatever_the_sync_order(backend: Backend) {
     let server = TestServer::start_on(backend).await;
-    let devices: Vec<Device> = ["a", "b", "c"].iter().map(|n| Device::new(n, &server.base_url)).collect();
+    let devices: Vec<Device> = ["a", "b", "c"].iter().map(|n| Device::new(n, &server.endpoint())).collect();
     for (i, device) in devices.iter().enumerate() {
         device.add(&format!("{i}"), &format!("from {}", device.name));
     }
@@ -74,7 +74,7 @@ async fn three_devices_converge_whatever_the_sync_order(backend: Backend) {
 
 /// Two synced devices, then each edits the text of to-do `1` (b also marks it done).
 async fn conflicting_text_edits(server: &TestServer) -> (Device, Device) {
-    let (a, b) = (Device::new("a", &server.base_url), Device::new("b", &server.base_url));
+    let (a, b) = (Device::new("a", &server.endpoint()), Device::new("b", &server.endpoint()));
     a.add("1", "original");
     a.sync(PreferRemote).await;
     b.sync(PreferRemote).await;
@@ -161,7 +161,7 @@ async fn invalid_merged_value_fails_the_sync_and_changes_nothing(backend: Backen
 
 async fn disjoint_field_edits_merge_without_a_conflict(backend: Backend) {
     let server = TestServer::start_on(backend).await;
-    let (a, b) = (Device::new("a", &server.base_url), Device::new("b", &server.base_url));
+    let (a, b) = (Device::new("a", &server.endpoint()), Device::new("b", &server.endpoint()));
     a.add("1", "original");
     a.sync(PreferLocal).await;
     b.sync(PreferLocal).await;
@@ -178,7 +178,7 @@ async fn disjoint_field_edits_merge_without_a_conflict(backend: Backend) {
 /// Device a removes to-do `1` while device b edits it; `remover_first` says who syncs first.
 /// Returns both devices after the second one synced with `handler` and the first synced again.
 async fn update_versus_remove(server: &TestServer, remover_first: bool, prefer_local: bool) -> (Device, Device) {
-    let (a, b) = (Device::new("a", &server.base_url), Device::new("b", &server.base_url));
+    let (a, b) = (Device::new("a", &server.endpoint()), Device::new("b", &server.endpoint()));
     a.add("1", "original");
     a.sync(PreferRemote).await;
     b.sync(PreferRemote).await;
@@ -235,10 +235,10 @@ impl Transport for EditDuringPush {
 
 async fn edit_during_sync_is_not_lost(backend: Backend) {
     let server = TestServer::start_on(backend).await;
-    let (a, b) = (Device::new("a", &server.base_url), Device::new("b", &server.base_url));
+    let (a, b) = (Device::new("a", &server.endpoint()), Device::new("b", &server.endpoint()));
     a.add("1", "before the sync");
     let racing = EditDuringPush {
-        inner: fast_transport(&server.base_url, 0),
+        inner: fast_transport(&server.endpoint(), 0),
         store: a.store.clone(),
         edited: AtomicBool::new(false),
     };
@@ -247,7 +247,7 @@ async fn edit_during_sync_is_not_lost(backend: Backend) {
     assert_eq!(report.pushed(), 1);
     assert_eq!(a.text("1").as_deref(), Some("edited during the sync"));
     assert_eq!(a.store.pending_changes("Todo").unwrap(), 1, "the edit made in flight is still to push");
-    assert_eq!(server_objects(&server.base_url, TODO).await["1"]["text"], "before the sync");
+    assert_eq!(server_objects(&server.endpoint(), TODO).await["1"]["text"], "before the sync");
 
     a.sync(PreferRemote).await;
     b.sync(PreferRemote).await;
@@ -258,7 +258,7 @@ async fn edit_during_sync_is_not_lost(backend: Backend) {
 
 async fn edits_racing_repeated_syncs_all_reach_the_server(backend: Backend) {
     let server = TestServer::start_on(backend).await;
-    let a = Device::new("a", &server.base_url);
+    let a = Device::new("a", &server.endpoint());
     let ids: Vec<String> = (0..10).map(|i| format!("{i}")).collect();
     for id in &ids {
         a.add(id, "initial");
@@ -281,7 +281,7 @@ async fn edits_racing_repeated_syncs_all_reach_the_server(backend: Backend) {
     }
     let last = writer.join().expect("writer");
     a.sync(PreferRemote).await;
-    let on_server = server_objects(&server.base_url, TODO).await;
+    let on_server = server_objects(&server.endpoint(), TODO).await;
     for (id, text) in &last {
         assert_eq!(a.text(id).as_deref(), Some(text.as_str()));
         assert_eq!(on_server[id]["text"], json!(text), "the last edit of {id} did not reach the server");
@@ -293,7 +293,12 @@ async fn edits_racing_repeated_syncs_all_reach_the_server(backend: Backend) {
 async fn lost_push_answer_is_applied_once_on_retry(backend: Backend) {
     let server = TestServer::start_on(backend).await;
     let proxy = LossyProxy::start(&server.base_url).await;
-    let a = Device::with("a", [todo_entity()], fast_transport(&proxy.base_url, 3), SyncOptions::default());
+    let a = Device::with(
+        "a",
+        [todo_entity()],
+        fast_transport(&server.endpoint().via(&proxy.base_url), 3),
+        SyncOptions::default(),
+    );
     a.add("1", "milk");
     a.add("2", "bread");
     proxy.drop_next_push_answers(1);
@@ -303,7 +308,7 @@ async fn lost_push_answer_is_applied_once_on_retry(backend: Backend) {
     assert_eq!(report.pushed(), 2);
     assert_eq!(a.store.pending_changes("Todo").unwrap(), 0);
 
-    let updates = server_updates(&server.base_url, TODO).await;
+    let updates = server_updates(&server.endpoint(), TODO).await;
     assert_eq!(updates.len(), 2);
     let stamps: Vec<i64> = updates.iter().map(|u| u["_lastChange"].as_i64().unwrap()).collect();
     assert_eq!(stamps[0], stamps[1], "one push, one timestamp");
@@ -315,13 +320,18 @@ async fn lost_push_answer_is_applied_once_on_retry(backend: Backend) {
 async fn push_whose_answer_was_lost_before_a_crash_is_resent_under_the_same_key(backend: Backend) {
     let server = TestServer::start_on(backend).await;
     let proxy = LossyProxy::start(&server.base_url).await;
-    let a = Device::with("a", [todo_entity()], fast_transport(&proxy.base_url, 0), SyncOptions::default());
+    let a = Device::with(
+        "a",
+        [todo_entity()],
+        fast_transport(&server.endpoint().via(&proxy.base_url), 0),
+        SyncOptions::default(),
+    );
     a.add("1", "milk");
     a.add("2", "bread");
     proxy.drop_next_push_answers(1);
     let err = a.try_sync(PreferRemote).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
-    let applied = server_updates(&server.base_url, TODO).await;
+    let applied = server_updates(&server.endpoint(), TODO).await;
     assert_eq!(applied.len(), 2, "the server applied the push whose answer was lost");
     let first_stamp = applied[0]["_lastChange"].as_i64().unwrap();
     assert_eq!(a.store.pending_changes("Todo").unwrap(), 2, "unacknowledged changes stay dirty");
@@ -329,13 +339,13 @@ async fn push_whose_answer_was_lost_before_a_crash_is_resent_under_the_same_key(
     // The app goes on, then restarts: a new store and syncer on the same file.
     a.store.update("Todo", "1", json!({"text": "oat milk"})).unwrap();
     let reopened = Store::open(&a.path, [todo_entity()]).unwrap();
-    let syncer = Arc::new(sync_client::Syncer::new(reopened.clone(), fast_transport(&server.base_url, 0)));
+    let syncer = Arc::new(sync_client::Syncer::new(reopened.clone(), fast_transport(&server.endpoint(), 0)));
     let report = crate::client_support::run_sync(syncer, PreferRemote).await.unwrap();
     assert_eq!(report.entities[0].replayed_pushes, 1, "the recorded push was sent again under its key");
     assert_eq!(report.entities[0].conflicts, vec![], "its echo is no conflict");
     assert_eq!(reopened.pending_changes("Todo").unwrap(), 0);
 
-    let updates = server_updates(&server.base_url, TODO).await;
+    let updates = server_updates(&server.endpoint(), TODO).await;
     let by_id = |id: &str| updates.iter().find(|u| u["id"] == id).cloned().unwrap();
     assert_eq!(by_id("2")["_lastChange"], first_stamp, "bread was applied once");
     assert_eq!(by_id("1")["text"], "oat milk");
@@ -350,16 +360,16 @@ async fn paged_pull_follows_more_until_the_delta_is_complete(backend: Backend) {
         api.push(TODO, json!([{"id": format!("{i:02}"), "text": format!("item {i}"), "done": false}])).await;
     }
     let options = SyncOptions { page_size: Some(3), ..SyncOptions::default() };
-    let a = Device::with("a", [todo_entity()], fast_transport(&server.base_url, 0), options);
+    let a = Device::with("a", [todo_entity()], fast_transport(&server.endpoint(), 0), options);
     let report = a.sync(PreferRemote).await;
     assert_eq!(report.pulled(), 10);
     assert_eq!(a.todos().len(), 10);
-    let b = Device::with("b", [todo_entity()], fast_transport(&server.base_url, 0), options);
+    let b = Device::with("b", [todo_entity()], fast_transport(&server.endpoint(), 0), options);
     for i in 0..7 {
         b.add(&format!("b{i}"), "from b");
     }
     let options = SyncOptions { push_batch: 2, ..options };
-    let batched = b.through(fast_transport(&server.base_url, 0), options);
+    let batched = b.through(fast_transport(&server.endpoint(), 0), options);
     let report = crate::client_support::run_sync(batched, PreferRemote).await.unwrap();
     assert_eq!(report.pushed(), 7);
     a.sync(PreferRemote).await;
@@ -370,8 +380,8 @@ async fn paged_pull_follows_more_until_the_delta_is_complete(backend: Backend) {
 async fn syncs_with_the_real_server_without_extensions(backend: Backend) {
     let server = TestServer::start_on(backend).await;
     let base_only = SyncOptions { page_size: None, idempotency: false, ..SyncOptions::default() };
-    let a = Device::with("a", [todo_entity()], fast_transport(&server.base_url, 0), base_only);
-    let b = Device::with("b", [todo_entity()], fast_transport(&server.base_url, 0), base_only);
+    let a = Device::with("a", [todo_entity()], fast_transport(&server.endpoint(), 0), base_only);
+    let b = Device::with("b", [todo_entity()], fast_transport(&server.endpoint(), 0), base_only);
     a.add("1", "milk");
     a.sync(PreferRemote).await;
     b.sync(PreferRemote).await;
@@ -389,7 +399,7 @@ async fn syncs_with_the_real_server_without_extensions(backend: Backend) {
 async fn unreachable_server_fails_the_sync_retryably_and_keeps_local_data() {
     // A port nothing listens on: bound, then released.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let a = Device::new("a", &format!("http://127.0.0.1:{port}"));
+    let a = Device::new("a", &Endpoint::open(&format!("http://127.0.0.1:{port}")));
     a.add("1", "offline");
     let err = a.try_sync(PreferRemote).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
@@ -401,12 +411,12 @@ async fn unreachable_server_fails_the_sync_retryably_and_keeps_local_data() {
 async fn new_field_is_filled_from_the_server_after_migration(backend: Backend) {
     let server = TestServer::start_on(backend).await;
     server.api().push(TODO, json!([{"id": "1", "text": "milk", "done": false, "priority": 2}])).await;
-    let a = Device::new("a", &server.base_url);
+    let a = Device::new("a", &server.endpoint());
     a.sync(PreferRemote).await;
     let with_priority = todo_entity().field("priority", sync_client::FieldType::Int);
     let reopened = Store::open(&a.path, [with_priority]).unwrap();
     assert_eq!(reopened.get("Todo", "1").unwrap().unwrap().get("priority"), Some(&Value::Null));
-    let syncer = Arc::new(sync_client::Syncer::new(reopened.clone(), fast_transport(&server.base_url, 0)));
+    let syncer = Arc::new(sync_client::Syncer::new(reopened.clone(), fast_transport(&server.endpoint(), 0)));
     crate::client_support::run_sync(syncer, PreferRemote).await.unwrap();
     assert_eq!(reopened.get("Todo", "1").unwrap().unwrap().get_i64("priority"), Some(2));
     server.stop().await;
@@ -425,7 +435,7 @@ fn sync_runs_from_a_plain_thread() {
         syncer.sync_all(&PreferRemote).map(|r| r.pushed())
     });
     assert_eq!(handle.join().unwrap().unwrap(), 1);
-    let objects = runtime.block_on(server_objects(&server.base_url, TODO));
+    let objects = runtime.block_on(server_objects(&server.endpoint(), TODO));
     assert_eq!(objects["1"]["text"], "from a thread");
     runtime.block_on(server.stop());
 }

@@ -49,17 +49,17 @@ async fn start_up_errors_name_the_problem_and_print_their_cause_once() {
 #[tokio::test]
 async fn an_sqlite_server_ignores_the_postgres_section() {
     let config: Config = toml::from_str("[postgres]\npool_size = 0\nwait_timeout_ms = 0").unwrap();
-    let server = TestServer::start_with_on(config, Backend::Sqlite).await;
+    let server = TestServer::start_with_on(config, Backend::SQLITE).await;
     server.api().push("/taskChanges", json!([{"id": "a"}])).await;
     server.stop().await;
 }
 
 #[tokio::test]
 async fn a_role_with_only_the_documented_rights_runs_the_server_after_a_first_start_by_the_owner() {
-    if !Backend::Postgres.is_available("a_role_with_only_the_documented_rights_runs_the_server") {
+    if !Backend::POSTGRES.is_available("a_role_with_only_the_documented_rights_runs_the_server") {
         return;
     }
-    let db = TestDb::create(Backend::Postgres).await;
+    let db = TestDb::create(Backend::POSTGRES).await;
     let (name, admin) = db.postgres_admin().await;
     let role = format!("sync_app_{:08x}", rand::random::<u32>());
     let grants = crate::docs::marked_block(include_str!("../../../README.md"), "least-privilege grants")
@@ -102,10 +102,10 @@ async fn a_role_with_only_the_documented_rights_runs_the_server_after_a_first_st
 
 #[tokio::test]
 async fn a_schema_missing_from_search_path_is_named() {
-    if !Backend::Postgres.is_available("a_schema_missing_from_search_path_is_named") {
+    if !Backend::POSTGRES.is_available("a_schema_missing_from_search_path_is_named") {
         return;
     }
-    let db = TestDb::create(Backend::Postgres).await;
+    let db = TestDb::create(Backend::POSTGRES).await;
     let url = format!("{}?options=-c%20search_path%3Dnosuch", db.url);
     let err = PostgresStore::connect(&url, PostgresOptions::default()).await.err().expect("no schema to work in");
     let message = sync_server::error::chain(&err);
@@ -114,10 +114,10 @@ async fn a_schema_missing_from_search_path_is_named() {
 
 #[tokio::test]
 async fn a_database_refusing_connections_is_a_503_whose_body_has_none_of_its_text() {
-    if !Backend::Postgres.is_available("a_database_refusing_connections_is_a_503") {
+    if !Backend::POSTGRES.is_available("a_database_refusing_connections_is_a_503") {
         return;
     }
-    let db = TestDb::create(Backend::Postgres).await;
+    let db = TestDb::create(Backend::POSTGRES).await;
     let server = TestServer::start_over(Config::default(), db.clone()).await;
     let api = server.api();
     api.push("/taskChanges", json!([{"id": "a"}])).await;
@@ -150,7 +150,7 @@ async fn a_database_refusing_connections_is_a_503_whose_body_has_none_of_its_tex
 
 #[tokio::test]
 async fn a_dead_background_task_fails_the_health_check() {
-    let db = TestDb::create(Backend::Sqlite).await;
+    let db = TestDb::create(Backend::SQLITE).await;
     let mut app = sync_server::Application::build(TestServer::config_over(Config::default(), &db)).await.unwrap();
     let (fail, failed) = tokio::sync::oneshot::channel::<()>();
     app.tasks().spawn("embedded-worker", |_| async move {
@@ -179,11 +179,11 @@ async fn a_dead_background_task_fails_the_health_check() {
 #[tokio::test]
 async fn keep_alive_is_configurable() {
     let config = Config { keep_alive_secs: 0, ..Config::default() };
-    let server = TestServer::start_with_on(config, Backend::Sqlite).await;
+    let server = TestServer::start_with_on(config, Backend::SQLITE).await;
     let answer = reqwest::get(format!("{}/healthz", server.base_url)).await.unwrap();
     assert_eq!(answer.headers().get("connection").map(|v| v.to_str().unwrap()), Some("close"));
     server.stop().await;
-    let kept = TestServer::start_with_on(Config::default(), Backend::Sqlite).await;
+    let kept = TestServer::start_with_on(Config::default(), Backend::SQLITE).await;
     let answer = reqwest::get(format!("{}/healthz", kept.base_url)).await.unwrap();
     assert_ne!(answer.headers().get("connection").map(|v| v.to_str().unwrap()), Some("close"));
     kept.stop().await;

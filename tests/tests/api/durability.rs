@@ -9,9 +9,8 @@ use serde_json::json;
 
 async fn acknowledged_pushes_survive_a_restart_and_a_crash(backend: Backend) {
     let test_db = TestDb::create(backend).await;
-    let db = test_db.url.clone();
 
-    let server = ServerProcess::spawn(&db, &[]).await;
+    let server = ServerProcess::spawn(&test_db, &[]).await;
     let api = server.api();
     let mut acked = Vec::new();
     for i in 0..20 {
@@ -22,7 +21,7 @@ async fn acknowledged_pushes_survive_a_restart_and_a_crash(backend: Backend) {
     let status = server.signal_and_wait(15).await;
     assert!(status.success(), "graceful stop exits 0, got {status:?}");
 
-    let server = ServerProcess::spawn(&db, &[]).await;
+    let server = ServerProcess::spawn(&test_db, &[]).await;
     let api = server.api();
     let pulled = api.pull("/noteChanges", 0).await;
     assert_eq!(pulled.now, removed, "the clock survives the restart");
@@ -41,7 +40,7 @@ async fn acknowledged_pushes_survive_a_restart_and_a_crash(backend: Backend) {
     let status = server.signal_and_wait(9).await;
     assert!(!status.success());
 
-    let server = ServerProcess::spawn(&db, &[]).await;
+    let server = ServerProcess::spawn(&test_db, &[]).await;
     let api = server.api();
     let pulled = api.pull("/noteChanges", 0).await;
     assert_eq!(pulled.now, last);
@@ -55,8 +54,7 @@ async fn acknowledged_pushes_survive_a_restart_and_a_crash(backend: Backend) {
 
 async fn sigterm_lets_an_in_flight_push_finish(backend: Backend) {
     let test_db = TestDb::create(backend).await;
-    let db = test_db.url.clone();
-    let server = ServerProcess::spawn(&db, &[]).await;
+    let server = ServerProcess::spawn(&test_db, &[]).await;
     let addr = server.base_url.trim_start_matches("http://").to_owned();
 
     // Send the head and half the body, signal the server, then send the rest: the request was
@@ -66,7 +64,8 @@ async fn sigterm_lets_an_in_flight_push_finish(backend: Backend) {
     let mut conn = std::net::TcpStream::connect(&addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let head = format!(
-        "POST /taskChanges HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{first}",
+        "POST /taskChanges HTTP/1.1\r\nHost: x\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{first}",
+        server.endpoint().header_lines(),
         body.len()
     );
     conn.write_all(head.as_bytes()).unwrap();
@@ -82,7 +81,7 @@ async fn sigterm_lets_an_in_flight_push_finish(backend: Backend) {
     let status = stopping.await.unwrap();
     assert!(status.success(), "{status:?}");
 
-    let server = ServerProcess::spawn(&db, &[]).await;
+    let server = ServerProcess::spawn(&test_db, &[]).await;
     let pulled = server.api().pull("/taskChanges", 0).await;
     assert_eq!(find(&pulled, "inflight").unwrap()["done"], true);
     server.signal_and_wait(15).await;

@@ -21,7 +21,7 @@ const FAIL_FAST: Duration = Duration::from_secs(5);
 
 /// Whether this PostgreSQL-only test can run; says so when it cannot.
 fn postgres_available(test: &str) -> bool {
-    Backend::Postgres.is_available(test)
+    Backend::POSTGRES.is_available(test)
 }
 
 fn assert_unavailable(status: u16, body: &Value) {
@@ -134,8 +134,8 @@ async fn cut_connections_give_503_apply_nothing_and_the_server_recovers() {
         return;
     }
     const WRITERS: usize = 4;
-    let db = TestDb::create(Backend::Postgres).await;
-    let server = ServerProcess::spawn(&db.url, &[]).await;
+    let db = TestDb::create(Backend::POSTGRES).await;
+    let server = ServerProcess::spawn(&db, &[]).await;
     let api = server.api();
     api.push("/batchChanges", json!([])).await;
 
@@ -302,7 +302,7 @@ async fn relay(mut client: TcpStream, mut server: TcpStream, mode: Arc<watch::Se
 /// A server over a fresh PostgreSQL database that it reaches only through a [`FaultProxy`].
 /// (The server's handle on the database keeps the database alive until the server is dropped.)
 async fn server_behind_proxy() -> (FaultProxy, TestServer) {
-    let db = TestDb::create(Backend::Postgres).await;
+    let db = TestDb::create(Backend::POSTGRES).await;
     let proxy = FaultProxy::start(upstream_of(&db.url)).await;
     let mut via_proxy = db.clone();
     via_proxy.url = proxy.url_for(&db.url);

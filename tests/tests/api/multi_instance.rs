@@ -2,7 +2,9 @@
 //! store, and writers and cursor-following readers send each request to a randomly chosen
 //! instance. At the end every reader has seen the last acknowledged version of every object, every
 //! push to an entity got its own `now`, and no reader's cursor ever went backwards. With
-//! PostgreSQL this is the scale-out deployment; with SQLite, processes sharing one file.
+//! PostgreSQL this is the scale-out deployment; with SQLite, processes sharing one file. With
+//! authentication on, each writer is a user of their own, with the same ids as the others, and
+//! every reader follows every user's partitions: none ever receives an object of another.
 //! `SYNC_STRESS_SECS` sets how long writers run (default 5 s).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -10,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{Api, Backend, ServerProcess, TestDb, backend_tests};
+use crate::helpers::{Api, Backend, Endpoint, ServerProcess, TestDb, backend_tests};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -26,10 +28,22 @@ const MAX_PULLS_PER_READER: usize = 200_000;
 /// A reader's last catch-up may take this many pages at most.
 const MAX_CATCH_UP_PAGES: usize = 10_000;
 
-/// What a push acknowledged: `(entity, now, id, value or None for a removal)`.
-type Acked = Vec<(&'static str, i64, String, Option<String>)>;
-/// Per `(entity, id)`: the last `_lastChange` and value (`None` for a tombstone).
-type View = BTreeMap<(&'static str, String), (i64, Option<String>)>;
+/// A user and an entity: one partition.
+type Partition = (usize, &'static str);
+/// What a push acknowledged: `(partition, now, id, value or None for a removal)`.
+type Acked = Vec<(Partition, i64, String, Option<String>)>;
+/// Per `(partition, id)`: the last `_lastChange` and value (`None` for a tombstone).
+type View = BTreeMap<(Partition, String), (i64, Option<String>)>;
+
+/// The users the writers act as: one each with authentication on, all the same one without.
+fn users(backend: Backend) -> usize {
+    if backend.auth { WRITERS } else { 1 }
+}
+
+/// For each user, an API per instance.
+fn apis_by_user(endpoints: &[Endpoint], users: usize) -> Vec<Vec<Api>> {
+    (0..users).map(|u| endpoints.iter().map(|e| e.as_user(&format!("user{u}")).api()).collect()).collect()
+}
 
 fn stress_duration() -> Duration {
     let secs = std::env::var("SYNC_STRESS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
@@ -39,10 +53,10 @@ fn stress_duration() -> Duration {
 /// The state acknowledged changes must leave, replayed per entity in timestamp order with the
 /// protocol's rules (removing an absent or removed object changes nothing).
 fn expected_state(mut acked: Acked) -> View {
-    acked.sort();
+    acked.sort_by_key(|(_, now, _, _)| *now);
     let mut state = View::new();
-    for (entity, now, id, value) in acked {
-        let key = (entity, id);
+    for (partition, now, id, value) in acked {
+        let key = (partition, id);
         let live = state.get(&key).is_some_and(|(_, v)| v.is_some());
         if value.is_some() || live {
             state.insert(key, (now, value));
@@ -51,9 +65,9 @@ fn expected_state(mut acked: Acked) -> View {
     state
 }
 
-/// Pushes 0 to 5 changes at a time to a random entity through a random instance until `stop`.
-/// Returns the `(entity, now)` of every push, and what they acknowledged.
-async fn writer(apis: Vec<Api>, n: usize, stop: Arc<AtomicBool>) -> (Vec<(&'static str, i64)>, Acked) {
+/// Pushes 0 to 5 changes at a time to a random entity through a random instance (`apis`, as
+/// `user`) until `stop`. Returns the `(partition, now)` of every push, and what they acknowledged.
+async fn writer(apis: Vec<Api>, n: usize, user: usize, stop: Arc<AtomicBool>) -> (Vec<(Partition, i64)>, Acked) {
     let mut rng = StdRng::seed_from_u64(1000 + n as u64);
     let mut nows = Vec::new();
     let mut acked = Acked::new();
@@ -80,27 +94,29 @@ async fn writer(apis: Vec<Api>, n: usize, stop: Arc<AtomicBool>) -> (Vec<(&'stat
             })
             .collect();
         let now = api.push(entity, Value::Array(body)).await;
-        nows.push((entity, now));
-        acked.extend(items.into_iter().map(|(id, value)| (entity, now, id, value)));
+        nows.push(((user, entity), now));
+        acked.extend(items.into_iter().map(|(id, value)| ((user, entity), now, id, value)));
     }
     (nows, acked)
 }
 
-/// Follows one cursor per entity, each pull on a random instance, some of them paged; after
-/// `writers_done`, catches up once more on every entity and returns what it saw.
-async fn reader(apis: Vec<Api>, n: usize, writers_done: Arc<AtomicBool>) -> View {
+/// Follows one cursor per partition (`apis[user][instance]`), each pull on a random instance,
+/// some of them paged; after `writers_done`, catches up once more on every partition and returns
+/// what it saw.
+async fn reader(apis: Vec<Vec<Api>>, n: usize, writers_done: Arc<AtomicBool>) -> View {
     let mut rng = StdRng::seed_from_u64(2000 + n as u64);
-    let mut cursors: HashMap<&'static str, i64> = HashMap::new();
+    let mut cursors: HashMap<Partition, i64> = HashMap::new();
     let mut view = View::new();
     for _ in 0..MAX_PULLS_PER_READER {
         let finishing = writers_done.load(Ordering::SeqCst);
-        for entity in ENTITIES {
+        for partition in (0..apis.len()).flat_map(|user| ENTITIES.map(|entity| (user, entity))) {
             let mut pages = 0;
             loop {
-                let api = &apis[rng.random_range(0..apis.len())];
-                let since = cursors.get(entity).copied().unwrap_or(0);
+                let instances = &apis[partition.0];
+                let api = &instances[rng.random_range(0..instances.len())];
+                let since = cursors.get(&partition).copied().unwrap_or(0);
                 let limit = rng.random_bool(0.5).then(|| rng.random_range(1..=20));
-                let more = pull_into(api, entity, since, limit, &mut cursors, &mut view).await;
+                let more = pull_into(api, apis.len(), partition, since, limit, &mut cursors, &mut view).await;
                 pages += 1;
                 // Catching up follows every page; otherwise one page per entity and round.
                 if !(finishing && more) || pages == MAX_CATCH_UP_PAGES {
@@ -115,15 +131,18 @@ async fn reader(apis: Vec<Api>, n: usize, writers_done: Arc<AtomicBool>) -> View
     panic!("reader {n} did not finish within {MAX_PULLS_PER_READER} rounds");
 }
 
-/// One pull from `since`; checks the answer against the cursor and applies it. Returns `more`.
+/// One pull of a partition from `since` (of `users` users in all); checks the answer against the
+/// cursor and applies it. Returns `more`.
 async fn pull_into(
     api: &Api,
-    entity: &'static str,
+    users: usize,
+    partition: Partition,
     since: i64,
     limit: Option<usize>,
-    cursors: &mut HashMap<&'static str, i64>,
+    cursors: &mut HashMap<Partition, i64>,
     view: &mut View,
 ) -> bool {
+    let (user, entity) = partition;
     let query = match limit {
         Some(limit) => format!("{entity}?since={since}&limit={limit}"),
         None => format!("{entity}?since={since}"),
@@ -144,9 +163,13 @@ async fn pull_into(
             Some(_) => None,
             None => Some(update["v"].as_str().expect("v").to_owned()),
         };
-        view.insert((entity, id), (last_change, value));
+        if let Some(value) = &value {
+            let writer: usize = value[1..].split('-').next().and_then(|n| n.parse().ok()).expect("w<writer>-<seq>");
+            assert_eq!(writer % users, user, "user {user} received {value}, written by another user");
+        }
+        view.insert((partition, id), (last_change, value));
     }
-    cursors.insert(entity, pulled.now);
+    cursors.insert(partition, pulled.now);
     pulled.more == Some(true)
 }
 
@@ -154,24 +177,27 @@ async fn instances_never_lose_a_change_or_repeat_a_now(backend: Backend) {
     let db = TestDb::create(backend).await;
     let mut servers = Vec::new();
     for _ in 0..INSTANCES {
-        servers.push(ServerProcess::spawn(&db.url, &[]).await);
+        servers.push(ServerProcess::spawn(&db, &[]).await);
     }
-    let apis: Vec<Api> = servers.iter().map(ServerProcess::api).collect();
+    let users = users(backend);
+    let endpoints: Vec<Endpoint> = servers.iter().map(ServerProcess::endpoint).collect();
+    let apis = apis_by_user(&endpoints, users);
 
     let stop = Arc::new(AtomicBool::new(false));
     let writers_done = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..WRITERS).map(|n| tokio::spawn(writer(apis.clone(), n, stop.clone()))).collect();
+    let writers: Vec<_> =
+        (0..WRITERS).map(|n| tokio::spawn(writer(apis[n % users].clone(), n, n % users, stop.clone()))).collect();
     let readers: Vec<_> = (0..READERS).map(|n| tokio::spawn(reader(apis.clone(), n, writers_done.clone()))).collect();
 
     let started = Instant::now();
     tokio::time::sleep(stress_duration()).await;
     stop.store(true, Ordering::Relaxed);
     let mut acked = Acked::new();
-    let mut pushes: HashMap<&str, Vec<i64>> = HashMap::new();
+    let mut pushes: HashMap<Partition, Vec<i64>> = HashMap::new();
     for w in writers {
         let (nows, changes) = w.await.expect("writer");
-        for (entity, now) in nows {
-            pushes.entry(entity).or_default().push(now);
+        for (partition, now) in nows {
+            pushes.entry(partition).or_default().push(now);
         }
         acked.extend(changes);
     }
@@ -183,9 +209,9 @@ async fn instances_never_lose_a_change_or_repeat_a_now(backend: Backend) {
     }
     let elapsed = started.elapsed();
 
-    for (entity, nows) in &pushes {
+    for (partition, nows) in &pushes {
         let unique: HashSet<i64> = nows.iter().copied().collect();
-        assert_eq!(unique.len(), nows.len(), "{entity}: two pushes got the same now");
+        assert_eq!(unique.len(), nows.len(), "{partition:?}: two pushes got the same now");
     }
     let expected = expected_state(acked);
     assert!(expected.len() > 50, "too little was written to test anything: {}", expected.len());
@@ -198,16 +224,18 @@ async fn instances_never_lose_a_change_or_repeat_a_now(backend: Backend) {
     }
 
     // Each instance answers the same complete state.
-    for (i, api) in apis.iter().enumerate() {
+    for i in 0..INSTANCES {
         let mut cursors = HashMap::new();
         let mut view = View::new();
-        for entity in ENTITIES {
-            pull_into(api, entity, 0, None, &mut cursors, &mut view).await;
+        for (user, instances) in apis.iter().enumerate() {
+            for entity in ENTITIES {
+                pull_into(&instances[i], users, (user, entity), 0, None, &mut cursors, &mut view).await;
+            }
         }
         assert_eq!(view, expected, "instance {i} answers another state");
     }
     eprintln!(
-        "{backend:?}: {} objects from {} pushes over {INSTANCES} instances; {READERS} readers agree; {elapsed:?}",
+        "{backend:?}: {} objects of {users} users from {} pushes over {INSTANCES} instances; {READERS} readers agree; {elapsed:?}",
         expected.len(),
         pushes.values().map(Vec::len).sum::<usize>()
     );
@@ -221,7 +249,7 @@ async fn concurrent_pushes_through_every_instance_get_unique_nows(backend: Backe
     let db = TestDb::create(backend).await;
     let mut servers = Vec::new();
     for _ in 0..INSTANCES {
-        servers.push(ServerProcess::spawn(&db.url, &[]).await);
+        servers.push(ServerProcess::spawn(&db, &[]).await);
     }
     let apis: Vec<Api> = servers.iter().map(ServerProcess::api).collect();
     let tasks: Vec<_> = (0..TASKS)

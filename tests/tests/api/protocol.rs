@@ -94,7 +94,12 @@ async fn values_round_trip_exactly(backend: Backend) {
         "empty":"","half":"\ud83d","date":1279888110,"arr":[1,"a",[null]],"obj":{"k":1.50}}]"#;
     let (status, answer) = api.post("/valueChanges", body).await;
     assert_eq!(status, 200, "{answer}");
-    let resp = reqwest::get(format!("{}/valueChanges?since=0", server.base_url)).await.unwrap();
+    let resp = server
+        .endpoint()
+        .request(&reqwest::Client::new(), reqwest::Method::GET, "/valueChanges?since=0")
+        .send()
+        .await
+        .unwrap();
     let text = resp.text().await.unwrap();
     for raw in [
         r#""int":1,"#,
@@ -186,7 +191,7 @@ async fn entities_are_independent_and_paths_map_to_capitalised_names(backend: Ba
     api.push("/feedChanges", json!([{"id": "1", "nome": "a"}])).await;
     assert!(api.pull("/taskChanges", 0).await.updates.is_empty());
     assert_eq!(api.pull("/feedChanges", 0).await.updates.len(), 1);
-    let feed = sync_server::store::Scope::entity(sync_proto::EntityName::new("Feed").unwrap());
+    let feed = backend.scope("Feed");
     let query = sync_proto::PullQuery { since: sync_proto::Cursor::ZERO, limit: None };
     let page = server.store.pull(&feed, query).await.unwrap();
     assert_eq!(page.objects.len(), 1, "/feedChanges is stored as entity Feed");
@@ -223,7 +228,13 @@ async fn browsers_of_configured_origins_may_sync_and_others_may_not(backend: Bac
     let config = sync_server::Config { cors_origins: vec!["https://app.example".into()], ..Default::default() };
     let server = TestServer::start_with_on(config, backend).await;
     let http = reqwest::Client::new();
+    let endpoint = server.endpoint();
+    let (get, post) = (
+        || endpoint.request(&http, reqwest::Method::GET, "/taskChanges"),
+        || endpoint.request(&http, reqwest::Method::POST, "/taskChanges"),
+    );
     let url = format!("{}/taskChanges", server.base_url);
+    // Preflights carry no credentials: browsers never send them.
     let preflight = http
         .request(reqwest::Method::OPTIONS, &url)
         .header("Origin", "https://app.example")
@@ -234,9 +245,10 @@ async fn browsers_of_configured_origins_may_sync_and_others_may_not(backend: Bac
         .unwrap();
     assert_eq!(preflight.status(), 200);
     assert_eq!(preflight.headers()["access-control-allow-origin"], "https://app.example");
-    let pulled = http.get(&url).header("Origin", "https://app.example").send().await.unwrap();
+    let pulled = get().header("Origin", "https://app.example").send().await.unwrap();
+    assert_eq!(pulled.status(), 200);
     assert_eq!(pulled.headers()["access-control-allow-origin"], "https://app.example");
-    let other = http.get(&url).header("Origin", "https://evil.example").send().await.unwrap();
+    let other = get().header("Origin", "https://evil.example").send().await.unwrap();
     assert!(!other.headers().contains_key("access-control-allow-origin"));
     assert_eq!(other.status(), 403);
 
@@ -255,8 +267,7 @@ async fn browsers_of_configured_origins_may_sync_and_others_may_not(backend: Bac
 
     // A simple cross-origin POST needs no preflight: the server itself must refuse it.
     let api = server.api();
-    let forged = http
-        .post(&url)
+    let forged = post()
         .header("Origin", "https://evil.example")
         .header("Content-Type", "text/plain")
         .body(r#"[{"id":"forged"}]"#)
@@ -267,18 +278,19 @@ async fn browsers_of_configured_origins_may_sync_and_others_may_not(backend: Bac
     assert_eq!(forged.json::<Value>().await.unwrap()["error"], "forbidden_origin");
     let own_origin = server.base_url.clone();
     for origin in [None, Some("https://app.example"), Some(own_origin.as_str())] {
-        let mut post = http.post(&url).body(r#"[{"id":"fine"}]"#);
+        let mut fine = post().body(r#"[{"id":"fine"}]"#);
         if let Some(origin) = origin {
-            post = post.header("Origin", origin);
+            fine = fine.header("Origin", origin);
         }
-        assert_eq!(post.send().await.unwrap().status(), 200, "{origin:?}");
+        assert_eq!(fine.send().await.unwrap().status(), 200, "{origin:?}");
     }
     assert!(find(&api.pull("/taskChanges", 0).await, "forged").is_none());
     server.stop().await;
 
     let same_origin_only = TestServer::start_on(backend).await;
-    let plain = http
-        .get(format!("{}/taskChanges", same_origin_only.base_url))
+    let plain = same_origin_only
+        .endpoint()
+        .request(&http, reqwest::Method::GET, "/taskChanges")
         .header("Origin", "https://app.example")
         .send()
         .await
@@ -305,7 +317,8 @@ async fn a_stalled_full_pull_does_not_starve_health_checks_or_paged_pulls(backen
 
     let addr = server.base_url.trim_start_matches("http://").to_owned();
     let stalled = std::net::TcpStream::connect(&addr).unwrap();
-    std::io::Write::write_all(&mut &stalled, b"GET /bigChanges?since=0 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let request = format!("GET /bigChanges?since=0 HTTP/1.1\r\nHost: x\r\n{}\r\n", server.endpoint().header_lines());
+    std::io::Write::write_all(&mut &stalled, request.as_bytes()).unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 
     let (status, _) = api.get("/healthz").await;

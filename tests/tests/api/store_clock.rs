@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use crate::helpers::{Backend, TestDb, backend_tests};
-use sync_proto::{Change, Cursor, EntityName, FieldsJson, ObjectId, PullQuery};
+use sync_proto::{Change, Cursor, FieldsJson, ObjectId, PullQuery};
 use sync_server::clock::Clock;
 use sync_server::store::{Push, Scope, Store};
 
@@ -30,7 +30,7 @@ async fn timestamps_never_go_backwards_when_the_wall_clock_does(backend: Backend
     let db = TestDb::create(backend).await;
     let clock = Arc::new(ManualClock(AtomicI64::new(1_700_000_000_000)));
     let store = db.open_store_with_clock(clock.clone()).await;
-    let task = Scope::entity(EntityName::new("Task").unwrap());
+    let task = backend.scope("Task");
 
     let a = push(&store, &task, vec![upsert("a")]).await;
     assert_eq!(a, 1_700_000_000_000, "timestamps are the wall clock when it moves forward");
@@ -51,7 +51,7 @@ async fn timestamps_never_go_backwards_when_the_wall_clock_does(backend: Backend
     assert_eq!(ids, ["c", "e"], "a reader past b sees the changes made while the clock was behind");
 
     // Each entity has its own clock.
-    let other = Scope::entity(EntityName::new("Other").unwrap());
+    let other = backend.scope("Other");
     assert_eq!(push(&store, &other, vec![]).await, 1_800_000_000_000);
 }
 

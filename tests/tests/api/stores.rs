@@ -10,10 +10,6 @@ use sync_proto::{Change, Cursor, EntityName, IdempotencyKey, Limits, PullQuery, 
 use sync_server::store::idempotency::DEFAULT_TTL;
 use sync_server::store::{Idempotency, PostgresOptions, PostgresStore, PullPage, Push, Scope, Store, StoreError};
 
-fn entity(name: &str) -> Scope {
-    Scope::entity(EntityName::new(name).unwrap())
-}
-
 /// An idempotency key for a push whose body is `body`, kept for the default time.
 fn key_for(key: &IdempotencyKey, body: &str) -> Option<Idempotency> {
     Some(Idempotency::new(key.clone(), body.as_bytes(), DEFAULT_TTL))
@@ -43,7 +39,7 @@ fn rows(page: &PullPage) -> Vec<(String, i64, Option<String>)> {
 async fn a_push_merges_fields_and_keeps_null(backend: Backend) {
     let db = TestDb::create(backend).await;
     let store = db.open_store().await;
-    let task = entity("Task");
+    let task = backend.scope("Task");
     let empty = pull(&store, &task, 0, None).await;
     assert_eq!((empty.objects.len(), empty.now.millis(), empty.more), (0, 0, false));
 
@@ -63,7 +59,7 @@ async fn a_push_merges_fields_and_keeps_null(backend: Backend) {
 async fn removals_leave_tombstones_and_removing_twice_changes_nothing(backend: Backend) {
     let db = TestDb::create(backend).await;
     let store = db.open_store().await;
-    let task = entity("Task");
+    let task = backend.scope("Task");
     let t1 = push(&store, &task, r#"[{"id":"a","v":1},{"id":"b","v":2}]"#).await;
     let t2 = push(&store, &task, r#"[{"id":"a","_removed":true},{"id":"never","_removed":true}]"#).await;
     let page = pull(&store, &task, 0, None).await;
@@ -92,20 +88,20 @@ async fn removals_leave_tombstones_and_removing_twice_changes_nothing(backend: B
 async fn an_empty_push_advances_the_clock_and_nothing_else(backend: Backend) {
     let db = TestDb::create(backend).await;
     let store = db.open_store().await;
-    let task = entity("Task");
+    let task = backend.scope("Task");
     let t1 = push(&store, &task, "[]").await;
     let t2 = push(&store, &task, "[]").await;
     assert!(t2 > t1 && t1 > 0);
     let page = pull(&store, &task, 0, None).await;
     assert!(page.objects.is_empty());
     assert_eq!(page.now.millis(), t2, "the high-water mark is the last push, even an empty one");
-    assert_eq!(pull(&store, &entity("Other"), 0, None).await.now.millis(), 0, "each entity has its own clock");
+    assert_eq!(pull(&store, &backend.scope("Other"), 0, None).await.now.millis(), 0, "each entity has its own clock");
 }
 
 async fn an_idempotent_push_is_applied_once_and_its_key_is_bound_to_its_body(backend: Backend) {
     let db = TestDb::create(backend).await;
     let store = db.open_store().await;
-    let task = entity("Task");
+    let task = backend.scope("Task");
     let key = IdempotencyKey::new("push-1").unwrap();
     let first = Push { changes: changes(r#"[{"id":"a","v":1}]"#), idempotency: key_for(&key, "f1") };
     let applied = store.push(&task, first.clone()).await.unwrap();
@@ -124,13 +120,13 @@ async fn an_idempotent_push_is_applied_once_and_its_key_is_bound_to_its_body(bac
 
     // Keys are per entity.
     let elsewhere = Push { changes: changes("[]"), idempotency: key_for(&key, "f3") };
-    assert!(!store.push(&entity("Other"), elsewhere).await.unwrap().replayed);
+    assert!(!store.push(&backend.scope("Other"), elsewhere).await.unwrap().replayed);
 }
 
 async fn an_expired_idempotency_key_is_never_replayed_and_is_purged(backend: Backend) {
     let db = TestDb::create(backend).await;
     let store = db.open_store().await;
-    let task = entity("Task");
+    let task = backend.scope("Task");
     let key = IdempotencyKey::new("short-lived").unwrap();
     let ttl = std::time::Duration::from_millis(200);
     let push_with_key = || Push {
@@ -193,7 +189,7 @@ async fn partitions_share_nothing_not_even_ids_clocks_or_keys(backend: Backend) 
 async fn pages_never_split_one_push_and_cover_everything(backend: Backend) {
     let db = TestDb::create(backend).await;
     let store = db.open_store().await;
-    let task = entity("Task");
+    let task = backend.scope("Task");
     let t1 = push(&store, &task, r#"[{"id":"a"},{"id":"b"}]"#).await;
     let t2 = push(&store, &task, r#"[{"id":"c"},{"id":"d"},{"id":"e"},{"id":"f"}]"#).await;
     let t3 = push(&store, &task, r#"[{"id":"g"}]"#).await;
@@ -214,7 +210,7 @@ async fn pages_never_split_one_push_and_cover_everything(backend: Backend) {
 async fn a_streamed_pull_is_the_same_answer_in_chunks(backend: Backend) {
     let db = TestDb::create(backend).await;
     let store = db.open_store().await;
-    let task = entity("Task");
+    let task = backend.scope("Task");
     // About 600 KB, so the answer takes several chunks.
     let text = "x".repeat(1000);
     for batch in 0..6 {
@@ -252,7 +248,7 @@ async fn a_streamed_pull_is_the_same_answer_in_chunks(backend: Backend) {
 async fn ids_are_opaque_strings(backend: Backend) {
     let db = TestDb::create(backend).await;
     let store = db.open_store().await;
-    let task = entity("Task");
+    let task = backend.scope("Task");
     let ids = ["Z", "a", "é", "😀", "with space", "nul\u{0}inside", "'; DROP TABLE x; --", "A"];
     let body = serde_json::Value::Array(ids.iter().map(|id| serde_json::json!({"id": id, "s": id})).collect());
     let now = push(&store, &task, &body.to_string()).await;
@@ -274,7 +270,7 @@ async fn concurrent_pushes_to_one_entity_get_unique_increasing_timestamps(backen
     let db = TestDb::create(backend).await;
     // Two stores over one database stand for two server instances.
     let stores = [db.open_store().await, db.open_store().await];
-    let task = entity("Task");
+    let task = backend.scope("Task");
     let mut handles = Vec::new();
     for t in 0..TASKS {
         let store = Arc::clone(&stores[t % 2]);
@@ -319,7 +315,7 @@ async fn instances_starting_together_migrate_once(backend: Backend) {
     for store in opening {
         stores.push(store.await.unwrap());
     }
-    let task = entity("Task");
+    let task = backend.scope("Task");
     let now = push(&stores[0], &task, r#"[{"id":"a"}]"#).await;
     for store in &stores {
         assert_eq!(pull(store, &task, 0, None).await.now.millis(), now);
@@ -336,11 +332,11 @@ backend_tests!(
     an_empty_push_advances_the_clock_and_nothing_else,
     an_idempotent_push_is_applied_once_and_its_key_is_bound_to_its_body,
     an_expired_idempotency_key_is_never_replayed_and_is_purged,
-    partitions_share_nothing_not_even_ids_clocks_or_keys,
     pages_never_split_one_push_and_cover_everything,
     a_streamed_pull_is_the_same_answer_in_chunks,
     ids_are_opaque_strings,
 );
+backend_tests!(per_database: partitions_share_nothing_not_even_ids_clocks_or_keys);
 backend_tests!(multi_thread: concurrent_pushes_to_one_entity_get_unique_increasing_timestamps, instances_starting_together_migrate_once);
 
 /// CI must run the PostgreSQL variants: there, a missing URL is a failure, not a skip.
@@ -369,10 +365,10 @@ async fn an_unreachable_postgres_fails_start_up_with_a_clear_error() {
 
 #[tokio::test]
 async fn a_postgres_schema_newer_than_the_server_is_refused() {
-    if !Backend::Postgres.is_available("a_postgres_schema_newer_than_the_server_is_refused") {
+    if !Backend::POSTGRES.is_available("a_postgres_schema_newer_than_the_server_is_refused") {
         return;
     }
-    let db = TestDb::create(Backend::Postgres).await;
+    let db = TestDb::create(Backend::POSTGRES).await;
     drop(db.open_store().await);
     let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
@@ -386,7 +382,7 @@ async fn a_postgres_schema_newer_than_the_server_is_refused() {
 
 #[tokio::test]
 async fn the_readme_recipe_gives_objects_stored_before_auth_to_one_partition() {
-    let db = TestDb::create(Backend::Sqlite).await;
+    let db = TestDb::create(Backend::SQLITE).await;
     let task = EntityName::new("Task").unwrap();
     let store = db.open_store().await;
     let before = push(&store, &Scope::entity(task.clone()), r#"[{"id":"a","v":1},{"id":"b","_removed":true}]"#).await;

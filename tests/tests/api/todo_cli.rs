@@ -233,7 +233,7 @@ async fn todo_syncs_with_a_token_and_is_refused_without_one() {
         subject_claim: "sub".into(),
         roles_claim: "roles".into(),
     });
-    let server = TestServer::start_with_on(config, crate::helpers::Backend::Sqlite).await;
+    let server = TestServer::start_with_on(config, crate::helpers::Backend::SQLITE).await;
     let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
     let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).unwrap();
     let token =

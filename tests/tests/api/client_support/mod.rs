@@ -19,19 +19,24 @@ use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::helpers::Endpoint;
+
 /// The to-do entity of the examples: `Todo` at `/todoChanges`.
 pub fn todo_entity() -> Entity {
     Entity::new("Todo").field("text", FieldType::Text).field("done", FieldType::Bool)
 }
 
-/// A transport to `base_url` whose retries do not sleep, so tests stay fast.
-pub fn fast_transport(base_url: &str, max_retries: u32) -> HttpTransport {
-    HttpTransport::builder(base_url)
+/// A transport to `endpoint`, with its token if it has one, whose retries do not sleep, so
+/// tests stay fast.
+pub fn fast_transport(endpoint: &Endpoint, max_retries: u32) -> HttpTransport {
+    let mut builder = HttpTransport::builder(&endpoint.base_url)
         .timeout(Duration::from_secs(20))
         .retry(RetryPolicy { max_retries, ..RetryPolicy::default() })
-        .sleep_with(Arc::new(|_| {}))
-        .build()
-        .expect("transport builds")
+        .sleep_with(Arc::new(|_| {}));
+    if let Some(token) = endpoint.token.clone() {
+        builder = builder.token_provider(move |_refresh| Ok(token.clone()));
+    }
+    builder.build().expect("transport builds")
 }
 
 /// One device: a local database in its own temp dir and a syncer to one server.
@@ -48,9 +53,9 @@ pub struct Device {
 }
 
 impl Device {
-    /// A device with the `Todo` entity, syncing with `base_url` with the default options.
-    pub fn new(name: &str, base_url: &str) -> Self {
-        Self::with(name, [todo_entity()], fast_transport(base_url, 3), SyncOptions::default())
+    /// A device with the `Todo` entity, syncing with `endpoint` with the default options.
+    pub fn new(name: &str, endpoint: &Endpoint) -> Self {
+        Self::with(name, [todo_entity()], fast_transport(endpoint, 3), SyncOptions::default())
     }
 
     /// A device with these entities, transport and options.
@@ -117,9 +122,9 @@ pub async fn run_sync<H: ConflictHandler + Send + 'static>(
 
 /// The live objects a server holds for `path`, as `id → fields` (without `_lastChange`), read
 /// with a pull from 0.
-pub async fn server_objects(base_url: &str, path: &str) -> BTreeMap<String, Value> {
+pub async fn server_objects(endpoint: &Endpoint, path: &str) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
-    for update in server_updates(base_url, path).await {
+    for update in server_updates(endpoint, path).await {
         let mut fields = update.as_object().cloned().unwrap_or_default();
         let Some(Value::String(id)) = fields.remove("id") else { panic!("update without id: {update}") };
         fields.remove("_lastChange");
@@ -133,14 +138,8 @@ pub async fn server_objects(base_url: &str, path: &str) -> BTreeMap<String, Valu
 }
 
 /// Every update a pull from 0 returns for `path`.
-pub async fn server_updates(base_url: &str, path: &str) -> Vec<Value> {
-    let body: Value = reqwest::get(format!("{base_url}{path}?since=0"))
-        .await
-        .expect("pull sent")
-        .json()
-        .await
-        .expect("pull answer is JSON");
-    body["updates"].as_array().expect("updates").clone()
+pub async fn server_updates(endpoint: &Endpoint, path: &str) -> Vec<Value> {
+    endpoint.api().pull(path, 0).await.updates
 }
 
 /// Projects `objects` on the declared fields of `Todo`, for comparing devices with a server
@@ -205,6 +204,11 @@ impl BaseServer {
         let handle = server.handle();
         tokio::spawn(server);
         Self { base_url: format!("http://127.0.0.1:{port}"), pushes, handle }
+    }
+
+    /// Where clients reach it (it does not authenticate).
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::open(&self.base_url)
     }
 
     /// Stops the server.

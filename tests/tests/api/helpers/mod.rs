@@ -2,11 +2,11 @@
 //! ([`TestServer`]) or as a child process of the shipped binary ([`ServerProcess`]), and typed
 //! helpers for the two requests of the protocol.
 //!
-//! Every store runs the same tests: [`backend_tests!`] turns an `async fn(Backend)` into one test
-//! per [`Backend`], and [`TestDb`] gives each test a fresh database of that backend (a temp
-//! SQLite file, or a PostgreSQL database created on the server named by
-//! `SYNC_TEST_POSTGRES_URL` and dropped afterwards). Without that variable the PostgreSQL variants
-//! pass after printing `SKIPPED`; CI sets it, and a test fails there if it is missing.
+//! Every store runs the same tests, with authentication off and on: [`backend_tests!`] turns an
+//! `async fn(Backend)` into one test per [`Backend`], and [`TestDb`] gives each test a fresh
+//! database of that backend (a temp SQLite file, or a PostgreSQL database created on the server
+//! named by `SYNC_TEST_POSTGRES_URL` and dropped afterwards). Without that variable the PostgreSQL
+//! variants pass after printing `SKIPPED`; CI sets it, and a test fails there if it is missing.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -15,10 +15,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use sync_server::clock::Clock;
-use sync_server::store::{PostgresOptions, PostgresStore, SqliteOptions, SqliteStore, Store};
+use sync_server::store::{PostgresOptions, PostgresStore, Scope, SqliteOptions, SqliteStore, Store};
 use sync_server::{Application, Config};
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+mod suite_auth;
+pub use suite_auth::{Endpoint, SUITE_USER, partition_of, token_of};
+use suite_auth::{SUITE_AUTH_TOML, with_suite_auth};
 
 /// The variable naming the PostgreSQL server the tests create their databases on, as a URL
 /// (`postgres://postgres@127.0.0.1:5432/postgres`); its user must be allowed to create databases.
@@ -30,26 +34,65 @@ const TEST_DB_PREFIX: &str = "sync_test_";
 /// Test databases older than this are left over from killed runs, and dropped by the next run.
 const STALE_TEST_DB_SECS: u64 = 6 * 3600;
 
-/// The stores the tests run against.
+/// The databases the tests run against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub enum Db {
     /// A SQLite file in a temp dir.
     Sqlite,
     /// A fresh database on the PostgreSQL server of [`POSTGRES_URL_VAR`].
     Postgres,
 }
 
+/// What one variant of a test runs against: a database, with authentication off or on. With
+/// it on, servers started for the test authenticate as [`suite_auth`] says, and their
+/// [`Endpoint`]s and [`Api`]s act as [`SUITE_USER`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backend {
+    /// The database.
+    pub db: Db,
+    /// Whether the servers authenticate.
+    pub auth: bool,
+}
+
 impl Backend {
+    /// A SQLite file, no authentication.
+    pub const SQLITE: Backend = Backend { db: Db::Sqlite, auth: false };
+    /// A PostgreSQL database, no authentication.
+    pub const POSTGRES: Backend = Backend { db: Db::Postgres, auth: false };
+
+    /// The same database, with authentication on.
+    pub const fn with_auth(self) -> Self {
+        Backend { auth: true, ..self }
+    }
+
     /// Whether tests of this backend can run here. PostgreSQL needs [`POSTGRES_URL_VAR`]; without
     /// it, says that `test` was skipped and returns false.
     pub fn is_available(self, test: &str) -> bool {
-        if self == Backend::Sqlite || postgres_url().is_some() {
+        if self.db == Db::Sqlite || postgres_url().is_some() {
             return true;
         }
         eprintln!(
             "SKIPPED: {test} on PostgreSQL: set {POSTGRES_URL_VAR} (e.g. postgres://postgres@127.0.0.1:5432/postgres)"
         );
         false
+    }
+
+    /// The objects of `entity` a test's requests reach: those of [`SUITE_USER`]'s partition with
+    /// authentication on, those outside any partition without.
+    pub fn scope(self, entity: &str) -> Scope {
+        let entity = sync_proto::EntityName::new(entity).expect("an entity name");
+        if self.auth { Scope::partitioned(entity, partition_of(SUITE_USER)) } else { Scope::entity(entity) }
+    }
+
+    /// `config` as this backend runs it: with the suite's authentication when it is on.
+    fn configure(self, config: Config) -> Config {
+        if self.auth { with_suite_auth(config) } else { config }
+    }
+
+    /// The token clients of a server of this backend send: [`SUITE_USER`]'s when it
+    /// authenticates.
+    fn token(self) -> Option<String> {
+        self.auth.then(|| token_of(SUITE_USER))
     }
 }
 
@@ -58,29 +101,46 @@ pub fn postgres_url() -> Option<String> {
     std::env::var(POSTGRES_URL_VAR).ok().filter(|url| !url.trim().is_empty())
 }
 
-/// Runs each named `async fn(Backend)` as one test per store, `NAME::sqlite` and `NAME::postgres`,
-/// so that every store passes the same tests. Prefix the names with `multi_thread:` to run them
-/// on a multi-threaded runtime with two workers.
+/// Runs each named `async fn(Backend)` as one test per database and authentication mode:
+/// `NAME::sqlite`, `NAME::postgres`, `NAME::sqlite_with_auth` and `NAME::postgres_with_auth`, so
+/// that every store passes the same tests, with every user in a partition of their own and
+/// without partitions. Prefix the names with `multi_thread:` to run them on a multi-threaded
+/// runtime with two workers, or with `per_database:` for tests that choose their own
+/// authentication or partitions (they run once per database).
 macro_rules! backend_tests {
     (multi_thread: $($name:ident),+ $(,)?) => {
         $crate::helpers::backend_tests!(@each (flavor = "multi_thread", worker_threads = 2) $($name),+);
     };
+    (per_database: $($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                $crate::helpers::backend_tests!(@variant () $name sqlite $crate::helpers::Backend::SQLITE);
+                $crate::helpers::backend_tests!(@variant () $name postgres $crate::helpers::Backend::POSTGRES);
+            }
+        )+
+    };
     (@each $flavor:tt $($name:ident),+) => {
         $(
             mod $name {
-                #[tokio::test $flavor]
-                async fn sqlite() {
-                    super::$name($crate::helpers::Backend::Sqlite).await;
-                }
-
-                #[tokio::test $flavor]
-                async fn postgres() {
-                    if $crate::helpers::Backend::Postgres.is_available(module_path!()) {
-                        super::$name($crate::helpers::Backend::Postgres).await;
-                    }
-                }
+                $crate::helpers::backend_tests!(@variant $flavor $name sqlite $crate::helpers::Backend::SQLITE);
+                $crate::helpers::backend_tests!(@variant $flavor $name postgres $crate::helpers::Backend::POSTGRES);
+                $crate::helpers::backend_tests!(
+                    @variant $flavor $name sqlite_with_auth $crate::helpers::Backend::SQLITE.with_auth()
+                );
+                $crate::helpers::backend_tests!(
+                    @variant $flavor $name postgres_with_auth $crate::helpers::Backend::POSTGRES.with_auth()
+                );
             }
         )+
+    };
+    (@variant $flavor:tt $name:ident $variant:ident $backend:expr) => {
+        #[tokio::test $flavor]
+        async fn $variant() {
+            let backend: $crate::helpers::Backend = $backend;
+            if backend.is_available(module_path!()) {
+                super::$name(backend).await;
+            }
+        }
     };
     ($($name:ident),+ $(,)?) => {
         $crate::helpers::backend_tests!(@each () $($name),+);
@@ -95,6 +155,8 @@ pub(crate) use backend_tests;
 pub struct TestDb {
     /// The store URL to give the server (`sqlite://...` or `postgres://...`).
     pub url: String,
+    /// What it was created for: servers over it authenticate when this says so.
+    pub backend: Backend,
     guard: Arc<DbGuard>,
 }
 
@@ -106,16 +168,17 @@ enum DbGuard {
 impl TestDb {
     /// Creates an empty database. Panics for PostgreSQL without [`POSTGRES_URL_VAR`].
     pub async fn create(backend: Backend) -> Self {
-        match backend {
-            Backend::Sqlite => {
+        match backend.db {
+            Db::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let path = dir.path().join("sync.db");
                 Self {
                     url: format!("sqlite://{}", path.display()),
+                    backend,
                     guard: Arc::new(DbGuard::Sqlite { _dir: dir, path }),
                 }
             }
-            Backend::Postgres => {
+            Db::Postgres => {
                 let server_url = postgres_url().unwrap_or_else(|| panic!("{POSTGRES_URL_VAR} is not set"));
                 let admin = admin_connection(&server_url).await;
                 drop_stale_test_databases(&admin).await;
@@ -123,7 +186,7 @@ impl TestDb {
                 let name = format!("{TEST_DB_PREFIX}{created}_{:016x}", rand::random::<u64>());
                 admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("CREATE DATABASE");
                 let url = with_dbname(&server_url, &name);
-                Self { url, guard: Arc::new(DbGuard::Postgres { server_url, name }) }
+                Self { url, backend, guard: Arc::new(DbGuard::Postgres { server_url, name }) }
             }
         }
     }
@@ -261,6 +324,7 @@ pub struct TestServer {
     pub store: Arc<dyn Store>,
     /// The database, kept as long as the server runs.
     _db: TestDb,
+    token: Option<String>,
     stop: tokio::sync::oneshot::Sender<()>,
     running: tokio::task::JoinHandle<std::io::Result<()>>,
     client: reqwest::Client,
@@ -269,7 +333,7 @@ pub struct TestServer {
 impl TestServer {
     /// A schemaless server with default limits over a fresh SQLite file.
     pub async fn start() -> Self {
-        Self::start_on(Backend::Sqlite).await
+        Self::start_on(Backend::SQLITE).await
     }
 
     /// A schemaless server with default limits over a fresh database of `backend`.
@@ -289,8 +353,10 @@ impl TestServer {
         Self::serve(app, db)
     }
 
-    /// `config` as the tests run it over `db`: port 0, two workers, a short shutdown.
-    pub fn config_over(mut config: Config, db: &TestDb) -> Config {
+    /// `config` as the tests run it over `db`: port 0, two workers, a short shutdown, and the
+    /// suite's authentication if `db` is of an authenticated variant.
+    pub fn config_over(config: Config, db: &TestDb) -> Config {
+        let mut config = db.backend.configure(config);
         config.bind = "127.0.0.1:0".into();
         config.db = db.url.clone();
         config.workers = 2;
@@ -305,7 +371,8 @@ impl TestServer {
         let running = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
         }));
-        Self { base_url, store, _db: db, stop, running, client: client() }
+        let token = db.backend.token();
+        Self { base_url, store, _db: db, token, stop, running, client: client() }
     }
 
     /// Stops accepting, lets in-flight requests finish, stops the background tasks.
@@ -314,9 +381,18 @@ impl TestServer {
         self.running.await.expect("server task").expect("server stops cleanly");
     }
 
-    /// An HTTP view of this server.
+    /// Typed requests to this server, as [`SUITE_USER`] when it authenticates.
     pub fn api(&self) -> Api {
-        Api { base_url: self.base_url.clone(), client: self.client.clone() }
+        let api = Api { base_url: self.base_url.clone(), client: self.client.clone() };
+        match &self.token {
+            Some(token) => api.bearer(token),
+            None => api,
+        }
+    }
+
+    /// Where clients reach this server, as [`SUITE_USER`] when it authenticates.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint { base_url: self.base_url.clone(), token: self.token.clone() }
     }
 }
 
@@ -434,14 +510,26 @@ fn client() -> reqwest::Client {
 pub struct ServerProcess {
     /// `http://127.0.0.1:PORT`.
     pub base_url: String,
+    token: Option<String>,
     child: tokio::process::Child,
+    _config: Option<tempfile::NamedTempFile>,
 }
 
 impl ServerProcess {
-    /// Starts the binary on port 0 with `--db db` and extra arguments, and waits until it listens.
-    pub async fn spawn(db: &str, extra: &[&str]) -> Self {
-        let mut child = tokio::process::Command::new(SERVER_BIN)
-            .args(["--bind", "127.0.0.1:0", "--db", db, "--log-format", "json"])
+    /// Starts the binary on port 0 over `db` with extra arguments, and waits until it listens.
+    /// For an authenticated variant, the suite's `[auth]` is given to it in a `--config` file.
+    pub async fn spawn(db: &TestDb, extra: &[&str]) -> Self {
+        let config = db.backend.auth.then(|| {
+            let file = tempfile::NamedTempFile::new().expect("config file");
+            std::fs::write(file.path(), SUITE_AUTH_TOML).expect("config written");
+            file
+        });
+        let mut command = tokio::process::Command::new(SERVER_BIN);
+        command.args(["--bind", "127.0.0.1:0", "--db", &db.url, "--log-format", "json"]);
+        if let Some(file) = &config {
+            command.arg("--config").arg(file.path());
+        }
+        let mut child = command
             .args(extra)
             .env("RUST_LOG", "warn,sync_server::startup=info")
             .stdin(Stdio::null())
@@ -464,12 +552,17 @@ impl ServerProcess {
         .expect("server listens within 30 s");
         // Keep draining the log so the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { base_url: format!("http://{addr}"), child }
+        Self { base_url: format!("http://{addr}"), token: db.backend.token(), child, _config: config }
     }
 
-    /// An HTTP view of this server.
+    /// Where clients reach this server, as [`SUITE_USER`] when it authenticates.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint { base_url: self.base_url.clone(), token: self.token.clone() }
+    }
+
+    /// Typed requests to this server, as [`SUITE_USER`] when it authenticates.
     pub fn api(&self) -> Api {
-        Api::new(self.base_url.clone())
+        self.endpoint().api()
     }
 
     /// Sends a signal to the server (`SIGTERM` = 15, `SIGKILL` = 9) and waits for it to exit.
