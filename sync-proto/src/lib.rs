@@ -18,6 +18,7 @@ pub mod limits;
 pub mod names;
 pub mod pull;
 pub mod push;
+pub mod webhook;
 
 pub use error::{ErrorBody, ErrorCode, ItemError};
 pub use field::{EntitySchema, FieldType};

@@ -26,7 +26,8 @@ use sync_proto::{EntityName, EntitySchema, FieldType, Limits};
 
 use crate::auth::scope::Access;
 use crate::auth::{AuthConfig, Authenticator, EntityScope};
-use crate::store::{PostgresOptions, SqliteOptions};
+use crate::outbox::{OutboxConfig, WebhookConfig};
+use crate::store::{PostgresOptions, Routes, SqliteOptions};
 
 /// Everything the server can be configured with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +69,12 @@ pub struct Config {
     /// their field types checked; otherwise every `/<name>Changes` path is served, schemaless.
     #[serde(rename = "entity")]
     pub entities: Vec<EntityConfig>,
+    /// Webhook subscriptions: every change of their entities is sent to them, signed, at least
+    /// once (see [`crate::outbox`]).
+    #[serde(rename = "webhook")]
+    pub webhooks: Vec<WebhookConfig>,
+    /// How delivery workers share the outbox.
+    pub outbox: OutboxConfig,
 }
 
 impl Default for Config {
@@ -87,6 +94,8 @@ impl Default for Config {
             postgres: PostgresOptions::default(),
             auth: AuthConfig::default(),
             entities: Vec::new(),
+            webhooks: Vec::new(),
+            outbox: OutboxConfig::default(),
         }
     }
 }
@@ -215,7 +224,13 @@ impl Config {
             return invalid(format!("entity {}: scope and roles need authentication ([auth])", e.name));
         }
         let default_access = Access { scope: self.auth.default_scope.clone().unwrap_or_default(), ..Access::default() };
-        Ok(Validated { db, entities: Entities::from_config(&self.entities, default_access)?, auth: auth.map(Arc::new) })
+        let routes = crate::outbox::config::routes(&self.webhooks, &self.outbox)?;
+        Ok(Validated {
+            db,
+            entities: Entities::from_config(&self.entities, default_access)?,
+            auth: auth.map(Arc::new),
+            routes,
+        })
     }
 }
 
@@ -240,6 +255,8 @@ pub struct Validated {
     pub entities: Entities,
     /// The authentication, when `[auth]` turns it on.
     pub auth: Option<Arc<Authenticator>>,
+    /// Which subscriptions take the events of which entities.
+    pub routes: Routes,
 }
 
 /// Which store to open.

@@ -27,6 +27,7 @@ pub mod error;
 pub mod janitor;
 pub mod metrics;
 pub mod origin;
+pub mod outbox;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -1,11 +1,18 @@
 //! `/metrics` in the Prometheus text format: request counts and durations by method and status,
-//! pushes by outcome, objects pushed, and store failures. Labels never carry paths or entity
-//! names, so no request can grow the number of series.
+//! pushes by outcome, objects pushed, store failures, and the outbox's deliveries, lag and dead
+//! events by subscription. Labels never carry paths, entity names or users, so no request can
+//! grow the number of series (subscriptions come from the configuration).
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// The kinds of store failure `sync_store_errors_total` counts.
 pub const STORE_ERROR_KINDS: [&str; 2] = ["unavailable", "internal"];
+
+/// The outcomes `sync_outbox_deliveries_total` counts: delivered; failed (tried again later);
+/// dead (out of attempts).
+pub const DELIVERY_OUTCOMES: [&str; 3] = ["delivered", "failed", "dead"];
 
 /// The server's metrics, registered in their own registry.
 #[derive(Clone)]
@@ -16,6 +23,10 @@ pub struct Metrics {
     pushes: IntCounterVec,
     pushed_objects: IntCounter,
     store_errors: IntCounterVec,
+    deliveries: IntCounterVec,
+    outbox_lag: GaugeVec,
+    outbox_pending: IntGaugeVec,
+    outbox_dead: IntGaugeVec,
 }
 
 impl Metrics {
@@ -45,12 +56,36 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let deliveries = IntCounterVec::new(
+            Opts::new("sync_outbox_deliveries_total", "Outbox delivery attempts, by subscription and outcome"),
+            &["subscription", "outcome"],
+        )
+        .expect("valid metric");
+        let outbox_lag = GaugeVec::new(
+            Opts::new("sync_outbox_lag_seconds", "Age of the oldest event not yet delivered, by subscription"),
+            &["subscription"],
+        )
+        .expect("valid metric");
+        let outbox_pending = IntGaugeVec::new(
+            Opts::new("sync_outbox_pending_events", "Events waiting for delivery, by subscription"),
+            &["subscription"],
+        )
+        .expect("valid metric");
+        let outbox_dead = IntGaugeVec::new(
+            Opts::new("sync_outbox_dead_events", "Events out of attempts, by subscription"),
+            &["subscription"],
+        )
+        .expect("valid metric");
         for metric in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(durations.clone()),
             Box::new(pushes.clone()),
             Box::new(pushed_objects.clone()),
             Box::new(store_errors.clone()),
+            Box::new(deliveries.clone()),
+            Box::new(outbox_lag.clone()),
+            Box::new(outbox_pending.clone()),
+            Box::new(outbox_dead.clone()),
         ] {
             registry.register(metric).expect("metric names are unique");
         }
@@ -62,7 +97,39 @@ impl Metrics {
         for outcome in ["applied", "replayed"] {
             pushes.with_label_values(&[outcome]);
         }
-        Self { registry, requests, durations, pushes, pushed_objects, store_errors }
+        Self {
+            registry,
+            requests,
+            durations,
+            pushes,
+            pushed_objects,
+            store_errors,
+            deliveries,
+            outbox_lag,
+            outbox_pending,
+            outbox_dead,
+        }
+    }
+
+    /// Creates the outbox series of `subscription` at zero.
+    pub fn subscription(&self, subscription: &str) {
+        for outcome in DELIVERY_OUTCOMES {
+            self.deliveries.with_label_values(&[subscription, outcome]);
+        }
+        self.outbox_state(subscription, 0.0, 0, 0);
+    }
+
+    /// Counts one delivery attempt of `subscription` (`delivered`, `failed` or `dead`).
+    pub fn delivery(&self, subscription: &str, outcome: &str) {
+        self.deliveries.with_label_values(&[subscription, outcome]).inc();
+    }
+
+    /// Sets what the outbox holds for `subscription`: the age of its oldest waiting event, and how
+    /// many are waiting and dead.
+    pub fn outbox_state(&self, subscription: &str, lag_seconds: f64, pending: i64, dead: i64) {
+        self.outbox_lag.with_label_values(&[subscription]).set(lag_seconds);
+        self.outbox_pending.with_label_values(&[subscription]).set(pending);
+        self.outbox_dead.with_label_values(&[subscription]).set(dead);
     }
 
     /// Counts one answered request.

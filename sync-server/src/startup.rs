@@ -24,9 +24,9 @@ use crate::metrics::Metrics;
 use crate::origin::{self, OriginPolicy};
 use crate::routes;
 use crate::state::AppState;
-use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
+use crate::store::{PostgresStore, Routes, SqliteStore, Store, StoreError};
 use crate::tasks::Tasks;
-use crate::{janitor, telemetry};
+use crate::{janitor, outbox, telemetry};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +61,7 @@ impl Application {
     /// [`Application::run_until_stopped`] runs.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let validated = config.validate()?;
-        let store = open_store(&validated.db, &config).await?;
+        let store = open_store(&validated.db, &config, validated.routes.clone()).await?;
         let listener =
             TcpListener::bind(&config.bind).map_err(|source| StartError::Bind { addr: config.bind.clone(), source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.bind.clone(), source })?;
@@ -69,13 +69,22 @@ impl Application {
         let mut tasks = Tasks::new();
         let ttl = Duration::from_secs(config.idempotency_ttl_secs);
         janitor::start(&mut tasks, Arc::clone(&store), ttl, clock::system());
+        let metrics = Metrics::new();
+        let outbox = outbox::worker::Context {
+            store: Arc::clone(&store),
+            outbox: config.outbox,
+            metrics: metrics.clone(),
+            clock: clock::system(),
+        };
+        let outbox_wake = outbox::worker::start(&mut tasks, outbox, &config.webhooks).map_err(ConfigError::Invalid)?;
 
         let state = web::Data::new(AppState {
             store: Arc::clone(&store),
             entities: validated.entities.clone(),
             limits: config.limits,
             bodies: BodyBudget::new(config.limits.max_inflight_body_bytes),
-            metrics: Metrics::new(),
+            metrics,
+            outbox_wake,
             body_timeout: Duration::from_secs(config.body_timeout_secs),
             idempotency_ttl: ttl,
             origins: OriginPolicy::new(&config.cors_origins),
@@ -158,17 +167,21 @@ impl Application {
     }
 }
 
-/// Opens the store a configuration names, applying migrations.
-pub async fn open_store(db: &DbUrl, config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+/// Opens the store a configuration names, applying migrations; its pushes append outbox events
+/// along `routes`.
+pub async fn open_store(db: &DbUrl, config: &Config, routes: Routes) -> Result<Arc<dyn Store>, StoreError> {
     match db {
         DbUrl::Sqlite(path) => {
             let (path, options) = (path.clone(), config.sqlite);
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(path, options))
-                .await
-                .map_err(|e| StoreError::internal("the task opening the SQLite store failed", e))??;
+            let store =
+                tokio::task::spawn_blocking(move || SqliteStore::open_with(path, options, clock::system(), routes))
+                    .await
+                    .map_err(|e| StoreError::internal("the task opening the SQLite store failed", e))??;
             Ok(Arc::new(store))
         }
-        DbUrl::Postgres(url) => Ok(Arc::new(PostgresStore::connect(url, config.postgres).await?)),
+        DbUrl::Postgres(url) => {
+            Ok(Arc::new(PostgresStore::connect_with(url, config.postgres, clock::system(), routes).await?))
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use crate::budget::BodyBudget;
 use crate::config::Entities;
 use crate::metrics::Metrics;
 use crate::origin::OriginPolicy;
+use crate::outbox::Wake;
 use crate::store::Store;
 use crate::tasks::TaskHealth;
 
@@ -37,4 +38,6 @@ pub struct AppState {
     pub tasks: TaskHealth,
     /// Who may call entity paths, when authentication is on.
     pub auth: Option<Arc<Authenticator>>,
+    /// Wakes this instance's outbox workers after a push appended events.
+    pub outbox_wake: Wake,
 }

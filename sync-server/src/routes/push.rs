@@ -1,7 +1,7 @@
 //! `POST <path>`: read the body within its limits, parse and validate it, apply it.
 
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use sync_proto::{IdempotencyKey, NameError, PushAnswer, parse_push};
 
 use super::body::read_body;
@@ -43,9 +43,13 @@ pub async fn push(
             .map_err(|e| ApiError::Internal(format!("the parse task failed: {e}")))??
     };
     let items = changes.len();
-    let outcome = state.store.push(scope, Push { changes, idempotency }).await?;
+    let request_id = req.extensions().get::<tracing_actix_web::RequestId>().map(|id| id.to_string());
+    let outcome = state.store.push(scope, Push { changes, idempotency, request_id }).await?;
     tracing::debug!(items, now = %outcome.now, replayed = outcome.replayed, "pushed");
     state.metrics.push(items, outcome.replayed);
+    if !outcome.replayed && state.outbox_wake.is_on() {
+        state.outbox_wake.wake();
+    }
     let mut answer = HttpResponse::Ok();
     if outcome.replayed {
         answer.insert_header(("Idempotency-Replayed", "true"));

@@ -18,6 +18,7 @@
 
 pub mod answer;
 pub mod idempotency;
+pub mod outbox;
 pub mod postgres;
 pub(crate) mod push;
 pub(crate) mod read;
@@ -32,6 +33,7 @@ use sync_proto::{Change, Cursor, EntityName, FieldsJson, PullQuery, PullWriter};
 
 pub use answer::AnswerStream;
 pub use idempotency::Idempotency;
+pub use outbox::{Outbox, Routes};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
@@ -122,6 +124,15 @@ pub struct Push {
     pub changes: Vec<Change>,
     /// The idempotency key the push came with, if any.
     pub idempotency: Option<Idempotency>,
+    /// The request id of the push, kept with its outbox events.
+    pub request_id: Option<String>,
+}
+
+impl Push {
+    /// A push of these changes, without a key or a request id.
+    pub fn new(changes: Vec<Change>) -> Self {
+        Self { changes, idempotency: None, request_id: None }
+    }
 }
 
 /// What a push did.
@@ -204,7 +215,7 @@ impl StoreError {
 
 /// The storage of synced objects. Implementations are shared by every request of a server.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Outbox + Send + Sync + 'static {
     /// Changes in `scope` after `query.since`, with the high-water mark read in the same snapshot.
     async fn pull(&self, scope: &Scope, query: PullQuery) -> Result<PullPage, StoreError>;
 

@@ -8,7 +8,8 @@
 //!    of the push; a remembered push is replayed (see [`super::idempotency`]) and nothing is written;
 //! 3. take the timestamp [`next_timestamp`] from the clock and the wall clock;
 //! 4. apply each change in order by the push rules of [`ObjectState::after`];
-//! 5. write the clock, the changed objects, and the idempotency key.
+//! 5. write the clock, the changed objects, the idempotency key, and one outbox event per changed
+//!    object and subscription of its entity (see [`super::outbox`]).
 //!
 //! The store commits afterwards; if anything fails, the store rolls the transaction back and
 //! nothing of the push is applied.
@@ -18,8 +19,10 @@ use std::collections::{HashMap, HashSet};
 use sync_proto::{Change, Cursor, FieldsJson};
 
 use super::idempotency::{Idempotency, Remembered};
+use super::outbox::{NewEvent, Routes};
 use super::{Push, PushOutcome, Scope, StoreError};
 use crate::clock::{Clock, next_timestamp};
+use sync_proto::webhook::Operation;
 
 /// What is stored for one id, as a push finds it and then leaves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,9 +92,14 @@ pub(crate) struct Writes<'a> {
     pub(crate) now: i64,
     /// The rows, each id once.
     pub(crate) rows: &'a [Write],
-    /// The key to remember, with `wall_ms` as the time it was remembered.
+    /// The key to remember, with `wall_ms` as the time it was remembered (and the time of the
+    /// outbox events).
     pub(crate) key: Option<&'a Idempotency>,
     pub(crate) wall_ms: i64,
+    /// The outbox events to append.
+    pub(crate) events: &'a [NewEvent<'a>],
+    /// The push's request id, kept with its events.
+    pub(crate) request_id: Option<&'a str>,
 }
 
 /// The steps of a push in one store's transaction. Each store implements them in its own SQL; the
@@ -107,7 +115,7 @@ pub(crate) trait PushTx {
     /// The push remembered under the key (if still valid), and what is stored for `ids`.
     async fn read(&mut self, scope: &Scope, key: Option<KeyLookup<'_>>, ids: &[&str]) -> Result<Found, Self::Error>;
 
-    /// Writes the clock, every row, and the key.
+    /// Writes the clock, every row, the key, and the events.
     async fn write(&mut self, scope: &Scope, writes: &Writes<'_>) -> Result<(), Self::Error>;
 }
 
@@ -117,6 +125,7 @@ pub(crate) async fn apply<T: PushTx>(
     scope: &Scope,
     push: &Push,
     clock: &dyn Clock,
+    routes: &Routes,
 ) -> Result<PushOutcome, T::Error> {
     let last = tx.lock_clock(scope).await?;
     // Read after the lock was granted, however long that took, so that timestamps stay close to
@@ -131,8 +140,27 @@ pub(crate) async fn apply<T: PushTx>(
     }
     let now = next_timestamp(wall_ms, last);
     let rows = plan_writes(&push.changes, found.stored);
-    tx.write(scope, &Writes { now, rows: &rows, key, wall_ms }).await?;
+    let event_ids: Vec<String> =
+        if routes.is_empty() { Vec::new() } else { rows.iter().map(|_| uuid::Uuid::now_v7().to_string()).collect() };
+    let events = events_of(&rows, &event_ids, routes.subscriptions_of(scope.key()).collect());
+    let request_id = push.request_id.as_deref();
+    tx.write(scope, &Writes { now, rows: &rows, key, wall_ms, events: &events, request_id }).await?;
     Ok(PushOutcome { now: Cursor::from_millis(now), replayed: false })
+}
+
+/// One event per written row (`event_ids[i]` for `rows[i]`) for each subscription.
+fn events_of<'a>(rows: &'a [Write], event_ids: &'a [String], subscriptions: Vec<&'a str>) -> Vec<NewEvent<'a>> {
+    let mut events = Vec::with_capacity(rows.len() * subscriptions.len());
+    for subscription in subscriptions {
+        for (row, event_id) in rows.iter().zip(event_ids) {
+            let (operation, object) = match &row.state {
+                ObjectState::Live(fields) => (Operation::Upsert, Some(fields.as_json())),
+                ObjectState::Removed | ObjectState::Absent => (Operation::Remove, None),
+            };
+            events.push(NewEvent { subscription, event_id, object_id: &row.id, operation, object });
+        }
+    }
+    events
 }
 
 /// The distinct ids of a push, in order of first appearance.

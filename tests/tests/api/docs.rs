@@ -82,9 +82,10 @@ fn the_documented_configuration_is_every_key_with_its_real_default() {
     keys(&toml::Value::Table(toml::from_str(block).unwrap()), "", &mut shown);
     let mut real = BTreeSet::new();
     keys(&toml::Value::try_from(Config::default()).unwrap(), "", &mut real);
-    // Declared entities and Basic users have blocks of their own, with examples.
+    // Declared entities, Basic users and webhooks have blocks of their own, with examples.
     real.remove("entity");
     real.remove("auth.basic");
+    real.remove("webhook");
     assert_eq!(shown, real, "the README's block must list every key of the configuration");
 }
 
@@ -165,7 +166,15 @@ fn the_readme_feed_snippet_is_the_compiled_example() {
 
 #[tokio::test]
 async fn every_documented_metric_is_served_with_its_labels() {
-    let server = TestServer::start().await;
+    // A subscription, so that the outbox series exist (nothing listens at its port).
+    let webhook: sync_server::outbox::WebhookConfig = toml::from_str(
+        r#"name = "erp"
+        url = "http://127.0.0.1:9/hooks"
+        secrets = ["whsec_c2VjcmV0"]"#,
+    )
+    .unwrap();
+    let config = sync_server::Config { webhooks: vec![webhook], ..sync_server::Config::default() };
+    let server = TestServer::start_with_on(config, crate::helpers::Backend::SQLITE).await;
     let api = server.api();
     api.push("/taskChanges", json!([{"id": "a"}])).await;
     api.pull("/taskChanges", 0).await;

@@ -18,6 +18,7 @@ mod docs;
 mod durability;
 mod faults;
 mod multi_instance;
+mod outbox;
 mod protocol;
 mod store_clock;
 mod stores;

@@ -23,7 +23,7 @@ fn upsert(id: &str) -> Change {
 }
 
 async fn push(store: &Arc<dyn Store>, entity: &Scope, changes: Vec<Change>) -> i64 {
-    store.push(entity, Push { changes, idempotency: None }).await.unwrap().now.millis()
+    store.push(entity, Push::new(changes)).await.unwrap().now.millis()
 }
 
 async fn timestamps_never_go_backwards_when_the_wall_clock_does(backend: Backend) {

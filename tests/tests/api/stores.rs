@@ -21,7 +21,7 @@ fn changes(body: &str) -> Vec<Change> {
 }
 
 async fn push(store: &Arc<dyn Store>, entity: &Scope, body: &str) -> i64 {
-    store.push(entity, Push { changes: changes(body), idempotency: None }).await.unwrap().now.millis()
+    store.push(entity, Push::new(changes(body))).await.unwrap().now.millis()
 }
 
 async fn pull(store: &Arc<dyn Store>, entity: &Scope, since: i64, limit: Option<usize>) -> PullPage {
@@ -103,7 +103,7 @@ async fn an_idempotent_push_is_applied_once_and_its_key_is_bound_to_its_body(bac
     let store = db.open_store().await;
     let task = backend.scope("Task");
     let key = IdempotencyKey::new("push-1").unwrap();
-    let first = Push { changes: changes(r#"[{"id":"a","v":1}]"#), idempotency: key_for(&key, "f1") };
+    let first = Push { changes: changes(r#"[{"id":"a","v":1}]"#), idempotency: key_for(&key, "f1"), request_id: None };
     let applied = store.push(&task, first.clone()).await.unwrap();
     assert!(!applied.replayed);
     let later = push(&store, &task, r#"[{"id":"a","v":2}]"#).await;
@@ -114,12 +114,12 @@ async fn an_idempotent_push_is_applied_once_and_its_key_is_bound_to_its_body(bac
     assert_eq!(rows(&page), [("a".to_owned(), later, Some(r#"{"v":2}"#.to_owned()))]);
     assert_eq!(page.now.millis(), later, "a replay does not advance the clock");
 
-    let other_body = Push { changes: changes(r#"[{"id":"b"}]"#), idempotency: key_for(&key, "f2") };
+    let other_body = Push { changes: changes(r#"[{"id":"b"}]"#), idempotency: key_for(&key, "f2"), request_id: None };
     assert!(matches!(store.push(&task, other_body).await, Err(StoreError::IdempotencyKeyReused(k)) if k == "push-1"));
     assert!(pull(&store, &task, later, None).await.objects.is_empty(), "a refused push applies nothing");
 
     // Keys are per entity.
-    let elsewhere = Push { changes: changes("[]"), idempotency: key_for(&key, "f3") };
+    let elsewhere = Push { changes: changes("[]"), idempotency: key_for(&key, "f3"), request_id: None };
     assert!(!store.push(&backend.scope("Other"), elsewhere).await.unwrap().replayed);
 }
 
@@ -132,6 +132,7 @@ async fn an_expired_idempotency_key_is_never_replayed_and_is_purged(backend: Bac
     let push_with_key = || Push {
         changes: changes(r#"[{"id":"a","v":1}]"#),
         idempotency: Some(Idempotency::new(key.clone(), b"same body", ttl)),
+        request_id: None,
     };
     let first = store.push(&task, push_with_key()).await.unwrap();
     assert!(store.push(&task, push_with_key()).await.unwrap().replayed, "within its time to live, a replay");
@@ -178,7 +179,8 @@ async fn partitions_share_nothing_not_even_ids_clocks_or_keys(backend: Backend) 
     assert!(b1 > 0);
 
     let key = IdempotencyKey::new("k").unwrap();
-    let keyed = |body: &str| Push { changes: changes(body), idempotency: key_for(&key, "same bytes") };
+    let keyed =
+        |body: &str| Push { changes: changes(body), idempotency: key_for(&key, "same bytes"), request_id: None };
     let first = store.push(&alice, keyed(r#"[{"id":"k1"}]"#)).await.unwrap();
     let other = store.push(&bob, keyed(r#"[{"id":"k1"}]"#)).await.unwrap();
     assert!(!other.replayed, "another partition's key never replays someone else's answer");

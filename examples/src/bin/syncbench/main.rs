@@ -80,7 +80,8 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let db = if args.db == "sqlite" { format!("sqlite://{}", temp.path().join("bench.db").display()) } else { args.db };
     let db_url = DbUrl::parse(&db)?;
     let config = Config { db: db.clone(), ..Config::default() };
-    let store = sync_server::startup::open_store(&db_url, &config).await.context("opening the store")?;
+    let store =
+        sync_server::startup::open_store(&db_url, &config, Default::default()).await.context("opening the store")?;
 
     let server = match &args.url {
         Some(url) => server::Server::external(url.clone()),

@@ -367,7 +367,7 @@ impl Endpoint {
 
     async fn direct_push(&self, entity: &Scope, body: &[u8]) -> anyhow::Result<i64> {
         let changes = parse_push(body, &Limits::default(), None)?;
-        Ok(self.store.push(entity, Push { changes, idempotency: None }).await?.now.millis())
+        Ok(self.store.push(entity, Push::new(changes)).await?.now.millis())
     }
 
     async fn direct_pull(&self, entity: &Scope, since: i64) -> anyhow::Result<AnswerScan> {

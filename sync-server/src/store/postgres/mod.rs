@@ -19,6 +19,7 @@
 //! `JSONB`, which would reorder keys and rewrite numbers).
 
 mod connection;
+mod outbox;
 mod reads;
 mod schema;
 mod writes;
@@ -35,6 +36,7 @@ use self::connection::{Failure, discard, pool_error, with_connection};
 use self::reads::{PgRead, Written};
 pub use self::schema::{MIGRATIONS, Migration};
 use super::answer::{self, AnswerStream};
+use super::outbox::Routes;
 use super::{PullPage, Push, PushOutcome, Scope, Store, StoreError, read};
 use crate::clock::{self, Clock};
 
@@ -79,6 +81,8 @@ struct Inner {
     description: String,
     clock: Arc<dyn Clock>,
     options: PostgresOptions,
+    /// Where pushes append outbox events.
+    routes: Routes,
 }
 
 impl PostgresStore {
@@ -95,6 +99,17 @@ impl PostgresStore {
         options: PostgresOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
+        Self::connect_with(url, options, clock, Routes::default()).await
+    }
+
+    /// As [`PostgresStore::connect_with_clock`], with pushes appending outbox events along
+    /// `routes`.
+    pub async fn connect_with(
+        url: &str,
+        options: PostgresOptions,
+        clock: Arc<dyn Clock>,
+        routes: Routes,
+    ) -> Result<Self, StoreError> {
         let (pool, description) = connection::pool(url, &options)?;
         let mut client = pool.get().await.map_err(|e| match pool_error(e) {
             StoreError::Unavailable { cause, .. } => {
@@ -105,7 +120,7 @@ impl PostgresStore {
         schema::prepare(&mut client, &description).await?;
         drop(client);
         let streams = Arc::new(tokio::sync::Semaphore::new((options.pool_size as usize / 2).max(1)));
-        Ok(Self { inner: Arc::new(Inner { pool, streams, description, clock, options }) })
+        Ok(Self { inner: Arc::new(Inner { pool, streams, description, clock, options, routes }) })
     }
 }
 

@@ -71,6 +71,58 @@ pub const MIGRATIONS: &[Migration] = &[
         ALTER TABLE sync_idempotency ADD PRIMARY KEY (entity, partition, key);
     "#,
     },
+    Migration {
+        version: 3,
+        description: "the transactional outbox: events per subscription, attempts, subscriptions, audit log",
+        sql: r#"
+        CREATE TABLE sync_outbox (
+            seq             BIGSERIAL PRIMARY KEY,
+            subscription    TEXT    NOT NULL,
+            event_id        TEXT    NOT NULL,
+            entity          TEXT    NOT NULL,
+            partition       TEXT    NOT NULL,
+            object_id       BYTEA   NOT NULL,
+            operation       TEXT    NOT NULL,   -- 'upsert' or 'remove'
+            object          TEXT,               -- the fields after the change; NULL for a removal
+            last_change     BIGINT  NOT NULL,
+            request_id      TEXT,
+            created_ms      BIGINT  NOT NULL,
+            state           TEXT    NOT NULL DEFAULT 'pending',
+            attempts        INTEGER NOT NULL DEFAULT 0,
+            next_attempt_ms BIGINT,
+            lease_token     BIGINT,
+            lease_until_ms  BIGINT,
+            last_status     INTEGER,
+            last_error      TEXT,
+            finished_ms     BIGINT
+        );
+        CREATE INDEX sync_outbox_due ON sync_outbox (subscription, state, next_attempt_ms);
+        CREATE INDEX sync_outbox_by_object ON sync_outbox (subscription, entity, partition, object_id, seq);
+        CREATE INDEX sync_outbox_by_event ON sync_outbox (event_id);
+        CREATE TABLE sync_outbox_attempts (
+            id          BIGSERIAL PRIMARY KEY,
+            seq         BIGINT  NOT NULL,
+            at_ms       BIGINT  NOT NULL,
+            duration_ms BIGINT  NOT NULL,
+            status      INTEGER,
+            error       TEXT
+        );
+        CREATE INDEX sync_outbox_attempts_of ON sync_outbox_attempts (seq, id);
+        CREATE TABLE sync_outbox_subscriptions (
+            name       TEXT    PRIMARY KEY,
+            enabled    BOOLEAN NOT NULL,
+            reason     TEXT,
+            changed_ms BIGINT  NOT NULL
+        );
+        CREATE TABLE sync_admin_audit (
+            id     BIGSERIAL PRIMARY KEY,
+            at_ms  BIGINT NOT NULL,
+            "user" TEXT   NOT NULL,
+            action TEXT   NOT NULL,
+            detail TEXT   NOT NULL
+        );
+    "#,
+    },
 ];
 
 /// The advisory lock that serializes migrations between instances ("sync-mig" in ASCII).

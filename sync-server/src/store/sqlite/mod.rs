@@ -6,6 +6,7 @@
 //! - [`schema`]: migrations and the durability settings (WAL, `synchronous = FULL`).
 
 mod connection;
+mod outbox;
 mod reads;
 mod schema;
 mod writer;
@@ -24,6 +25,7 @@ use self::connection::{classify, no_reader, reader_pool};
 use self::reads::SqliteRead;
 use self::writer::{Job, Writer};
 use super::answer::{self, AnswerStream};
+use super::outbox::Routes;
 use super::{PullPage, Push, PushOutcome, Scope, Store, StoreError, read, run_ready};
 use crate::clock::{self, Clock};
 
@@ -76,13 +78,23 @@ impl SqliteStore {
         options: SqliteOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
+        Self::open_with(path, options, clock, Routes::default())
+    }
+
+    /// As [`SqliteStore::open_with_clock`], with pushes appending outbox events along `routes`.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+        clock: Arc<dyn Clock>,
+        routes: Routes,
+    ) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let busy = Duration::from_millis(options.busy_timeout_ms);
         let conn = schema::open_writer(&path, busy)?;
         let readers = reader_pool(&path, options.readers, busy)?;
         let stream_readers = reader_pool(&path, options.stream_readers, busy)?;
         let (writes, queue) = mpsc::channel(writer::QUEUE);
-        let writer = Writer { conn, clock };
+        let writer = Writer { conn, clock, routes: Arc::new(routes) };
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer.run(queue))
@@ -100,6 +112,15 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || job(&inner))
             .await
             .map_err(|e| StoreError::internal("an SQLite task failed", e))?
+    }
+
+    /// Runs `job` on the writer's connection, between commit groups, and waits for its outcome.
+    async fn on_writer<T, F>(&self, job: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write(|reply| Job::Run(Box::new(move |conn| drop(reply.send(job(conn)))))).await
     }
 
     /// Hands a job to the writer thread and waits for its outcome.

@@ -72,6 +72,55 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE idempotency_v2 RENAME TO idempotency;
     CREATE INDEX idempotency_by_age ON idempotency (created_ms);
 "#,
+    r#"
+    -- The transactional outbox: one row per event and subscription (see store::outbox).
+    CREATE TABLE outbox (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        subscription    TEXT    NOT NULL,
+        event_id        TEXT    NOT NULL,
+        entity          TEXT    NOT NULL,
+        partition       TEXT    NOT NULL,
+        object_id       TEXT    NOT NULL,
+        operation       TEXT    NOT NULL,   -- 'upsert' or 'remove'
+        object          TEXT,               -- the fields after the change; NULL for a removal
+        last_change     INTEGER NOT NULL,
+        request_id      TEXT,
+        created_ms      INTEGER NOT NULL,
+        state           TEXT    NOT NULL DEFAULT 'pending',
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms INTEGER,
+        lease_token     INTEGER,
+        lease_until_ms  INTEGER,
+        last_status     INTEGER,
+        last_error      TEXT,
+        finished_ms     INTEGER
+    );
+    CREATE INDEX outbox_due ON outbox (subscription, state, next_attempt_ms);
+    CREATE INDEX outbox_by_object ON outbox (subscription, entity, partition, object_id, seq);
+    CREATE INDEX outbox_by_event ON outbox (event_id);
+    CREATE TABLE outbox_attempts (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq         INTEGER NOT NULL,
+        at_ms       INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        status      INTEGER,
+        error       TEXT
+    );
+    CREATE INDEX outbox_attempts_of ON outbox_attempts (seq, id);
+    CREATE TABLE outbox_subscriptions (
+        name       TEXT    PRIMARY KEY,
+        enabled    INTEGER NOT NULL,
+        reason     TEXT,
+        changed_ms INTEGER NOT NULL
+    );
+    CREATE TABLE admin_audit (
+        id     INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms  INTEGER NOT NULL,
+        user   TEXT    NOT NULL,
+        action TEXT    NOT NULL,
+        detail TEXT    NOT NULL
+    );
+"#,
 ];
 
 /// Opens the writing connection of the file at `path`: WAL, `synchronous = FULL` (every

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::connection::classify;
 use crate::clock::Clock;
 use crate::store::idempotency::Remembered;
+use crate::store::outbox::Routes;
 use crate::store::push::{self, Found, KeyLookup, ObjectState, PushTx, Writes};
 use crate::store::{Push, PushOutcome, Scope, StoreError, run_ready};
 
@@ -32,6 +33,9 @@ pub(super) enum Job {
     Push { scope: Scope, push: Push, span: tracing::Span, reply: oneshot::Sender<Result<PushOutcome, StoreError>> },
     /// Delete at most `batch` idempotency keys remembered before `before_ms`.
     Purge { before_ms: i64, batch: usize, reply: oneshot::Sender<Result<u64, StoreError>> },
+    /// Any other write (the outbox's deliveries and operators' actions), run alone on the
+    /// writer's connection; it replies itself.
+    Run(Box<dyn FnOnce(&mut Connection) + Send>),
     /// Stop as if the thread had died (to test what notices a dead writer).
     #[cfg(test)]
     Crash,
@@ -41,6 +45,7 @@ pub(super) enum Job {
 pub(super) struct Writer {
     pub(super) conn: Connection,
     pub(super) clock: Arc<dyn Clock>,
+    pub(super) routes: Arc<Routes>,
 }
 
 impl Writer {
@@ -70,6 +75,7 @@ impl Writer {
                 Job::Purge { before_ms, batch, reply } => {
                     let _ = reply.send(self.purge(before_ms, batch));
                 }
+                Job::Run(job) => job(&mut self.conn),
                 #[cfg(test)]
                 Job::Crash => return,
             }
@@ -100,7 +106,7 @@ impl Writer {
         for (scope, push, span, _) in group {
             let _request = span.enter();
             let savepoint = tx.savepoint().map_err(classify)?;
-            let outcome = run_ready(push::apply(&mut SqliteTx(&savepoint), scope, push, &*self.clock));
+            let outcome = run_ready(push::apply(&mut SqliteTx(&savepoint), scope, push, &*self.clock, &self.routes));
             match &outcome {
                 Ok(_) => savepoint.commit().map_err(classify)?,
                 Err(e) => tracing::debug!(error = %e, "push rolled back alone"), // as the savepoint drops
@@ -207,6 +213,31 @@ impl PushTx for SqliteTx<'_> {
                 stmt.execute(params![scope.key(), scope.partition(), key.key(), now, key.fingerprint(), writes.wall_ms])
             })
             .map_err(classify)?;
+        }
+        if !writes.events.is_empty() {
+            let mut append = conn
+                .prepare_cached(
+                    "INSERT INTO outbox (subscription, event_id, entity, partition, object_id, operation, object,
+                                         last_change, request_id, created_ms, next_attempt_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+                )
+                .map_err(classify)?;
+            for e in writes.events {
+                append
+                    .execute(params![
+                        e.subscription,
+                        e.event_id,
+                        scope.key(),
+                        scope.partition(),
+                        e.object_id,
+                        e.operation.as_str(),
+                        e.object,
+                        now,
+                        writes.request_id,
+                        writes.wall_ms
+                    ])
+                    .map_err(classify)?;
+            }
         }
         Ok(())
     }

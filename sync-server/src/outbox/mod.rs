@@ -1,0 +1,53 @@
+//! Every change reaches the other systems: the delivery side of the transactional outbox.
+//!
+//! Pushes append their events in their own transaction (see [`crate::store::outbox`]); here,
+//! one worker per subscription and instance claims due events under a lease, sends each as a
+//! signed webhook ([`webhook`]), records the attempt, and schedules the next one ([`schedule`])
+//! or declares the event dead. Workers of several instances share the outbox safely: claims never
+//! overlap, a dead instance's leases run out and are taken over, and one object's events reach a
+//! subscription in commit order. A `410 Gone` disables the subscription until an operator enables
+//! it again (the admin API).
+//!
+//! - [`config`]: `[[webhook]]` and `[outbox]`;
+//! - [`schedule`]: when the next attempt is, and what an answer means;
+//! - [`webhook`]: the request, signed per the Standard Webhooks specification;
+//! - [`worker`]: the claim, deliver, record loop, and the outbox janitor.
+
+pub mod config;
+pub mod schedule;
+pub mod webhook;
+pub mod worker;
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+pub use config::{OutboxConfig, WebhookConfig};
+
+/// Wakes the delivery workers of this instance when a push appended events, so that delivery
+/// does not wait for their next poll. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Wake(Arc<Vec<Arc<Notify>>>);
+
+impl Wake {
+    /// One waker per worker.
+    pub(crate) fn new(workers: usize) -> Self {
+        Self(Arc::new((0..workers).map(|_| Arc::new(Notify::new())).collect()))
+    }
+
+    /// Whether any worker runs (pushes append events only then).
+    pub fn is_on(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    /// Wakes every worker (a worker busy delivering finds the events at its next claim).
+    pub fn wake(&self) {
+        for notify in self.0.iter() {
+            notify.notify_one();
+        }
+    }
+
+    pub(crate) fn worker(&self, n: usize) -> Arc<Notify> {
+        Arc::clone(&self.0[n])
+    }
+}

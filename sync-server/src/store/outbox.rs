@@ -1,0 +1,406 @@
+//! The transactional outbox: what a push appends for other systems, and what the delivery workers
+//! need of the store.
+//!
+//! Every applied push appends, in its own transaction, one row per changed object and per
+//! subscription that takes the object's entity ([`Routes`]): the change commits with its events
+//! or not at all, and a replayed push appends nothing. Each row is one event for one
+//! subscription, with its delivery state:
+//!
+//! - `pending`: waiting for its next attempt (`next_attempt_ms`);
+//! - `delivering`: claimed by a worker under a lease (`lease_token`, `lease_until_ms`); a lease
+//!   that runs out (its instance died) makes the row claimable again;
+//! - `delivered`, `skipped`: done (an operator skipped it);
+//! - `dead`: out of attempts, kept with its attempt history until an operator redrives or skips it.
+//!
+//! **Order per object**: a row is claimable only while no earlier row of the same subscription
+//! and object is `pending`, `delivering` or `dead`, so one object's events reach a subscription in
+//! commit order, and a failing object holds back only its own later events. Every state change
+//! of a claimed row is guarded by its lease token, so a worker whose lease was taken over can
+//! never overwrite what the new holder did. Every attempt is kept in its own row.
+
+use async_trait::async_trait;
+use serde::Serialize;
+use sync_proto::webhook::Operation;
+
+use super::StoreError;
+
+/// Which subscriptions take the events of which entities.
+#[derive(Debug, Clone, Default)]
+pub struct Routes(Vec<Route>);
+
+/// One subscription's entities.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The subscription's name.
+    pub subscription: String,
+    /// The entities it takes; empty: all.
+    pub entities: Vec<String>,
+}
+
+impl Routes {
+    /// These routes.
+    pub fn new(routes: Vec<Route>) -> Self {
+        Self(routes)
+    }
+
+    /// Whether no subscription takes anything: pushes append no event.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The subscriptions that take events of `entity`.
+    pub(crate) fn subscriptions_of<'a>(&'a self, entity: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |r| r.entities.is_empty() || r.entities.iter().any(|e| e == entity))
+            .map(|r| r.subscription.as_str())
+    }
+}
+
+/// One event a push appends for one subscription.
+#[derive(Debug, Clone)]
+pub(crate) struct NewEvent<'a> {
+    /// The subscription.
+    pub(crate) subscription: &'a str,
+    /// The event's id, the same for every subscription.
+    pub(crate) event_id: &'a str,
+    /// The object's id.
+    pub(crate) object_id: &'a str,
+    /// What happened to it.
+    pub(crate) operation: Operation,
+    /// Its fields after the change (JSON object text); `None` for a removal.
+    pub(crate) object: Option<&'a str>,
+}
+
+/// An event claimed for delivery, under a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// The row (event and subscription).
+    pub seq: i64,
+    /// The lease: every later change of the row must name it.
+    pub lease_token: i64,
+    /// The event.
+    pub event: EventData,
+    /// Attempts made before this one.
+    pub attempts: i32,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventData {
+    /// Its id (the receiver's deduplication key).
+    pub event_id: String,
+    /// The entity.
+    pub entity: String,
+    /// The partition, empty outside any.
+    pub partition: String,
+    /// The object's id.
+    pub object_id: String,
+    /// `upsert` or `remove`.
+    pub operation: String,
+    /// The object's fields after the change (JSON object text), `None` for a removal.
+    pub object: Option<String>,
+    /// The object's `_lastChange`.
+    pub last_change: i64,
+    /// The push's request id.
+    pub request_id: Option<String>,
+    /// When the push committed (epoch ms, the wall clock of its transaction).
+    pub created_ms: i64,
+}
+
+/// One delivery attempt, as kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    /// When it started (epoch ms).
+    pub at_ms: i64,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// The receiver's HTTP status, if it answered.
+    pub status: Option<i32>,
+    /// What went wrong (a bounded excerpt of the answer, or the error), `None` when delivered.
+    pub error: Option<String>,
+}
+
+/// What becomes of a claimed row after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Done.
+    Delivered,
+    /// Tried again at this time (epoch ms).
+    RetryAt(i64),
+    /// Out of attempts.
+    Dead,
+}
+
+/// A subscription's state and counts, for operators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubscriptionStats {
+    /// Its name.
+    pub name: String,
+    /// Whether its workers deliver (an operator, or a `410` from the receiver, may stop them).
+    pub enabled: bool,
+    /// Why it was disabled, when it is.
+    pub disabled_reason: Option<String>,
+    /// Events waiting (pending or being delivered).
+    pub pending: i64,
+    /// Pending events that failed at least once.
+    pub failing: i64,
+    /// Events out of attempts.
+    pub dead: i64,
+    /// When the oldest waiting event committed (epoch ms): its age is the subscription's lag.
+    pub oldest_pending_ms: Option<i64>,
+}
+
+/// Which events an operator asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only this subscription's.
+    pub subscription: Option<String>,
+    /// Only in these states (`pending`, `delivering`, `delivered`, `dead`, `skipped`), or only
+    /// `failed` ones (pending after at least one failed attempt); empty: every state.
+    pub states: Vec<String>,
+    /// Only of this entity.
+    pub entity: Option<String>,
+    /// Only of this object id.
+    pub object_id: Option<String>,
+    /// Only of this partition (a user's: `user:alice`).
+    pub partition: Option<String>,
+    /// Only this event id.
+    pub event_id: Option<String>,
+    /// Only events committed at or after this time (epoch ms).
+    pub from_ms: Option<i64>,
+    /// Only events committed before this time (epoch ms).
+    pub until_ms: Option<i64>,
+}
+
+/// An event of one subscription with its delivery state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventRow {
+    /// The row.
+    pub seq: i64,
+    /// The subscription.
+    pub subscription: String,
+    /// The event.
+    #[serde(flatten)]
+    pub event: EventData,
+    /// `pending`, `delivering`, `delivered`, `dead` or `skipped`.
+    pub state: String,
+    /// Attempts made since it was last (re)driven.
+    pub attempts: i32,
+    /// When it is tried next (epoch ms), while pending.
+    pub next_attempt_ms: Option<i64>,
+    /// The last answer's status.
+    pub last_status: Option<i32>,
+    /// The last error.
+    pub last_error: Option<String>,
+}
+
+/// The delivery side of the outbox, on the store that holds it.
+#[async_trait]
+pub trait Outbox: Send + Sync {
+    /// Claims up to `limit` events of `subscription` that are due at `now_ms` (or whose lease ran
+    /// out), oldest first, each the earliest unfinished event of its object, under a fresh lease
+    /// until `lease_until_ms`. Claims of concurrent workers (of any instance) never overlap.
+    async fn claim(
+        &self,
+        subscription: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Claimed>, StoreError>;
+
+    /// Extends the leases of rows still held under these tokens; returns how many were.
+    async fn renew(&self, leases: &[(i64, i64)], lease_until_ms: i64) -> Result<u64, StoreError>;
+
+    /// Records `attempt` of a claimed row and moves it on; does nothing (and returns false) if the
+    /// lease is no longer the row's.
+    async fn finish(&self, seq: i64, lease_token: i64, attempt: Attempt, after: After) -> Result<bool, StoreError>;
+
+    /// Gives a claimed row back unattempted (the subscription was disabled meanwhile, or the
+    /// server is stopping), due at once.
+    async fn release(&self, seq: i64, lease_token: i64) -> Result<bool, StoreError>;
+
+    /// Whether a subscription's workers deliver (true unless disabled).
+    async fn is_enabled(&self, subscription: &str) -> Result<bool, StoreError>;
+
+    /// Every subscription's state and counts; subscriptions named in `names` appear even when
+    /// they have no event yet.
+    async fn subscriptions(&self, names: &[String]) -> Result<Vec<SubscriptionStats>, StoreError>;
+
+    /// Enables or disables a subscription (`reason` says why it was disabled).
+    async fn set_enabled(
+        &self,
+        subscription: &str,
+        enabled: bool,
+        reason: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Events matching `filter`, newest first, at most `limit`, before row `before_seq` if given.
+    async fn events(
+        &self,
+        filter: &EventFilter,
+        before_seq: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<EventRow>, StoreError>;
+
+    /// One row and its attempts, newest first.
+    async fn event(&self, seq: i64) -> Result<Option<(EventRow, Vec<Attempt>)>, StoreError>;
+
+    /// Makes dead (or failing pending) rows matching `filter` (or exactly the rows `seqs`, when
+    /// given) due again with their attempts counted from zero; their history stays. Returns how many.
+    async fn redrive(&self, filter: &EventFilter, seqs: Option<&[i64]>, now_ms: i64) -> Result<u64, StoreError>;
+
+    /// Marks rows as skipped (never delivered): pending or dead ones only. Returns how many.
+    async fn skip(&self, seqs: &[i64], now_ms: i64) -> Result<u64, StoreError>;
+
+    /// How many rows match `filter`, for confirmations.
+    async fn count(&self, filter: &EventFilter) -> Result<u64, StoreError>;
+
+    /// Deletes at most `batch` delivered or skipped rows finished before `before_ms`, with their
+    /// attempts; returns how many.
+    async fn prune(&self, before_ms: i64, batch: usize) -> Result<u64, StoreError>;
+
+    /// Appends an entry to the audit log of operators' actions.
+    async fn audit(&self, at_ms: i64, user: &str, action: &str, detail: &str) -> Result<(), StoreError>;
+
+    /// The newest entries of the audit log: `(at_ms, user, action, detail)`.
+    async fn audit_log(&self, limit: usize) -> Result<Vec<(i64, String, String, String)>, StoreError>;
+}
+
+/// The states a filter may name, and `failed`.
+pub const STATES: [&str; 6] = ["pending", "delivering", "delivered", "dead", "skipped", "failed"];
+
+/// A bounded excerpt of what a receiver answered, for the attempt history.
+pub fn excerpt(text: &str, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
+        return text.to_owned();
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_send_an_entity_to_the_subscriptions_that_take_it() {
+        let routes = Routes::new(vec![
+            Route { subscription: "all".into(), entities: vec![] },
+            Route { subscription: "tasks".into(), entities: vec!["Task".into()] },
+        ]);
+        assert_eq!(routes.subscriptions_of("Task").collect::<Vec<_>>(), ["all", "tasks"]);
+        assert_eq!(routes.subscriptions_of("Note").collect::<Vec<_>>(), ["all"]);
+        assert!(Routes::default().is_empty());
+    }
+
+    #[test]
+    fn filters_bind_every_value_and_name_only_known_states() {
+        let filter = EventFilter {
+            subscription: Some("erp".into()),
+            states: vec!["dead".into(), "failed".into(), "'; DROP TABLE outbox; --".into()],
+            object_id: Some("t1".into()),
+            from_ms: Some(5),
+            ..EventFilter::default()
+        };
+        let postgres = Dialect {
+            placeholder: |n| format!("${n}"),
+            object_id_is: |p| format!("object_id = convert_to({p}, 'UTF8')"),
+        };
+        let (sql, bound) = filter_sql(&filter, 3, postgres);
+        assert_eq!(
+            sql,
+            "subscription = $3 AND object_id = convert_to($4, 'UTF8') AND created_ms >= $5 AND \
+             (state = 'dead' OR (state = 'pending' AND attempts > 0))"
+        );
+        assert_eq!(bound, [Bound::Text("erp".into()), Bound::Text("t1".into()), Bound::Int(5)]);
+        assert_eq!(filter_sql(&EventFilter::default(), 1, postgres).0, "TRUE");
+    }
+
+    #[test]
+    fn excerpts_are_bounded_on_a_character_boundary() {
+        assert_eq!(excerpt("short", 10), "short");
+        assert_eq!(excerpt("ééé", 3), "é…");
+    }
+}
+
+/// A value bound to a placeholder of [`filter_sql`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Bound {
+    /// A text value.
+    Text(String),
+    /// An integer.
+    Int(i64),
+}
+
+/// The columns every query of [`EventRow`]s selects, in the order the stores read them.
+pub(crate) const EVENT_COLUMNS: &str = "seq, subscription, event_id, entity, partition, object_id, operation, object, \
+     last_change, request_id, created_ms, state, attempts, next_attempt_ms, last_status, last_error";
+
+/// How a store's SQL names parameters and object ids.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dialect {
+    /// The placeholder of parameter `n` (`?1`, `$1`).
+    pub(crate) placeholder: fn(usize) -> String,
+    /// The condition that `object_id` equals the text parameter `p` (PostgreSQL keeps ids as
+    /// bytes).
+    pub(crate) object_id_is: fn(&str) -> String,
+}
+
+/// The conditions of `filter` as SQL (`TRUE` when it has none) and the values they bind, the
+/// placeholders numbered from `first`.
+pub(crate) fn filter_sql(filter: &EventFilter, first: usize, dialect: Dialect) -> (String, Vec<Bound>) {
+    let mut conditions = Vec::new();
+    let mut bound = Vec::new();
+    let mut bind = |value: Bound| {
+        bound.push(value);
+        (dialect.placeholder)(first + bound.len() - 1)
+    };
+    let texts = [
+        ("subscription", &filter.subscription),
+        ("entity", &filter.entity),
+        ("object_id", &filter.object_id),
+        ("partition", &filter.partition),
+        ("event_id", &filter.event_id),
+    ];
+    for (column, value) in texts {
+        if let Some(value) = value {
+            let p = bind(Bound::Text(value.clone()));
+            conditions.push(if column == "object_id" { (dialect.object_id_is)(&p) } else { format!("{column} = {p}") });
+        }
+    }
+    if let Some(from) = filter.from_ms {
+        conditions.push(format!("created_ms >= {}", bind(Bound::Int(from))));
+    }
+    if let Some(until) = filter.until_ms {
+        conditions.push(format!("created_ms < {}", bind(Bound::Int(until))));
+    }
+    if !filter.states.is_empty() {
+        // Only names of STATES reach here (the admin API checks them), so they are written inline.
+        let states: Vec<String> = filter
+            .states
+            .iter()
+            .filter(|s| STATES.contains(&s.as_str()))
+            .map(|s| match s.as_str() {
+                "failed" => "(state = 'pending' AND attempts > 0)".to_owned(),
+                other => format!("state = '{other}'"),
+            })
+            .collect();
+        conditions.push(format!("({})", if states.is_empty() { "FALSE".to_owned() } else { states.join(" OR ") }));
+    }
+    let sql = if conditions.is_empty() { "TRUE".to_owned() } else { conditions.join(" AND ") };
+    (sql, bound)
+}
+
+/// The `state` and `next_attempt_ms` a row takes after an attempt, and whether it is finished.
+pub(crate) fn after_columns(after: After) -> (&'static str, Option<i64>, bool) {
+    match after {
+        After::Delivered => ("delivered", None, true),
+        After::RetryAt(at) => ("pending", Some(at), false),
+        After::Dead => ("dead", None, false),
+    }
+}

@@ -1,0 +1,373 @@
+//! The outbox of the PostgreSQL store (see [`crate::store::outbox`]). Workers of every instance
+//! claim rows with `FOR UPDATE SKIP LOCKED`, so concurrent claims never overlap and never wait for
+//! each other; object ids are kept as bytes, as in `sync_objects`.
+
+use async_trait::async_trait;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use super::PostgresStore;
+use super::connection::{Failure, with_connection};
+use super::reads::stored_id;
+use crate::store::StoreError;
+use crate::store::outbox::{
+    After, Attempt, Bound, Claimed, Dialect, EventData, EventFilter, EventRow, Outbox, SubscriptionStats,
+    after_columns, filter_sql,
+};
+
+const POSTGRES: Dialect =
+    Dialect { placeholder: |n| format!("${n}"), object_id_is: |p| format!("object_id = convert_to({p}, 'UTF8')") };
+
+/// [`crate::store::outbox::EVENT_COLUMNS`], as this store's columns are read.
+const COLUMNS: &str = "seq, subscription, event_id, entity, partition, object_id, operation, object, \
+     last_change, request_id, created_ms, state, attempts, next_attempt_ms, last_status, last_error";
+
+const CLAIM: &str = "UPDATE sync_outbox SET state = 'delivering', lease_token = $1, lease_until_ms = $2
+    WHERE seq IN (
+        SELECT o.seq FROM sync_outbox o
+        WHERE o.subscription = $3
+          AND ((o.state = 'pending' AND o.next_attempt_ms <= $4) OR (o.state = 'delivering' AND o.lease_until_ms < $4))
+          AND NOT EXISTS (
+              SELECT 1 FROM sync_outbox e
+              WHERE e.subscription = o.subscription AND e.entity = o.entity AND e.partition = o.partition
+                AND e.object_id = o.object_id AND e.seq < o.seq AND e.state IN ('pending', 'delivering', 'dead'))
+        ORDER BY o.seq LIMIT $5
+        FOR UPDATE SKIP LOCKED)
+    RETURNING seq, event_id, entity, partition, object_id, operation, object, last_change, request_id, created_ms, attempts";
+
+const FINISH: &str = "WITH finished AS (
+        UPDATE sync_outbox SET state = $3, attempts = attempts + 1, next_attempt_ms = $4,
+            lease_token = NULL, lease_until_ms = NULL, last_status = $5, last_error = $6,
+            finished_ms = CASE WHEN $7 THEN $8::bigint END
+        WHERE seq = $1 AND lease_token = $2 AND state = 'delivering'
+        RETURNING seq)
+    INSERT INTO sync_outbox_attempts (seq, at_ms, duration_ms, status, error)
+    SELECT seq, $9, $10, $5, $6 FROM finished";
+
+fn event_data(r: &Row, first: usize) -> Result<EventData, Failure> {
+    Ok(EventData {
+        event_id: r.try_get(first)?,
+        entity: r.try_get(first + 1)?,
+        partition: r.try_get(first + 2)?,
+        object_id: stored_id(r.try_get(first + 3)?)?,
+        operation: r.try_get(first + 4)?,
+        object: r.try_get(first + 5)?,
+        last_change: r.try_get(first + 6)?,
+        request_id: r.try_get(first + 7)?,
+        created_ms: r.try_get(first + 8)?,
+    })
+}
+
+/// An [`EventRow`] from the [`COLUMNS`] of a row.
+fn event_row(r: &Row) -> Result<EventRow, Failure> {
+    Ok(EventRow {
+        seq: r.try_get(0)?,
+        subscription: r.try_get(1)?,
+        event: event_data(r, 2)?,
+        state: r.try_get(11)?,
+        attempts: r.try_get(12)?,
+        next_attempt_ms: r.try_get(13)?,
+        last_status: r.try_get(14)?,
+        last_error: r.try_get(15)?,
+    })
+}
+
+/// The values of [`Bound`]s as statement parameters.
+fn params(bound: &[Bound]) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    bound
+        .iter()
+        .map(|b| -> Box<dyn ToSql + Sync + Send> {
+            match b {
+                Bound::Text(t) => Box::new(t.clone()),
+                Bound::Int(i) => Box::new(*i),
+            }
+        })
+        .collect()
+}
+
+/// Runs `$op` (an expression using `client`, a `&deadpool_postgres::Object`) on a pooled
+/// connection, trying another one if the connection is lost before the statement ran.
+macro_rules! on_connection {
+    ($store:expr, |$client:ident| $op:expr) => {
+        with_connection(&$store.inner.pool, |$client| async move {
+            let outcome: Result<_, Failure> = async { $op }.await;
+            ($client, outcome)
+        })
+        .await
+        .map(|(_, value)| value)
+        .map_err(Failure::into_store_error)
+    };
+}
+
+#[async_trait]
+impl Outbox for PostgresStore {
+    async fn claim(
+        &self,
+        subscription: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let token: i64 = rand::random::<i64>().abs();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        on_connection!(self, |client| {
+            let stmt = client.prepare_cached(CLAIM).await?;
+            let rows = client.query(&stmt, &[&token, &lease_until_ms, &subscription, &now_ms, &limit]).await?;
+            let mut claimed = rows
+                .iter()
+                .map(|r| {
+                    Ok(Claimed {
+                        seq: r.try_get(0)?,
+                        lease_token: token,
+                        event: event_data(r, 1)?,
+                        attempts: r.try_get(10)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, Failure>>()?;
+            claimed.sort_by_key(|c| c.seq);
+            Ok(claimed)
+        })
+    }
+
+    async fn renew(&self, leases: &[(i64, i64)], lease_until_ms: i64) -> Result<u64, StoreError> {
+        let (seqs, tokens): (Vec<i64>, Vec<i64>) = leases.iter().copied().unzip();
+        let (seqs, tokens) = (&seqs, &tokens);
+        on_connection!(self, |client| {
+            let stmt = client
+                .prepare_cached(
+                    "UPDATE sync_outbox o SET lease_until_ms = $3 FROM unnest($1::bigint[], $2::bigint[]) AS l (seq, token)
+                     WHERE o.seq = l.seq AND o.lease_token = l.token AND o.state = 'delivering'",
+                )
+                .await?;
+            Ok(client.execute(&stmt, &[seqs, tokens, &lease_until_ms]).await?)
+        })
+    }
+
+    async fn finish(&self, seq: i64, lease_token: i64, attempt: Attempt, after: After) -> Result<bool, StoreError> {
+        let (state, next, finished) = after_columns(after);
+        let end = attempt.at_ms + attempt.duration_ms;
+        let attempt = &attempt;
+        on_connection!(self, |client| {
+            let stmt = client.prepare_cached(FINISH).await?;
+            let args: [&(dyn ToSql + Sync); 10] = [
+                &seq,
+                &lease_token,
+                &state,
+                &next,
+                &attempt.status,
+                &attempt.error,
+                &finished,
+                &end,
+                &attempt.at_ms,
+                &attempt.duration_ms,
+            ];
+            Ok(client.execute(&stmt, &args).await? == 1)
+        })
+    }
+
+    async fn release(&self, seq: i64, lease_token: i64) -> Result<bool, StoreError> {
+        on_connection!(self, |client| {
+            let stmt = client
+                .prepare_cached(
+                    "UPDATE sync_outbox SET state = 'pending', lease_token = NULL, lease_until_ms = NULL
+                     WHERE seq = $1 AND lease_token = $2 AND state = 'delivering'",
+                )
+                .await?;
+            Ok(client.execute(&stmt, &[&seq, &lease_token]).await? == 1)
+        })
+    }
+
+    async fn is_enabled(&self, subscription: &str) -> Result<bool, StoreError> {
+        on_connection!(self, |client| {
+            let stmt = client.prepare_cached("SELECT enabled FROM sync_outbox_subscriptions WHERE name = $1").await?;
+            let row = client.query_opt(&stmt, &[&subscription]).await?;
+            Ok(match row {
+                Some(row) => row.try_get(0)?,
+                None => true,
+            })
+        })
+    }
+
+    async fn subscriptions(&self, names: &[String]) -> Result<Vec<SubscriptionStats>, StoreError> {
+        on_connection!(self, |client| {
+            let stmt = client
+                .prepare_cached(
+                    "SELECT n.name, coalesce(s.enabled, TRUE), s.reason,
+                        (SELECT count(*) FROM sync_outbox WHERE subscription = n.name AND state IN ('pending', 'delivering')),
+                        (SELECT count(*) FROM sync_outbox WHERE subscription = n.name AND state = 'pending' AND attempts > 0),
+                        (SELECT count(*) FROM sync_outbox WHERE subscription = n.name AND state = 'dead'),
+                        (SELECT min(created_ms) FROM sync_outbox WHERE subscription = n.name AND state IN ('pending', 'delivering'))
+                     FROM (SELECT unnest($1::text[]) AS name UNION SELECT name FROM sync_outbox_subscriptions) n
+                     LEFT JOIN sync_outbox_subscriptions s ON s.name = n.name
+                     ORDER BY n.name",
+                )
+                .await?;
+            let rows = client.query(&stmt, &[&names]).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(SubscriptionStats {
+                        name: r.try_get(0)?,
+                        enabled: r.try_get(1)?,
+                        disabled_reason: r.try_get(2)?,
+                        pending: r.try_get(3)?,
+                        failing: r.try_get(4)?,
+                        dead: r.try_get(5)?,
+                        oldest_pending_ms: r.try_get(6)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    async fn set_enabled(
+        &self,
+        subscription: &str,
+        enabled: bool,
+        reason: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        on_connection!(self, |client| {
+            let stmt = client
+                .prepare_cached(
+                    "INSERT INTO sync_outbox_subscriptions (name, enabled, reason, changed_ms) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (name) DO UPDATE SET enabled = EXCLUDED.enabled, reason = EXCLUDED.reason,
+                     changed_ms = EXCLUDED.changed_ms",
+                )
+                .await?;
+            client.execute(&stmt, &[&subscription, &enabled, &reason, &now_ms]).await?;
+            Ok(())
+        })
+    }
+
+    async fn events(
+        &self,
+        filter: &EventFilter,
+        before_seq: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let (conditions, bound) = filter_sql(filter, 3, POSTGRES);
+        let sql =
+            format!("SELECT {COLUMNS} FROM sync_outbox WHERE seq < $1 AND {conditions} ORDER BY seq DESC LIMIT $2");
+        let (before, limit) = (before_seq.unwrap_or(i64::MAX), i64::try_from(limit).unwrap_or(i64::MAX));
+        let (sql, bound) = (&sql, &bound);
+        on_connection!(self, |client| {
+            let values = params(bound);
+            let mut args: Vec<&(dyn ToSql + Sync)> = vec![&before, &limit];
+            args.extend(values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)));
+            client.query(sql.as_str(), &args).await?.iter().map(event_row).collect()
+        })
+    }
+
+    async fn event(&self, seq: i64) -> Result<Option<(EventRow, Vec<Attempt>)>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM sync_outbox WHERE seq = $1");
+        let sql = &sql;
+        on_connection!(self, |client| {
+            let Some(row) = client.query_opt(sql.as_str(), &[&seq]).await? else { return Ok(None) };
+            let attempts = client
+                .query(
+                    "SELECT at_ms, duration_ms, status, error FROM sync_outbox_attempts WHERE seq = $1 ORDER BY id DESC",
+                    &[&seq],
+                )
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok(Attempt {
+                        at_ms: r.try_get(0)?,
+                        duration_ms: r.try_get(1)?,
+                        status: r.try_get(2)?,
+                        error: r.try_get(3)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, Failure>>()?;
+            Ok(Some((event_row(&row)?, attempts)))
+        })
+    }
+
+    async fn redrive(&self, filter: &EventFilter, seqs: Option<&[i64]>, now_ms: i64) -> Result<u64, StoreError> {
+        let (conditions, bound) = filter_sql(filter, 3, POSTGRES);
+        let sql = format!(
+            "UPDATE sync_outbox SET state = 'pending', attempts = 0, next_attempt_ms = $1
+             WHERE (state = 'dead' OR (state = 'pending' AND attempts > 0))
+               AND ($2::bigint[] IS NULL OR seq = ANY($2)) AND {conditions}"
+        );
+        let seqs: Option<Vec<i64>> = seqs.map(<[i64]>::to_vec);
+        let (sql, bound, seqs) = (&sql, &bound, &seqs);
+        on_connection!(self, |client| {
+            let values = params(bound);
+            let mut args: Vec<&(dyn ToSql + Sync)> = vec![&now_ms, seqs];
+            args.extend(values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)));
+            Ok(client.execute(sql.as_str(), &args).await?)
+        })
+    }
+
+    async fn skip(&self, seqs: &[i64], now_ms: i64) -> Result<u64, StoreError> {
+        on_connection!(self, |client| {
+            Ok(client
+                .execute(
+                    "UPDATE sync_outbox SET state = 'skipped', next_attempt_ms = NULL, finished_ms = $1
+                     WHERE seq = ANY($2) AND state IN ('pending', 'dead')",
+                    &[&now_ms, &seqs],
+                )
+                .await?)
+        })
+    }
+
+    async fn count(&self, filter: &EventFilter) -> Result<u64, StoreError> {
+        let (conditions, bound) = filter_sql(filter, 1, POSTGRES);
+        let sql = format!("SELECT count(*) FROM sync_outbox WHERE {conditions}");
+        let (sql, bound) = (&sql, &bound);
+        on_connection!(self, |client| {
+            let values = params(bound);
+            let args: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)).collect();
+            let n: i64 = client.query_one(sql.as_str(), &args).await?.try_get(0)?;
+            Ok(n as u64)
+        })
+    }
+
+    async fn prune(&self, before_ms: i64, batch: usize) -> Result<u64, StoreError> {
+        let batch = i64::try_from(batch).unwrap_or(i64::MAX);
+        on_connection!(self, |client| {
+            let row = client
+                .query_one(
+                    "WITH gone AS (
+                         DELETE FROM sync_outbox WHERE seq IN (
+                             SELECT seq FROM sync_outbox
+                             WHERE state IN ('delivered', 'skipped') AND finished_ms < $1 LIMIT $2)
+                         RETURNING seq),
+                     attempts AS (DELETE FROM sync_outbox_attempts WHERE seq IN (SELECT seq FROM gone))
+                     SELECT count(*) FROM gone",
+                    &[&before_ms, &batch],
+                )
+                .await?;
+            let n: i64 = row.try_get(0)?;
+            Ok(n as u64)
+        })
+    }
+
+    async fn audit(&self, at_ms: i64, user: &str, action: &str, detail: &str) -> Result<(), StoreError> {
+        on_connection!(self, |client| {
+            client
+                .execute(
+                    r#"INSERT INTO sync_admin_audit (at_ms, "user", action, detail) VALUES ($1, $2, $3, $4)"#,
+                    &[&at_ms, &user, &action, &detail],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    async fn audit_log(&self, limit: usize) -> Result<Vec<(i64, String, String, String)>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        on_connection!(self, |client| {
+            client
+                .query(
+                    r#"SELECT at_ms, "user", action, detail FROM sync_admin_audit ORDER BY id DESC LIMIT $1"#,
+                    &[&limit],
+                )
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+                .collect()
+        })
+    }
+}

@@ -1,0 +1,377 @@
+//! Every change reaches the other systems: pushes append outbox events in their transaction, and
+//! workers deliver them as signed webhooks to a real receiver over HTTP, at least once, in order
+//! per object, with every failed attempt kept, dead events redriven, across instances and through
+//! a SIGKILL.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::TcpListener as StdListener;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use serde_json::{Value, json};
+use sync_proto::webhook::{ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify};
+use sync_server::Config;
+use sync_server::outbox::{OutboxConfig, WebhookConfig};
+use sync_server::store::outbox::EventFilter;
+
+use crate::helpers::{Api, Backend, ServerProcess, TestDb, TestServer, backend_tests};
+
+const SECRET: &str = "whsec_dGhlIHNlY3JldCBvZiB0aGUgb3V0Ym94IHRlc3Rz";
+
+/// What a receiver does with a request: its status, from the event.
+type Policy = Arc<dyn Fn(&Value) -> u16 + Send + Sync>;
+
+/// A webhook receiver: checks every signature, records every request it accepted (2xx), and
+/// notices two requests for one event at the same time.
+#[derive(Clone)]
+struct Receiver {
+    url: String,
+    state: Arc<ReceiverState>,
+}
+
+struct ReceiverState {
+    policy: Mutex<Policy>,
+    /// Every event answered 2xx, in the order answered.
+    delivered: Mutex<Vec<Value>>,
+    /// Every request, whatever it was answered.
+    requests: AtomicUsize,
+    in_flight: Mutex<HashSet<String>>,
+    overlaps: AtomicUsize,
+    bad_signatures: AtomicUsize,
+    /// While true, every request is answered 503 (the receiver is "down").
+    down: AtomicBool,
+}
+
+impl Receiver {
+    async fn start(policy: Policy) -> Self {
+        let state = Arc::new(ReceiverState {
+            policy: Mutex::new(policy),
+            delivered: Mutex::new(Vec::new()),
+            requests: AtomicUsize::new(0),
+            in_flight: Mutex::new(HashSet::new()),
+            overlaps: AtomicUsize::new(0),
+            bad_signatures: AtomicUsize::new(0),
+            down: AtomicBool::new(false),
+        });
+        let data = web::Data::from(Arc::clone(&state));
+        let listener = StdListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(receive)))
+            .workers(2)
+            .shutdown_timeout(1)
+            .listen(listener)
+            .unwrap()
+            .run();
+        tokio::spawn(server);
+        Self { url: format!("http://127.0.0.1:{port}/hooks"), state }
+    }
+
+    fn set_policy(&self, policy: Policy) {
+        *self.state.policy.lock().unwrap() = policy;
+    }
+
+    fn delivered(&self) -> Vec<Value> {
+        self.state.delivered.lock().unwrap().clone()
+    }
+
+    /// Waits until `done` holds for what was delivered, for at most `secs`.
+    async fn wait_for(&self, secs: u64, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let delivered = self.delivered();
+            if done(&delivered) {
+                return delivered;
+            }
+            assert!(Instant::now() < deadline, "{what}: not within {secs} s; delivered {}", delivered.len());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn webhook(&self, name: &str, schedule: &[f64]) -> WebhookConfig {
+        WebhookConfig {
+            name: name.into(),
+            url: self.url.clone(),
+            secrets: vec![SECRET.into()],
+            entities: vec![],
+            timeout_secs: 5.0,
+            schedule_secs: schedule.to_vec(),
+            jitter: 0.1,
+            concurrency: 8,
+        }
+    }
+}
+
+async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<ReceiverState>) -> HttpResponse {
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let (id, timestamp, signature) = (header(ID_HEADER), header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER));
+    if verify(&[SECRET], &id, &timestamp, &signature, &body, now, 300).is_err() {
+        state.bad_signatures.fetch_add(1, Ordering::SeqCst);
+        return HttpResponse::Unauthorized().finish();
+    }
+    let event: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(event["id"], json!(id), "webhook-id is the event id");
+    if !state.in_flight.lock().unwrap().insert(id.clone()) {
+        state.overlaps.fetch_add(1, Ordering::SeqCst);
+    }
+    // A little time in flight, so that overlapping deliveries would meet.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let status = if state.down.load(Ordering::SeqCst) { 503 } else { (state.policy.lock().unwrap())(&event) };
+    state.in_flight.lock().unwrap().remove(&id);
+    if (200..300).contains(&status) {
+        state.delivered.lock().unwrap().push(event);
+    }
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+        .body(format!("the receiver answered {status} for {id}"))
+}
+
+fn accept_all() -> Policy {
+    Arc::new(|_| 204)
+}
+
+/// A config delivering to `webhooks`, polling often, with short leases.
+fn config_with(webhooks: Vec<WebhookConfig>) -> Config {
+    Config {
+        webhooks,
+        outbox: OutboxConfig { lease_secs: 2, poll_interval_ms: 50, ..OutboxConfig::default() },
+        ..Config::default()
+    }
+}
+
+/// The `(object id, lastChange)` of each delivered event of `entity`, first deliveries only.
+fn first_deliveries(delivered: &[Value]) -> Vec<(String, i64)> {
+    let mut seen = HashSet::new();
+    delivered
+        .iter()
+        .filter(|e| seen.insert(e["id"].as_str().unwrap().to_owned()))
+        .map(|e| (e["object_id"].as_str().unwrap().to_owned(), e["lastChange"].as_i64().unwrap()))
+        .collect()
+}
+
+/// Checks that each object's events were first delivered in commit order.
+fn assert_in_order_per_object(delivered: &[Value]) {
+    let mut last: HashMap<String, i64> = HashMap::new();
+    for (object, stamp) in first_deliveries(delivered) {
+        if let Some(before) = last.insert(object.clone(), stamp) {
+            assert!(stamp > before, "{object}: {stamp} delivered after {before}");
+        }
+    }
+}
+
+async fn every_applied_change_is_delivered_signed_once_and_in_order(backend: Backend) {
+    let receiver = Receiver::start(accept_all()).await;
+    let server = TestServer::start_with_on(config_with(vec![receiver.webhook("erp", &[0.0, 0.2])]), backend).await;
+    let api = server.api();
+    let first = api.push("/taskChanges", json!([{"id": "a", "title": "one"}, {"id": "b", "n": 1.50}])).await;
+    let (status, keyed) =
+        api.post_with("/taskChanges", r#"[{"id":"a","done":true}]"#, &[("Idempotency-Key", "k1")]).await;
+    assert_eq!(status, 200);
+    let (_, replayed) =
+        api.post_with("/taskChanges", r#"[{"id":"a","done":true}]"#, &[("Idempotency-Key", "k1")]).await;
+    assert_eq!(replayed["now"], keyed["now"], "a replay");
+    let (status, _) = api.post("/taskChanges", r#"[{"id":"c"},{"id":5}]"#).await;
+    assert_eq!(status, 400, "an invalid push applies nothing and appends nothing");
+    let removed =
+        api.push("/taskChanges", json!([{"id": "b", "_removed": true}, {"id": "never", "_removed": true}])).await;
+    api.push("/noteChanges", json!([{"id": "a", "text": "another entity"}])).await;
+
+    let delivered = receiver.wait_for(20, "five events", |d| d.len() >= 5).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let delivered_now = receiver.delivered();
+    assert_eq!(delivered_now.len(), 5, "one event per changed object, none for the replay: {delivered_now:#?}");
+    assert_eq!(receiver.state.bad_signatures.load(Ordering::SeqCst), 0);
+    assert_in_order_per_object(&delivered);
+    let by_key: BTreeMap<(String, String, i64), &Value> = delivered
+        .iter()
+        .map(|e| {
+            let key = (
+                e["entity"].as_str().unwrap().to_owned(),
+                e["object_id"].as_str().unwrap().to_owned(),
+                e["lastChange"].as_i64().unwrap(),
+            );
+            (key, e)
+        })
+        .collect();
+    let a1 = by_key[&("Task".to_owned(), "a".to_owned(), first)];
+    assert_eq!((a1["type"].as_str(), a1["operation"].as_str()), (Some("object.upsert"), Some("upsert")));
+    assert_eq!(a1["object"], json!({"title": "one"}));
+    assert!(a1["request_id"].as_str().is_some_and(|id| !id.is_empty()), "{a1}");
+    let b1 = by_key[&("Task".to_owned(), "b".to_owned(), first)];
+    assert_eq!(serde_json::to_string(&b1["object"]).unwrap(), r#"{"n":1.50}"#.replace("1.50", "1.5"));
+    let a2 = by_key[&("Task".to_owned(), "a".to_owned(), keyed["now"].as_i64().unwrap())];
+    assert_eq!(a2["object"], json!({"title": "one", "done": true}), "the object's state after the change");
+    let gone = by_key[&("Task".to_owned(), "b".to_owned(), removed)];
+    assert_eq!((gone["operation"].as_str(), gone["type"].as_str()), (Some("remove"), Some("object.remove")));
+    assert!(gone["object"].is_null());
+    assert!(by_key.keys().any(|(entity, _, _)| entity == "Note"), "every entity, by default");
+    let ids: HashSet<&str> = delivered.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 5, "event ids are unique");
+
+    let stats = server.store.subscriptions(&["erp".into()]).await.unwrap();
+    assert_eq!((stats[0].pending, stats[0].dead), (0, 0));
+    server.stop().await;
+}
+
+async fn a_receiver_refusing_some_objects_kills_only_their_events_until_a_redrive(backend: Backend) {
+    let receiver =
+        Receiver::start(Arc::new(|e| if e["object_id"].as_str().unwrap().starts_with("bad") { 400 } else { 200 }))
+            .await;
+    let server =
+        TestServer::start_with_on(config_with(vec![receiver.webhook("erp", &[0.0, 0.05, 0.05])]), backend).await;
+    let api = server.api();
+    let bad_first = api.push("/taskChanges", json!([{"id": "bad-1", "v": 1}, {"id": "good-1", "v": 1}])).await;
+    receiver.wait_for(20, "good-1", |d| d.iter().any(|e| e["object_id"] == "good-1")).await;
+
+    // bad-1 goes dead after its three attempts; its next change waits behind it; others flow.
+    let filter = EventFilter { states: vec!["dead".into()], ..EventFilter::default() };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let dead = loop {
+        let dead = server.store.events(&filter, None, 10).await.unwrap();
+        if !dead.is_empty() {
+            break dead;
+        }
+        assert!(Instant::now() < deadline, "bad-1 never went dead");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((dead.len(), dead[0].event.object_id.as_str(), dead[0].attempts), (1, "bad-1", 3));
+    let bad_second = api.push("/taskChanges", json!([{"id": "bad-1", "v": 2}, {"id": "good-2", "v": 1}])).await;
+    receiver.wait_for(20, "good-2", |d| d.iter().any(|e| e["object_id"] == "good-2")).await;
+    let (row, attempts) = server.store.event(dead[0].seq).await.unwrap().unwrap();
+    assert_eq!(row.state, "dead");
+    assert_eq!(attempts.len(), 3, "every attempt is kept: {attempts:?}");
+    assert!(attempts.iter().all(|a| a.status == Some(400)), "{attempts:?}");
+    assert!(attempts[0].error.as_deref().unwrap().starts_with("HTTP 400: the receiver answered 400"), "{attempts:?}");
+    assert!(attempts.windows(2).all(|w| w[0].at_ms >= w[1].at_ms), "newest first");
+    // Longer than its whole schedule: had it been tried, it would have failed by now.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let waiting =
+        EventFilter { object_id: Some("bad-1".into()), states: vec!["pending".into()], ..EventFilter::default() };
+    let held = server.store.events(&waiting, None, 10).await.unwrap();
+    assert_eq!(held.len(), 1, "bad-1's next event waits behind the dead one");
+    assert_eq!(held[0].attempts, 0, "and is never tried before it");
+    let stats = server.store.subscriptions(&["erp".into()]).await.unwrap();
+    assert_eq!((stats[0].dead, stats[0].pending), (1, 1));
+
+    // Fixed receiver, redriven: both of bad-1's events arrive, in order; the history stays.
+    receiver.set_policy(accept_all());
+    let redriven = server.store.redrive(&filter, None, 0).await.unwrap();
+    assert_eq!(redriven, 1);
+    let delivered =
+        receiver.wait_for(20, "bad-1 twice", |d| d.iter().filter(|e| e["object_id"] == "bad-1").count() >= 2).await;
+    let bad: Vec<i64> =
+        delivered.iter().filter(|e| e["object_id"] == "bad-1").map(|e| e["lastChange"].as_i64().unwrap()).collect();
+    assert_eq!(bad, [bad_first, bad_second]);
+    let (row, attempts) = server.store.event(dead[0].seq).await.unwrap().unwrap();
+    assert_eq!((row.state.as_str(), attempts.len()), ("delivered", 4));
+    server.stop().await;
+}
+
+async fn a_gone_receiver_disables_its_subscription_until_it_is_enabled(backend: Backend) {
+    let receiver = Receiver::start(Arc::new(|_| 410)).await;
+    let server = TestServer::start_with_on(config_with(vec![receiver.webhook("erp", &[0.0, 0.05])]), backend).await;
+    server.api().push("/taskChanges", json!([{"id": "a"}])).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.store.is_enabled("erp").await.unwrap() {
+        assert!(Instant::now() < deadline, "never disabled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let requests = receiver.state.requests.load(Ordering::SeqCst);
+    assert_eq!(requests, 1, "no request after the 410");
+    let stats = server.store.subscriptions(&["erp".into()]).await.unwrap();
+    assert_eq!((stats[0].enabled, stats[0].pending), (false, 1), "{stats:?}");
+    assert!(stats[0].disabled_reason.as_deref().unwrap().contains("410"));
+
+    receiver.set_policy(accept_all());
+    server.store.set_enabled("erp", true, None, 0).await.unwrap();
+    receiver.wait_for(20, "the event", |d| d.len() == 1).await;
+    server.stop().await;
+}
+
+backend_tests!(
+    per_database:
+    every_applied_change_is_delivered_signed_once_and_in_order,
+    a_receiver_refusing_some_objects_kills_only_their_events_until_a_redrive,
+    a_gone_receiver_disables_its_subscription_until_it_is_enabled,
+);
+
+/// Three instances over one database push concurrently while the receiver fails 30 % of
+/// requests, is down for a while, and one instance is killed with SIGKILL mid-delivery: every
+/// event arrives, each object's in commit order, and no event is ever in flight twice.
+async fn instances_deliver_every_event_at_least_once_through_failures_and_a_crash(backend: Backend) {
+    const WRITERS: usize = 6;
+    const PUSHES: usize = 25;
+    let receiver = Receiver::start(Arc::new(|_| if rand::random_bool(0.3) { 500 } else { 200 })).await;
+    let db = TestDb::create(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sync.toml");
+    let schedule = "[0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]";
+    std::fs::write(
+        &config,
+        format!(
+            "[outbox]\nlease_secs = 2\npoll_interval_ms = 50\n\n[[webhook]]\nname = \"erp\"\nurl = \"{}\"\nsecrets = [\"{SECRET}\"]\nschedule_secs = {schedule}\n",
+            receiver.url
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(ServerProcess::spawn(&db, &["--config", &config]).await);
+    }
+    let apis: Vec<Api> = servers.iter().map(ServerProcess::api).collect();
+
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let apis = apis.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..PUSHES {
+                    // Instance 0 is killed midway: writers use the others.
+                    let api = &apis[1 + (w + i) % 2];
+                    let id = format!("o{}", (w * 7 + i) % 20);
+                    let now = api.push("/taskChanges", json!([{"id": id, "w": w, "i": i}])).await;
+                    acked.push((id, now));
+                }
+                acked
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    receiver.state.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed = servers.remove(0);
+    killed.signal_and_wait(9).await;
+    receiver.state.down.store(false, Ordering::SeqCst);
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    let expected: HashSet<(String, i64)> = acked.iter().cloned().collect();
+    let delivered = receiver
+        .wait_for(90, "every acknowledged change", |d| {
+            let got: HashSet<(String, i64)> = first_deliveries(d).into_iter().collect();
+            expected.is_subset(&got)
+        })
+        .await;
+    assert_in_order_per_object(&delivered);
+    assert_eq!(receiver.state.overlaps.load(Ordering::SeqCst), 0, "an event was in flight twice at once");
+    assert_eq!(receiver.state.bad_signatures.load(Ordering::SeqCst), 0);
+    let unique: HashSet<&str> = delivered.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(unique.len(), expected.len(), "one event per acknowledged change");
+    let requests = receiver.state.requests.load(Ordering::SeqCst);
+    assert!(requests > delivered.len(), "the receiver failed requests: {requests} for {}", delivered.len());
+    eprintln!(
+        "{backend:?}: {} events delivered ({} deliveries, {requests} requests) through 3 instances and a SIGKILL",
+        unique.len(),
+        delivered.len()
+    );
+    for server in servers {
+        server.signal_and_wait(15).await;
+    }
+}
+
+backend_tests!(per_database: instances_deliver_every_event_at_least_once_through_failures_and_a_crash);
