@@ -21,6 +21,9 @@ pub enum ErrorCode {
     ForbiddenOrigin,
     /// The path names no entity this server serves.
     UnknownEntity,
+    /// The resource does not exist (an event or a subscription of the admin API, or the admin
+    /// API itself while no administrator is configured).
+    NotFound,
     /// The method is not allowed on this path.
     MethodNotAllowed,
     /// The body did not arrive within the configured time.
@@ -35,6 +38,9 @@ pub enum ErrorCode {
     InvalidHeader,
     /// An idempotency key was reused with a different body.
     IdempotencyKeyReused,
+    /// A validation rule of another system refused the push (the message is its reason);
+    /// nothing was applied.
+    Rejected,
     /// Too many failed authentications from this client address; `Retry-After` says when to retry.
     TooManyAttempts,
     /// The store is unreachable or overloaded; nothing was applied and a retry may succeed.
@@ -54,11 +60,11 @@ impl ErrorCode {
             | Self::IncompleteBody => 400,
             Self::Unauthorized => 401,
             Self::Forbidden | Self::ForbiddenOrigin => 403,
-            Self::UnknownEntity => 404,
+            Self::UnknownEntity | Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::RequestTimeout => 408,
             Self::BodyTooLarge | Self::TooManyItems => 413,
-            Self::IdempotencyKeyReused => 422,
+            Self::IdempotencyKeyReused | Self::Rejected => 422,
             Self::TooManyAttempts => 429,
             Self::Unavailable => 503,
             Self::Internal => 500,

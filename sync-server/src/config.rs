@@ -24,6 +24,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sync_proto::{EntityName, EntitySchema, FieldType, Limits};
 
+use crate::admin::{AdminConfig, Admins};
 use crate::auth::scope::Access;
 use crate::auth::{AuthConfig, Authenticator, EntityScope};
 use crate::outbox::{OutboxConfig, WebhookConfig};
@@ -75,6 +76,8 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     /// How delivery workers share the outbox.
     pub outbox: OutboxConfig,
+    /// The operators of the admin API; off while none is configured.
+    pub admin: AdminConfig,
 }
 
 impl Default for Config {
@@ -96,6 +99,7 @@ impl Default for Config {
             entities: Vec::new(),
             webhooks: Vec::new(),
             outbox: OutboxConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -230,6 +234,7 @@ impl Config {
             entities: Entities::from_config(&self.entities, default_access)?,
             auth: auth.map(Arc::new),
             routes,
+            admins: Admins::from_config(&self.admin)?,
         })
     }
 }
@@ -257,6 +262,8 @@ pub struct Validated {
     pub auth: Option<Arc<Authenticator>>,
     /// Which subscriptions take the events of which entities.
     pub routes: Routes,
+    /// The operators of the admin API, when any is configured.
+    pub admins: Option<Arc<Admins>>,
 }
 
 /// Which store to open.

@@ -42,6 +42,12 @@ pub enum ApiError {
     /// No entity is served at this path.
     #[error("no entity is served at {0}")]
     UnknownEntity(String),
+    /// No such resource (of the admin API).
+    #[error("{0}")]
+    NotFound(String),
+    /// A request of the admin API is invalid: a parameter or its JSON body (the code says which).
+    #[error("{1}")]
+    Invalid(ErrorCode, String),
     /// The path does not serve this method.
     #[error("method {method} is not allowed here; allowed: {allow}")]
     MethodNotAllowed {
@@ -87,6 +93,8 @@ impl ApiError {
             Self::Auth { why: AuthError::TooManyFailures { .. }, .. } => ErrorCode::TooManyAttempts,
             Self::ForbiddenOrigin(_) => ErrorCode::ForbiddenOrigin,
             Self::UnknownEntity(_) => ErrorCode::UnknownEntity,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Invalid(code, _) => *code,
             Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             Self::BodyTooLarge { .. } => ErrorCode::BodyTooLarge,
             Self::BodyRead(_) => ErrorCode::IncompleteBody,

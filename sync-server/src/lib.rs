@@ -19,6 +19,7 @@
 //! - [`budget`]: the bound on request bodies held in memory at once.
 //! - [`metrics`]: `/metrics` in the Prometheus text format; [`telemetry`]: structured logs.
 
+pub mod admin;
 pub mod auth;
 pub mod budget;
 pub mod clock;

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use sync_proto::Limits;
 
+use crate::admin::Admins;
 use crate::auth::Authenticator;
 use crate::budget::BodyBudget;
+use crate::clock::Clock;
 use crate::config::Entities;
 use crate::metrics::Metrics;
 use crate::origin::OriginPolicy;
@@ -40,4 +42,10 @@ pub struct AppState {
     pub auth: Option<Arc<Authenticator>>,
     /// Wakes this instance's outbox workers after a push appended events.
     pub outbox_wake: Wake,
+    /// The configured subscriptions' names.
+    pub subscriptions: Arc<Vec<String>>,
+    /// The operators of the admin API, when any is configured.
+    pub admins: Option<Arc<Admins>>,
+    /// The wall clock.
+    pub clock: Arc<dyn Clock>,
 }

@@ -33,17 +33,22 @@ pub struct BasicUsers {
 impl BasicUsers {
     /// Checks every hash (Argon2id only) and that names are unique.
     pub fn new(users: &[BasicUser]) -> Result<Self, ConfigError> {
+        Self::in_section("auth.basic", users)
+    }
+
+    /// As [`BasicUsers::new`], for users of another section (errors name it).
+    pub fn in_section(section: &str, users: &[BasicUser]) -> Result<Self, ConfigError> {
         let mut checked = Vec::with_capacity(users.len());
         for user in users {
             let parsed = PasswordHash::new(&user.password_hash).map_err(|e| {
                 ConfigError::Invalid(format!(
-                    "auth.basic user {:?}: the password hash is not a PHC string: {e}",
+                    "{section} user {:?}: the password hash is not a PHC string: {e}",
                     user.user
                 ))
             })?;
             if parsed.algorithm != ARGON2ID_IDENT {
                 return Err(ConfigError::Invalid(format!(
-                    "auth.basic user {:?}: the password hash must be Argon2id (sync-server hash-password)",
+                    "{section} user {:?}: the password hash must be Argon2id (sync-server hash-password)",
                     user.user
                 )));
             }
@@ -52,7 +57,7 @@ impl BasicUsers {
                 || checked.iter().any(|(u, _): &(BasicUser, String)| u.user == user.user)
             {
                 return Err(ConfigError::Invalid(format!(
-                    "auth.basic: user name {:?} is empty, has a ':' or is listed twice",
+                    "{section}: user name {:?} is empty, has a ':' or is listed twice",
                     user.user
                 )));
             }

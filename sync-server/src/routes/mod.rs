@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `/healthz` | GET | [`health`] |
 //! | `/metrics` | GET | [`metrics`] |
+//! | `/admin/api/...` | GET, POST | [`crate::admin::api`] |
 //! | an entity's path (`/<name>Changes`, or a declared one) | GET, POST | [`changes`] → [`pull`], [`push`] |
 //!
 //! Paths under a [`RESERVED_PREFIXES`] entry belong to the server itself: no entity may be
@@ -35,6 +36,7 @@ pub fn configure(routes: &mut web::ServiceConfig) {
     routes
         .service(web::resource("/healthz").get(health::healthz).default_service(web::to(get_only)))
         .service(web::resource("/metrics").get(metrics::metrics).default_service(web::to(get_only)))
+        .configure(crate::admin::api::configure)
         .default_service(web::to(changes::changes));
 }
 

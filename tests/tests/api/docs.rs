@@ -113,6 +113,8 @@ fn every_error_code_is_documented_with_its_status() {
         | ErrorCode::InvalidQuery
         | ErrorCode::ForbiddenOrigin
         | ErrorCode::UnknownEntity
+        | ErrorCode::NotFound
+        | ErrorCode::Rejected
         | ErrorCode::MethodNotAllowed
         | ErrorCode::RequestTimeout
         | ErrorCode::IncompleteBody
@@ -132,6 +134,8 @@ fn every_error_code_is_documented_with_its_status() {
         ErrorCode::InvalidQuery,
         ErrorCode::ForbiddenOrigin,
         ErrorCode::UnknownEntity,
+        ErrorCode::NotFound,
+        ErrorCode::Rejected,
         ErrorCode::MethodNotAllowed,
         ErrorCode::RequestTimeout,
         ErrorCode::IncompleteBody,

@@ -375,3 +375,161 @@ async fn instances_deliver_every_event_at_least_once_through_failures_and_a_cras
 }
 
 backend_tests!(per_database: instances_deliver_every_event_at_least_once_through_failures_and_a_crash);
+
+/// A receiver that is down while the server commits and is then killed: after a restart, every
+/// acknowledged change is delivered.
+async fn a_crash_between_commit_and_delivery_loses_nothing(backend: Backend) {
+    let receiver = Receiver::start(accept_all()).await;
+    receiver.state.down.store(true, Ordering::SeqCst);
+    let db = TestDb::create(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[outbox]\nlease_secs = 2\npoll_interval_ms = 50\n\n[[webhook]]\nname = \"erp\"\nurl = \"{}\"\nsecrets = [\"{SECRET}\"]\nschedule_secs = [0, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2]\n",
+            receiver.url
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let server = ServerProcess::spawn(&db, &["--config", &config]).await;
+    let mut acked = HashSet::new();
+    for i in 0..20 {
+        let now = server.api().push("/taskChanges", json!([{"id": format!("t{i}")}])).await;
+        acked.insert((format!("t{i}"), now));
+    }
+    server.signal_and_wait(9).await;
+    assert!(receiver.delivered().is_empty());
+    receiver.state.down.store(false, Ordering::SeqCst);
+    let server = ServerProcess::spawn(&db, &["--config", &config]).await;
+    let delivered = receiver
+        .wait_for(30, "every change after the restart", |d| {
+            acked.is_subset(&first_deliveries(d).into_iter().collect::<HashSet<_>>())
+        })
+        .await;
+    assert_eq!(first_deliveries(&delivered).len(), 20);
+    server.signal_and_wait(15).await;
+}
+
+backend_tests!(per_database: a_crash_between_commit_and_delivery_loses_nothing);
+
+/// An HTTP client of the admin API as operator `user`.
+fn admin(base_url: &str, user: &str, password: &str) -> Api {
+    use base64::Engine;
+    let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    Api::new(base_url).authorized(&format!("Basic {credentials}"))
+}
+
+async fn operators_see_failures_and_act_on_them_through_the_admin_api(backend: Backend) {
+    let receiver = Receiver::start(Arc::new(|e| if e["object_id"] == "bad" { 422 } else { 200 })).await;
+    let mut config = config_with(vec![receiver.webhook("erp", &[0.0, 0.05])]);
+    let hash = sync_server::auth::basic::hash_password("ops passphrase").unwrap();
+    config.admin.users =
+        vec![sync_server::auth::basic::BasicUser { user: "ops".into(), password_hash: hash.clone(), roles: vec![] }];
+    let server = TestServer::start_with_on(config, backend).await;
+    server.api().push("/taskChanges", json!([{"id": "bad", "v": 1}, {"id": "fine"}])).await;
+    server.api().push("/taskChanges", json!([{"id": "bad", "v": 2}])).await;
+    receiver.wait_for(20, "fine", |d| d.iter().any(|e| e["object_id"] == "fine")).await;
+
+    let (status, body) = Api::new(server.base_url.clone()).get("/admin/api/subscriptions").await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("unauthorized")), "{body}");
+    let (status, _) = admin(&server.base_url, "ops", "wrong").get("/admin/api/subscriptions").await;
+    assert_eq!(status, 401);
+    let ops = admin(&server.base_url, "ops", "ops passphrase");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let subscription = loop {
+        let (status, body) = ops.get("/admin/api/subscriptions").await;
+        assert_eq!(status, 200, "{body}");
+        let erp = body["subscriptions"][0].clone();
+        if erp["dead"] == 1 {
+            break erp;
+        }
+        assert!(Instant::now() < deadline, "never dead: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((subscription["name"].as_str(), subscription["pending"].as_i64()), (Some("erp"), Some(1)));
+    assert!(subscription["lag_seconds"].as_f64().unwrap() >= 0.0);
+
+    let (status, page) = ops.get("/admin/api/events?state=dead&subscription=erp&object_id=bad").await;
+    assert_eq!(status, 200, "{page}");
+    let dead = &page["events"][0];
+    assert_eq!((dead["object"]["v"].as_i64(), dead["attempts"].as_i64()), (Some(1), Some(2)), "{page}");
+    let seq = dead["seq"].as_i64().unwrap();
+    let (_, detail) = ops.get(&format!("/admin/api/events/{seq}")).await;
+    let attempts = detail["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0]["status"], 422);
+    assert!(attempts[0]["error"].as_str().unwrap().contains("the receiver answered 422"), "{detail}");
+    let (status, body) = ops.get("/admin/api/events?state=lost").await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_query")));
+    let (status, body) = ops.get("/admin/api/events/999999").await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+    let (_, counted) = ops.get("/admin/api/events/count?object_id=bad").await;
+    assert_eq!(counted["count"], 2);
+
+    // Changes must be JSON and come from no other site.
+    let filter = r#"{"filter": {"subscription": "erp", "state": "dead"}}"#;
+    let as_form = reqwest::Client::new()
+        .post(format!("{}/admin/api/redrive", server.base_url))
+        .basic_auth("ops", Some("ops passphrase"))
+        .header("Content-Type", "text/plain")
+        .body(filter)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_form.status(), 400);
+    assert_eq!(as_form.json::<Value>().await.unwrap()["error"], "invalid_header");
+    let (status, _) = ops.post_with("/admin/api/redrive", filter, &[("Origin", "https://evil.example")]).await;
+    assert_eq!(status, 403);
+    let (status, body) = ops.post("/admin/api/redrive", r#"{"seqs": [1], "filter": {}}"#).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_body")));
+
+    receiver.set_policy(accept_all());
+    let (status, body) = ops.post("/admin/api/redrive", filter).await;
+    assert_eq!((status, body["redriven"].as_i64()), (200, Some(1)), "{body}");
+    let delivered =
+        receiver.wait_for(20, "bad twice", |d| d.iter().filter(|e| e["object_id"] == "bad").count() == 2).await;
+    assert_in_order_per_object(&delivered);
+
+    let (status, body) = ops.post("/admin/api/subscriptions/erp/disable", r#"{"reason": "maintenance"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, list) = ops.get("/admin/api/subscriptions").await;
+    assert_eq!(
+        (list["subscriptions"][0]["enabled"].as_bool(), list["subscriptions"][0]["disabled_reason"].as_str()),
+        (Some(false), Some("maintenance"))
+    );
+    let (status, _) = ops.post("/admin/api/subscriptions/nope/enable", "").await;
+    assert_eq!(status, 404);
+    server.api().push("/taskChanges", json!([{"id": "later"}])).await;
+    let (_, pending) = ops.get("/admin/api/events?state=pending&object_id=later").await;
+    let later = pending["events"][0]["seq"].as_i64().unwrap();
+    let (status, body) = ops.post(&format!("/admin/api/events/{later}/skip"), "").await;
+    assert_eq!((status, body["skipped"].as_i64()), (200, Some(1)), "{body}");
+    ops.post("/admin/api/subscriptions/erp/enable", "").await;
+
+    let (_, audit) = ops.get("/admin/api/audit").await;
+    let actions: Vec<&str> =
+        audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["enable", "skip", "disable", "redrive"], "{audit}");
+    assert!(audit["entries"].as_array().unwrap().iter().all(|e| e["user"] == "ops"));
+    server.stop().await;
+
+    // Read-only operators look but cannot act; without operators the API is off.
+    let mut config = config_with(vec![]);
+    config.admin.users =
+        vec![sync_server::auth::basic::BasicUser { user: "ops".into(), password_hash: hash, roles: vec![] }];
+    config.admin.read_only = true;
+    let read_only = TestServer::start_with_on(config, backend).await;
+    let ops = admin(&read_only.base_url, "ops", "ops passphrase");
+    assert_eq!(ops.get("/admin/api/subscriptions").await.0, 200);
+    let (status, body) = ops.post("/admin/api/redrive", r#"{"seqs": [1]}"#).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")));
+    read_only.stop().await;
+    let off = TestServer::start_with_on(Config::default(), backend).await;
+    let (status, body) = admin(&off.base_url, "ops", "x").get("/admin/api/subscriptions").await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")), "{body}");
+    off.stop().await;
+}
+
+backend_tests!(per_database: operators_see_failures_and_act_on_them_through_the_admin_api);

@@ -1,0 +1,364 @@
+//! The routes of the admin JSON API (see [`super`]).
+//!
+//! | path | method | answer |
+//! |---|---|---|
+//! | `/admin/api/subscriptions` | GET | every subscription: enabled, pending, failing, dead, lag |
+//! | `/admin/api/subscriptions/{name}/enable`, `.../disable` | POST | `{"status":"ok"}` |
+//! | `/admin/api/events?state=&subscription=&entity=&object_id=&partition=&event_id=&from_ms=&until_ms=&before=&limit=` | GET | events, newest first, and `next_before` for the next page |
+//! | `/admin/api/events/count?...` (the same filters) | GET | `{"count": n}` |
+//! | `/admin/api/events/{seq}` | GET | the event and its attempts, newest first |
+//! | `/admin/api/events/{seq}/redrive`, `.../skip` | POST | `{"redriven": n}`, `{"skipped": n}` |
+//! | `/admin/api/redrive` | POST `{"seqs": [...]}` or `{"filter": {...}}` | `{"redriven": n}` |
+//! | `/admin/api/skip` | POST `{"seqs": [...]}` | `{"skipped": n}` |
+//! | `/admin/api/audit?limit=` | GET | the audit log, newest first |
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sync_proto::ErrorCode;
+
+use super::CHALLENGE;
+use crate::auth::{AuthError, Identity};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::outbox::{EventFilter, EventRow, STATES};
+
+/// Events one page lists at most, and by default.
+const MAX_PAGE: usize = 500;
+const DEFAULT_PAGE: usize = 50;
+
+/// The admin routes, under `/admin`.
+pub fn configure(routes: &mut web::ServiceConfig) {
+    routes.service(
+        web::scope("/admin")
+            .route("/api/subscriptions", web::get().to(subscriptions))
+            .route("/api/subscriptions/{name}/{action}", web::post().to(set_enabled))
+            .route("/api/events", web::get().to(events))
+            .route("/api/events/count", web::get().to(count))
+            .route("/api/events/{seq}", web::get().to(event))
+            .route("/api/events/{seq}/{action}", web::post().to(act_on_one))
+            .route("/api/redrive", web::post().to(redrive))
+            .route("/api/skip", web::post().to(skip))
+            .route("/api/audit", web::get().to(audit))
+            .default_service(web::to(not_found)),
+    );
+}
+
+async fn not_found(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    operator(&req, &state, false).await?;
+    Err(ApiError::NotFound(format!("no admin resource at {} {}", req.method(), req.path())))
+}
+
+/// The operator of a request; for a change, also checks that changes are allowed, that it is
+/// JSON, and that no page of another site sent it.
+async fn operator(req: &HttpRequest, state: &AppState, change: bool) -> Result<Identity, ApiError> {
+    let Some(admins) = &state.admins else {
+        return Err(ApiError::NotFound("the admin API is off: configure [[admin.users]]".into()));
+    };
+    let who = admins.authenticate(req).await.map_err(|why| ApiError::Auth { why, challenge: CHALLENGE.into() })?;
+    if change {
+        if admins.read_only {
+            let why = AuthError::Forbidden("the admin API is read-only ([admin] read_only)".into());
+            return Err(ApiError::Auth { why, challenge: CHALLENGE.into() });
+        }
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let origin = header("origin");
+        if !state.origins.allows_cookie_push(origin, header("sec-fetch-site"), req.connection_info().host()) {
+            return Err(ApiError::ForbiddenOrigin(origin.unwrap_or("another site").chars().take(200).collect()));
+        }
+        let json = header("content-type").is_some_and(|t| t.trim_start().starts_with("application/json"));
+        if !json {
+            return Err(ApiError::Invalid(
+                ErrorCode::InvalidHeader,
+                "changes take Content-Type: application/json".into(),
+            ));
+        }
+    }
+    Ok(who)
+}
+
+fn store_error(e: crate::store::StoreError) -> ApiError {
+    ApiError::Store(e)
+}
+
+async fn audit_action(state: &AppState, who: &Identity, action: &str, detail: String) -> Result<(), ApiError> {
+    tracing::info!(operator = %who.subject, action, detail = %detail, "admin action");
+    state.store.audit(state.clock.now_ms(), &who.subject, action, &detail).await.map_err(store_error)
+}
+
+async fn subscriptions(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    operator(&req, &state, false).await?;
+    let now = state.clock.now_ms();
+    let stats = state.store.subscriptions(&state.subscriptions).await.map_err(store_error)?;
+    let list: Vec<Value> = stats
+        .into_iter()
+        .map(|s| {
+            let lag = s.oldest_pending_ms.map_or(0.0, |oldest| (now - oldest).max(0) as f64 / 1000.0);
+            json!({
+                "name": s.name,
+                "configured": state.subscriptions.contains(&s.name),
+                "enabled": s.enabled,
+                "disabled_reason": s.disabled_reason,
+                "pending": s.pending,
+                "failing": s.failing,
+                "dead": s.dead,
+                "lag_seconds": lag,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "subscriptions": list })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Reason {
+    reason: Option<String>,
+}
+
+async fn set_enabled(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = operator(&req, &state, true).await?;
+    let (name, action) = path.into_inner();
+    let enabled = match action.as_str() {
+        "enable" => true,
+        "disable" => false,
+        _ => return Err(ApiError::NotFound(format!("no admin action {action:?}: enable or disable"))),
+    };
+    if !state.subscriptions.contains(&name) {
+        return Err(ApiError::NotFound(format!("no subscription {name:?} is configured")));
+    }
+    let reason: Reason = json_body(&body)?;
+    let reason = (!enabled).then(|| reason.reason.unwrap_or_else(|| format!("disabled by {}", who.subject)));
+    state.store.set_enabled(&name, enabled, reason.as_deref(), state.clock.now_ms()).await.map_err(store_error)?;
+    audit_action(&state, &who, &action, format!("subscription {name}")).await?;
+    if enabled {
+        state.outbox_wake.wake();
+    }
+    Ok(HttpResponse::Ok().json(json!({"status": "ok"})))
+}
+
+/// The filters of the query string.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FilterQuery {
+    state: Option<String>,
+    subscription: Option<String>,
+    entity: Option<String>,
+    object_id: Option<String>,
+    partition: Option<String>,
+    event_id: Option<String>,
+    from_ms: Option<i64>,
+    until_ms: Option<i64>,
+    before: Option<i64>,
+    limit: Option<usize>,
+}
+
+impl FilterQuery {
+    fn parse(req: &HttpRequest) -> Result<Self, ApiError> {
+        query_of(req.query_string())
+    }
+
+    fn filter(&self) -> Result<EventFilter, ApiError> {
+        let states: Vec<String> = self
+            .state
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        if let Some(bad) = states.iter().find(|s| !STATES.contains(&s.as_str())) {
+            return Err(ApiError::Invalid(
+                ErrorCode::InvalidQuery,
+                format!("state {bad:?} is not one of {}", STATES.join(", ")),
+            ));
+        }
+        Ok(EventFilter {
+            subscription: self.subscription.clone(),
+            states,
+            entity: self.entity.clone(),
+            object_id: self.object_id.clone(),
+            partition: self.partition.clone(),
+            event_id: self.event_id.clone(),
+            from_ms: self.from_ms,
+            until_ms: self.until_ms,
+        })
+    }
+}
+
+/// Parses a query string into `T`, as a `400 invalid_query` when it does not fit.
+fn query_of<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(query)
+        .map(web::Query::into_inner)
+        .map_err(|e| ApiError::Invalid(ErrorCode::InvalidQuery, e.to_string()))
+}
+
+/// A JSON body (an empty one is `{}`), as a `400 malformed_json` when it does not fit.
+fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::Invalid(ErrorCode::MalformedJson, e.to_string()))
+}
+
+/// An event row as the API shows it: its object as JSON, not as text.
+fn row_json(row: EventRow) -> Value {
+    let object = row.event.object.as_deref().and_then(|o| serde_json::from_str::<Value>(o).ok());
+    let mut value = serde_json::to_value(&row).unwrap_or(Value::Null);
+    value["object"] = object.unwrap_or(Value::Null);
+    value
+}
+
+async fn events(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    operator(&req, &state, false).await?;
+    let query = FilterQuery::parse(&req)?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let rows = state.store.events(&query.filter()?, query.before, limit).await.map_err(store_error)?;
+    let next_before = (rows.len() == limit).then(|| rows.last().map(|r| r.seq)).flatten();
+    let rows: Vec<Value> = rows.into_iter().map(row_json).collect();
+    Ok(HttpResponse::Ok().json(json!({ "events": rows, "next_before": next_before })))
+}
+
+async fn count(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    operator(&req, &state, false).await?;
+    let query = FilterQuery::parse(&req)?;
+    let n = state.store.count(&query.filter()?).await.map_err(store_error)?;
+    Ok(HttpResponse::Ok().json(json!({ "count": n })))
+}
+
+fn seq_of(raw: &str) -> Result<i64, ApiError> {
+    raw.parse().map_err(|_| ApiError::NotFound(format!("no event {raw:?}: events are numbered")))
+}
+
+async fn event(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    operator(&req, &state, false).await?;
+    let seq = seq_of(&path)?;
+    let Some((row, attempts)) = state.store.event(seq).await.map_err(store_error)? else {
+        return Err(ApiError::NotFound(format!("no event {seq}")));
+    };
+    Ok(HttpResponse::Ok().json(json!({ "event": row_json(row), "attempts": attempts })))
+}
+
+async fn act_on_one(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = operator(&req, &state, true).await?;
+    let (seq, action) = path.into_inner();
+    let seq = seq_of(&seq)?;
+    if state.store.event(seq).await.map_err(store_error)?.is_none() {
+        return Err(ApiError::NotFound(format!("no event {seq}")));
+    }
+    let now = state.clock.now_ms();
+    let answer = match action.as_str() {
+        "redrive" => {
+            let n = state.store.redrive(&EventFilter::default(), Some(&[seq]), now).await.map_err(store_error)?;
+            state.outbox_wake.wake();
+            json!({ "redriven": n })
+        }
+        "skip" => json!({ "skipped": state.store.skip(&[seq], now).await.map_err(store_error)? }),
+        _ => return Err(ApiError::NotFound(format!("no admin action {action:?}: redrive or skip"))),
+    };
+    audit_action(&state, &who, &action, format!("event {seq}: {answer}")).await?;
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+/// Which events a redrive or a skip is about: listed, or matching a filter.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Selection {
+    seqs: Option<Vec<i64>>,
+    filter: Option<FilterBody>,
+}
+
+/// A filter in a JSON body: the fields of the query string.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FilterBody {
+    state: Option<String>,
+    subscription: Option<String>,
+    entity: Option<String>,
+    object_id: Option<String>,
+    partition: Option<String>,
+    event_id: Option<String>,
+    from_ms: Option<i64>,
+    until_ms: Option<i64>,
+}
+
+impl From<FilterBody> for FilterQuery {
+    fn from(f: FilterBody) -> Self {
+        Self {
+            state: f.state,
+            subscription: f.subscription,
+            entity: f.entity,
+            object_id: f.object_id,
+            partition: f.partition,
+            event_id: f.event_id,
+            from_ms: f.from_ms,
+            until_ms: f.until_ms,
+            before: None,
+            limit: None,
+        }
+    }
+}
+
+async fn redrive(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let who = operator(&req, &state, true).await?;
+    let selection: Selection = json_body(&body)?;
+    let now = state.clock.now_ms();
+    let (n, detail) = match selection {
+        Selection { seqs: Some(seqs), filter: None } => (
+            state.store.redrive(&EventFilter::default(), Some(&seqs), now).await.map_err(store_error)?,
+            format!("events {seqs:?}"),
+        ),
+        Selection { seqs: None, filter: Some(filter) } => {
+            let filter = FilterQuery::from(filter).filter()?;
+            (state.store.redrive(&filter, None, now).await.map_err(store_error)?, format!("filter {filter:?}"))
+        }
+        _ => {
+            return Err(ApiError::Invalid(
+                ErrorCode::InvalidBody,
+                "send either {\"seqs\": [...]} or {\"filter\": {...}}".into(),
+            ));
+        }
+    };
+    state.outbox_wake.wake();
+    audit_action(&state, &who, "redrive", format!("{detail}: {n} redriven")).await?;
+    Ok(HttpResponse::Ok().json(json!({ "redriven": n })))
+}
+
+async fn skip(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let who = operator(&req, &state, true).await?;
+    let Selection { seqs: Some(seqs), filter: None } = json_body(&body)? else {
+        return Err(ApiError::Invalid(ErrorCode::InvalidBody, "send {\"seqs\": [...]}".into()));
+    };
+    let n = state.store.skip(&seqs, state.clock.now_ms()).await.map_err(store_error)?;
+    audit_action(&state, &who, "skip", format!("events {seqs:?}: {n} skipped")).await?;
+    Ok(HttpResponse::Ok().json(json!({ "skipped": n })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct AuditQuery {
+    limit: Option<usize>,
+}
+
+async fn audit(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    operator(&req, &state, false).await?;
+    let query: AuditQuery = query_of(req.query_string())?;
+    let entries = state.store.audit_log(query.limit.unwrap_or(100).clamp(1, 1000)).await.map_err(store_error)?;
+    let entries: Vec<Value> = entries
+        .into_iter()
+        .map(|(at_ms, user, action, detail)| json!({"at_ms": at_ms, "user": user, "action": action, "detail": detail}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "entries": entries })))
+}
