@@ -29,6 +29,7 @@ use crate::auth::scope::Access;
 use crate::auth::{AuthConfig, Authenticator, EntityScope};
 use crate::outbox::{OutboxConfig, WebhookConfig};
 use crate::store::{PostgresOptions, Routes, SqliteOptions};
+use crate::validation::{HttpValidator, PushValidator, ValidationConfig};
 
 /// Everything the server can be configured with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,6 +79,9 @@ pub struct Config {
     pub outbox: OutboxConfig,
     /// The operators of the admin API; off while none is configured.
     pub admin: AdminConfig,
+    /// Hooks of other systems that accept or reject pushes before they are applied.
+    #[serde(rename = "validation")]
+    pub validations: Vec<ValidationConfig>,
 }
 
 impl Default for Config {
@@ -100,6 +104,7 @@ impl Default for Config {
             webhooks: Vec::new(),
             outbox: OutboxConfig::default(),
             admin: AdminConfig::default(),
+            validations: Vec::new(),
         }
     }
 }
@@ -235,6 +240,7 @@ impl Config {
             auth: auth.map(Arc::new),
             routes,
             admins: Admins::from_config(&self.admin)?,
+            validators: HttpValidator::all(&self.validations)?,
         })
     }
 }
@@ -264,6 +270,8 @@ pub struct Validated {
     pub routes: Routes,
     /// The operators of the admin API, when any is configured.
     pub admins: Option<Arc<Admins>>,
+    /// The `[[validation]]` hooks.
+    pub validators: Vec<Arc<dyn PushValidator>>,
 }
 
 /// Which store to open.

@@ -48,6 +48,9 @@ pub enum ApiError {
     /// A request of the admin API is invalid: a parameter or its JSON body (the code says which).
     #[error("{1}")]
     Invalid(ErrorCode, String),
+    /// A validator did not accept the push; nothing was applied.
+    #[error(transparent)]
+    Verdict(#[from] crate::validation::Verdict),
     /// The path does not serve this method.
     #[error("method {method} is not allowed here; allowed: {allow}")]
     MethodNotAllowed {
@@ -95,6 +98,8 @@ impl ApiError {
             Self::UnknownEntity(_) => ErrorCode::UnknownEntity,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Invalid(code, _) => *code,
+            Self::Verdict(crate::validation::Verdict::Rejected(_)) => ErrorCode::Rejected,
+            Self::Verdict(crate::validation::Verdict::Unavailable(_)) => ErrorCode::Unavailable,
             Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             Self::BodyTooLarge { .. } => ErrorCode::BodyTooLarge,
             Self::BodyRead(_) => ErrorCode::IncompleteBody,

@@ -35,6 +35,7 @@ pub mod state;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+pub mod validation;
 
 pub use config::Config;
 pub use startup::{Application, run};

@@ -26,6 +26,7 @@ use crate::routes;
 use crate::state::AppState;
 use crate::store::{PostgresStore, Routes, SqliteStore, Store, StoreError};
 use crate::tasks::Tasks;
+use crate::validation::PushValidator;
 use crate::{janitor, outbox, telemetry};
 
 /// Why the server could not start.
@@ -60,6 +61,12 @@ impl Application {
     /// Requests are accepted (queued by the kernel) from here on, and served once
     /// [`Application::run_until_stopped`] runs.
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        Self::build_with(config, Vec::new()).await
+    }
+
+    /// As [`Application::build`], with `validators` of the embedding application judging every
+    /// push (after the configuration's `[[validation]]` hooks; see [`crate::validation`]).
+    pub async fn build_with(config: Config, validators: Vec<Arc<dyn PushValidator>>) -> Result<Self, StartError> {
         let validated = config.validate()?;
         let store = open_store(&validated.db, &config, validated.routes.clone()).await?;
         let listener =
@@ -87,6 +94,7 @@ impl Application {
             outbox_wake,
             subscriptions: Arc::new(config.webhooks.iter().map(|w| w.name.clone()).collect()),
             admins: validated.admins.clone(),
+            validators: Arc::new(validated.validators.iter().cloned().chain(validators).collect()),
             clock: clock::system(),
             body_timeout: Duration::from_secs(config.body_timeout_secs),
             idempotency_ttl: ttl,

@@ -16,6 +16,7 @@ use crate::origin::OriginPolicy;
 use crate::outbox::Wake;
 use crate::store::Store;
 use crate::tasks::TaskHealth;
+use crate::validation::PushValidator;
 
 /// The state of one server, shared by its workers.
 #[derive(Clone)]
@@ -48,4 +49,6 @@ pub struct AppState {
     pub admins: Option<Arc<Admins>>,
     /// The wall clock.
     pub clock: Arc<dyn Clock>,
+    /// What judges pushes before they are applied.
+    pub validators: Arc<Vec<Arc<dyn PushValidator>>>,
 }

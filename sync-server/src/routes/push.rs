@@ -10,6 +10,7 @@ use crate::config::ResolvedEntity;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{Idempotency, Push, Scope};
+use crate::validation::PushToValidate;
 
 /// Above this size a push body is parsed on a blocking thread, so that one large push does not
 /// stall the other requests of its worker.
@@ -38,12 +39,17 @@ pub async fn push(
     let changes = if body.len() <= INLINE_PARSE_BYTES {
         parse_push(&body, &limits, schema.as_deref())?
     } else {
+        let body = body.clone();
         tokio::task::spawn_blocking(move || parse_push(&body, &limits, schema.as_deref()))
             .await
             .map_err(|e| ApiError::Internal(format!("the parse task failed: {e}")))??
     };
     let items = changes.len();
     let request_id = req.extensions().get::<tracing_actix_web::RequestId>().map(|id| id.to_string());
+    // Before the transaction: no lock is held while other systems decide.
+    for validator in state.validators.iter() {
+        validator.validate(PushToValidate { scope, body: &body, request_id: request_id.as_deref() }).await?;
+    }
     let outcome = state.store.push(scope, Push { changes, idempotency, request_id }).await?;
     tracing::debug!(items, now = %outcome.now, replayed = outcome.replayed, "pushed");
     state.metrics.push(items, outcome.replayed);

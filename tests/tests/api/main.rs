@@ -23,3 +23,4 @@ mod protocol;
 mod store_clock;
 mod stores;
 mod todo_cli;
+mod validation;
