@@ -27,7 +27,7 @@ use sync_proto::{EntityName, EntitySchema, FieldType, Limits};
 use crate::admin::{AdminConfig, Admins};
 use crate::auth::scope::Access;
 use crate::auth::{AuthConfig, Authenticator, EntityScope};
-use crate::outbox::{OutboxConfig, WebhookConfig};
+use crate::outbox::{AmqpConfig, OutboxConfig, WebhookConfig};
 use crate::store::{PostgresOptions, Routes, SqliteOptions};
 use crate::validation::{HttpValidator, PushValidator, ValidationConfig};
 
@@ -75,6 +75,8 @@ pub struct Config {
     /// once (see [`crate::outbox`]).
     #[serde(rename = "webhook")]
     pub webhooks: Vec<WebhookConfig>,
+    /// AMQP subscriptions: every change of their entities is published to a broker.
+    pub amqp: Vec<AmqpConfig>,
     /// How delivery workers share the outbox.
     pub outbox: OutboxConfig,
     /// The operators of the admin API; off while none is configured.
@@ -102,6 +104,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             entities: Vec::new(),
             webhooks: Vec::new(),
+            amqp: Vec::new(),
             outbox: OutboxConfig::default(),
             admin: AdminConfig::default(),
             validations: Vec::new(),
@@ -233,7 +236,7 @@ impl Config {
             return invalid(format!("entity {}: scope and roles need authentication ([auth])", e.name));
         }
         let default_access = Access { scope: self.auth.default_scope.clone().unwrap_or_default(), ..Access::default() };
-        let routes = crate::outbox::config::routes(&self.webhooks, &self.outbox)?;
+        let routes = crate::outbox::config::routes(&self.webhooks, &self.amqp, &self.outbox)?;
         Ok(Validated {
             db,
             entities: Entities::from_config(&self.entities, default_access)?,

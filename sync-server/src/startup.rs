@@ -83,7 +83,8 @@ impl Application {
             metrics: metrics.clone(),
             clock: clock::system(),
         };
-        let outbox_wake = outbox::worker::start(&mut tasks, outbox, &config.webhooks).map_err(ConfigError::Invalid)?;
+        let outbox_wake =
+            outbox::worker::start(&mut tasks, outbox, &config.webhooks, &config.amqp).map_err(ConfigError::Invalid)?;
 
         let state = web::Data::new(AppState {
             store: Arc::clone(&store),
@@ -92,7 +93,14 @@ impl Application {
             bodies: BodyBudget::new(config.limits.max_inflight_body_bytes),
             metrics,
             outbox_wake,
-            subscriptions: Arc::new(config.webhooks.iter().map(|w| w.name.clone()).collect()),
+            subscriptions: Arc::new(
+                config
+                    .webhooks
+                    .iter()
+                    .map(|w| w.name.clone())
+                    .chain(config.amqp.iter().map(|a| a.name.clone()))
+                    .collect(),
+            ),
             admins: validated.admins.clone(),
             validators: Arc::new(validated.validators.iter().cloned().chain(validators).collect()),
             clock: clock::system(),

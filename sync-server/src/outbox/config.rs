@@ -53,6 +53,84 @@ fn default_concurrency() -> usize {
     8
 }
 
+/// One AMQP subscription: every change of its entities is published to a RabbitMQ exchange as a
+/// persistent message, the event id as its `message_id`, routed by `<entity>.<operation>`
+/// (`Task.upsert`, `Task.remove`); a message counts as delivered once the broker confirmed it
+/// and routed it to at least one queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpConfig {
+    /// Its name: unique among all subscriptions, shown in metrics and the admin API.
+    pub name: String,
+    /// The broker (`amqp://user:password@host:5672/%2f`).
+    pub url: String,
+    /// The exchange; declared (durable, `topic`) unless `declare` is false.
+    pub exchange: String,
+    /// Whether to declare the exchange at connection.
+    #[serde(default = "default_declare")]
+    pub declare: bool,
+    /// The entities whose changes it takes; empty: all.
+    #[serde(default)]
+    pub entities: Vec<String>,
+    /// How long one publish may take until the broker confirms it.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: f64,
+    /// As for webhooks: one delay per attempt.
+    #[serde(default = "default_schedule")]
+    pub schedule_secs: Vec<f64>,
+    /// As for webhooks.
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+    /// Messages in flight at once (each of a different object).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_declare() -> bool {
+    true
+}
+
+/// How a subscription's events are retried, whatever carries them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The subscription's name.
+    pub name: String,
+    /// Its entities; empty: all.
+    pub entities: Vec<String>,
+    /// One delay per attempt.
+    pub schedule_secs: Vec<f64>,
+    /// The fraction delays move by.
+    pub jitter: f64,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+}
+
+impl WebhookConfig {
+    /// Its delivery settings.
+    pub fn delivery(&self) -> Delivery {
+        Delivery {
+            name: self.name.clone(),
+            entities: self.entities.clone(),
+            schedule_secs: self.schedule_secs.clone(),
+            jitter: self.jitter,
+            concurrency: self.concurrency,
+        }
+    }
+}
+
+impl AmqpConfig {
+    /// Its delivery settings.
+    pub fn delivery(&self) -> Delivery {
+        Delivery {
+            name: self.name.clone(),
+            entities: self.entities.clone(),
+            schedule_secs: self.schedule_secs.clone(),
+            jitter: self.jitter,
+            concurrency: self.concurrency,
+        }
+    }
+}
+
 /// The `[outbox]` section: how delivery workers share the outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -83,20 +161,13 @@ impl OutboxConfig {
 }
 
 /// Checks the subscriptions and returns the routes pushes append events along.
-pub fn routes(webhooks: &[WebhookConfig], outbox: &OutboxConfig) -> Result<Routes, ConfigError> {
+pub fn routes(webhooks: &[WebhookConfig], amqp: &[AmqpConfig], outbox: &OutboxConfig) -> Result<Routes, ConfigError> {
     let invalid = |m: String| Err(ConfigError::Invalid(m));
     if outbox.lease_secs == 0 || outbox.poll_interval_ms == 0 {
         return invalid("outbox.lease_secs and outbox.poll_interval_ms must be at least 1".into());
     }
-    let mut names = std::collections::HashSet::new();
     for w in webhooks {
         let name = &w.name;
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return invalid(format!("webhook {name:?}: a name is letters, digits, - and _"));
-        }
-        if !names.insert(name.clone()) {
-            return invalid(format!("webhook {name}: declared twice"));
-        }
         if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
             return invalid(format!("webhook {name}: url {:?} is not http:// or https://", w.url));
         }
@@ -107,15 +178,39 @@ pub fn routes(webhooks: &[WebhookConfig], outbox: &OutboxConfig) -> Result<Route
             let shown: String = bad.chars().take(6).collect();
             return invalid(format!("webhook {name}: a secret ({shown}...) is not whsec_ followed by base64"));
         }
-        if w.schedule_secs.is_empty() || w.schedule_secs.iter().any(|d| !d.is_finite() || *d < 0.0) {
-            return invalid(format!("webhook {name}: schedule_secs needs one or more delays of 0 or more seconds"));
-        }
-        let timeout_ok = w.timeout_secs > 0.0 && w.timeout_secs.is_finite();
-        if !(0.0..1.0).contains(&w.jitter) || !timeout_ok || w.concurrency == 0 {
-            return invalid(format!("webhook {name}: jitter must be in [0, 1), timeout_secs and concurrency above 0"));
-        }
+        check_delivery("webhook", &w.delivery(), w.timeout_secs)?;
     }
-    Ok(Routes::new(
-        webhooks.iter().map(|w| Route { subscription: w.name.clone(), entities: w.entities.clone() }).collect(),
-    ))
+    for a in amqp {
+        let name = &a.name;
+        if !(a.url.starts_with("amqp://") || a.url.starts_with("amqps://")) {
+            return invalid(format!("amqp {name}: url is not amqp:// or amqps://"));
+        }
+        if a.exchange.is_empty() {
+            return invalid(format!("amqp {name}: exchange is empty"));
+        }
+        check_delivery("amqp", &a.delivery(), a.timeout_secs)?;
+    }
+    let all: Vec<Delivery> =
+        webhooks.iter().map(WebhookConfig::delivery).chain(amqp.iter().map(AmqpConfig::delivery)).collect();
+    let mut names = std::collections::HashSet::new();
+    if let Some(twice) = all.iter().find(|d| !names.insert(d.name.clone())) {
+        return invalid(format!("subscription {}: the name is used twice", twice.name));
+    }
+    Ok(Routes::new(all.into_iter().map(|d| Route { subscription: d.name, entities: d.entities }).collect()))
+}
+
+fn check_delivery(kind: &str, d: &Delivery, timeout_secs: f64) -> Result<(), ConfigError> {
+    let name = &d.name;
+    let invalid = |m: String| Err(ConfigError::Invalid(format!("{kind} {name:?}: {m}")));
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return invalid("a name is letters, digits, - and _".into());
+    }
+    if d.schedule_secs.is_empty() || d.schedule_secs.iter().any(|s| !s.is_finite() || *s < 0.0) {
+        return invalid("schedule_secs needs one or more delays of 0 or more seconds".into());
+    }
+    let timeout_ok = timeout_secs > 0.0 && timeout_secs.is_finite();
+    if !(0.0..1.0).contains(&d.jitter) || !timeout_ok || d.concurrency == 0 {
+        return invalid("jitter must be in [0, 1), timeout_secs and concurrency above 0".into());
+    }
+    Ok(())
 }

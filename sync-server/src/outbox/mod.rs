@@ -2,7 +2,7 @@
 //!
 //! Pushes append their events in their own transaction (see [`crate::store::outbox`]); here,
 //! one worker per subscription and instance claims due events under a lease, sends each as a
-//! signed webhook ([`webhook`]), records the attempt, and schedules the next one ([`schedule`])
+//! signed webhook ([`webhook`]) or an AMQP message ([`amqp`]), records the attempt, and schedules the next one ([`schedule`])
 //! or declares the event dead. Workers of several instances share the outbox safely: claims never
 //! overlap, a dead instance's leases run out and are taken over, and one object's events reach a
 //! subscription in commit order. A `410 Gone` disables the subscription until an operator enables
@@ -11,8 +11,10 @@
 //! - [`config`]: `[[webhook]]` and `[outbox]`;
 //! - [`schedule`]: when the next attempt is, and what an answer means;
 //! - [`webhook`]: the request, signed per the Standard Webhooks specification;
+//! - [`amqp`]: the message, published to a RabbitMQ exchange with publisher confirms;
 //! - [`worker`]: the claim, deliver, record loop, and the outbox janitor.
 
+pub mod amqp;
 pub mod config;
 pub mod schedule;
 pub mod webhook;
@@ -20,9 +22,35 @@ pub mod worker;
 
 use std::sync::Arc;
 
+use serde_json::value::RawValue;
+use sync_proto::webhook::{Event, Operation};
 use tokio::sync::Notify;
 
-pub use config::{OutboxConfig, WebhookConfig};
+pub use config::{AmqpConfig, OutboxConfig, WebhookConfig};
+
+use crate::store::outbox::EventData;
+
+/// The body of `event` as every subscription receives it: its JSON (see
+/// [`sync_proto::webhook::Event`]), with the stored fields spliced in as they are.
+pub fn event_body(event: &EventData) -> Result<Vec<u8>, String> {
+    let operation = if event.operation == "remove" { Operation::Remove } else { Operation::Upsert };
+    let object = match &event.object {
+        Some(json) => Some(RawValue::from_string(json.clone()).map_err(|e| format!("stored fields: {e}"))?),
+        None => None,
+    };
+    let event = Event {
+        id: event.event_id.clone(),
+        kind: format!("object.{}", operation.as_str()),
+        entity: event.entity.clone(),
+        partition: event.partition.clone(),
+        object_id: event.object_id.clone(),
+        operation,
+        object,
+        last_change: event.last_change,
+        request_id: event.request_id.clone(),
+    };
+    serde_json::to_vec(&event).map_err(|e| e.to_string())
+}
 
 /// Wakes the delivery workers of this instance when a push appended events, so that delivery
 /// does not wait for their next poll. Cheap to clone.

@@ -3,8 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::value::RawValue;
-use sync_proto::webhook::{Event, ID_HEADER, Operation, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
+use sync_proto::webhook::{ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
 
 use super::config::WebhookConfig;
 use super::schedule::Answer;
@@ -49,27 +48,6 @@ impl Webhook {
         &self.config
     }
 
-    /// The body of `event`: its JSON, with the stored fields spliced in as they are.
-    pub fn body(event: &EventData) -> Result<Vec<u8>, String> {
-        let operation = if event.operation == "remove" { Operation::Remove } else { Operation::Upsert };
-        let object = match &event.object {
-            Some(json) => Some(RawValue::from_string(json.clone()).map_err(|e| format!("stored fields: {e}"))?),
-            None => None,
-        };
-        let event = Event {
-            id: event.event_id.clone(),
-            kind: format!("object.{}", operation.as_str()),
-            entity: event.entity.clone(),
-            partition: event.partition.clone(),
-            object_id: event.object_id.clone(),
-            operation,
-            object,
-            last_change: event.last_change,
-            request_id: event.request_id.clone(),
-        };
-        serde_json::to_vec(&event).map_err(|e| e.to_string())
-    }
-
     /// Sends `event` once.
     pub async fn send(&self, event: &EventData) -> Sent {
         let started = Instant::now();
@@ -79,7 +57,7 @@ impl Webhook {
             error: Some(error),
             took: started.elapsed(),
         };
-        let body = match Self::body(event) {
+        let body = match super::event_body(event) {
             Ok(body) => body,
             Err(e) => return failed(e),
         };

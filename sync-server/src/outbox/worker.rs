@@ -9,7 +9,8 @@ use futures_util::future::join_all;
 use tokio::sync::Notify;
 
 use super::Wake;
-use super::config::{OutboxConfig, WebhookConfig};
+use super::amqp::Amqp;
+use super::config::{AmqpConfig, Delivery, OutboxConfig, WebhookConfig};
 use super::schedule::{Answer, after_failure};
 use super::webhook::{Sent, Webhook};
 use crate::clock::Clock;
@@ -37,23 +38,53 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
 }
 
-/// Starts one supervised worker per webhook, the janitor and the metrics refresh; returns what
-/// pushes wake the workers with.
-pub fn start(tasks: &mut Tasks, context: Context, webhooks: &[WebhookConfig]) -> Result<Wake, String> {
-    let wake = Wake::new(webhooks.len());
-    if webhooks.is_empty() {
+/// What carries one subscription's events.
+pub enum Sender {
+    /// Signed HTTP requests.
+    Webhook(Webhook),
+    /// Messages to a broker.
+    Amqp(Amqp),
+}
+
+impl Sender {
+    fn delivery(&self) -> Delivery {
+        match self {
+            Self::Webhook(w) => w.config().delivery(),
+            Self::Amqp(a) => a.config().delivery(),
+        }
+    }
+
+    async fn send(&self, event: &crate::store::outbox::EventData) -> Sent {
+        match self {
+            Self::Webhook(w) => w.send(event).await,
+            Self::Amqp(a) => a.send(event).await,
+        }
+    }
+}
+
+/// Starts one supervised worker per subscription, the janitor and the metrics refresh; returns
+/// what pushes wake the workers with.
+pub fn start(
+    tasks: &mut Tasks,
+    context: Context,
+    webhooks: &[WebhookConfig],
+    amqp: &[AmqpConfig],
+) -> Result<Wake, String> {
+    let mut senders = Vec::new();
+    for w in webhooks {
+        senders.push(Sender::Webhook(Webhook::new(w.clone(), context.outbox.excerpt_bytes)?));
+    }
+    senders.extend(amqp.iter().map(|a| Sender::Amqp(Amqp::new(a.clone()))));
+    let wake = Wake::new(senders.len());
+    if senders.is_empty() {
         return Ok(wake);
     }
-    let senders = webhooks
-        .iter()
-        .map(|w| Webhook::new(w.clone(), context.outbox.excerpt_bytes))
-        .collect::<Result<Vec<_>, _>>()?;
+    let names: Vec<String> = senders.iter().map(|s| s.delivery().name).collect();
     for (n, sender) in senders.into_iter().enumerate() {
-        context.metrics.subscription(&sender.config().name);
+        context.metrics.subscription(&names[n]);
         let (context, notify) = (context.clone(), wake.worker(n));
         tasks.spawn("outbox-delivery", move |shutdown| run(context, sender, notify, shutdown));
     }
-    let names: Vec<String> = webhooks.iter().map(|w| w.name.clone()).collect();
     let refresh = context.clone();
     tasks.every("outbox-metrics", METRICS_PERIOD, move || {
         let (context, names) = (refresh.clone(), names.clone());
@@ -67,8 +98,9 @@ pub fn start(tasks: &mut Tasks, context: Context, webhooks: &[WebhookConfig]) ->
 }
 
 /// One subscription's loop, until the server stops.
-async fn run(context: Context, sender: Webhook, notify: Arc<Notify>, mut shutdown: Shutdown) -> Result<(), String> {
-    let name = sender.config().name.clone();
+async fn run(context: Context, sender: Sender, notify: Arc<Notify>, mut shutdown: Shutdown) -> Result<(), String> {
+    let delivery = sender.delivery();
+    let name = delivery.name.clone();
     let poll = Duration::from_millis(context.outbox.poll_interval_ms);
     let lease_ms = (context.outbox.lease_secs * 1000) as i64;
     loop {
@@ -77,7 +109,7 @@ async fn run(context: Context, sender: Webhook, notify: Arc<Notify>, mut shutdow
         }
         let now = context.clock.now_ms();
         let claimed = match context.store.is_enabled(&name).await {
-            Ok(true) => context.store.claim(&name, now, now + lease_ms, sender.config().concurrency).await,
+            Ok(true) => context.store.claim(&name, now, now + lease_ms, delivery.concurrency).await,
             Ok(false) => Ok(Vec::new()),
             Err(e) => Err(e),
         };
@@ -96,13 +128,13 @@ async fn run(context: Context, sender: Webhook, notify: Arc<Notify>, mut shutdow
             }
             continue;
         }
-        deliver_batch(&context, &sender, claimed).await;
+        deliver_batch(&context, &sender, &delivery, claimed).await;
     }
 }
 
 /// Sends every claimed event at once, renewing their leases until all are answered, and records
 /// each attempt.
-async fn deliver_batch(context: &Context, sender: &Webhook, claimed: Vec<Claimed>) {
+async fn deliver_batch(context: &Context, sender: &Sender, delivery: &Delivery, claimed: Vec<Claimed>) {
     let leases: Vec<(i64, i64)> = claimed.iter().map(|c| (c.seq, c.lease_token)).collect();
     let lease_ms = (context.outbox.lease_secs * 1000) as i64;
     let renewing = {
@@ -124,7 +156,7 @@ async fn deliver_batch(context: &Context, sender: &Webhook, claimed: Vec<Claimed
     let results = join_all(sends).await;
     renewing.abort();
     for (claimed, at_ms, sent) in results {
-        if let Err(e) = record(context, sender.config(), claimed, at_ms, sent).await {
+        if let Err(e) = record(context, delivery, claimed, at_ms, sent).await {
             // The lease runs out and the event is tried again: at least once, never lost.
             tracing::warn!(seq = claimed.seq, error = %crate::error::chain(&e), "cannot record an outbox attempt");
         }
@@ -134,7 +166,7 @@ async fn deliver_batch(context: &Context, sender: &Webhook, claimed: Vec<Claimed
 /// Records one attempt and what follows from it.
 async fn record(
     context: &Context,
-    config: &WebhookConfig,
+    config: &Delivery,
     claimed: &Claimed,
     at_ms: i64,
     sent: Sent,

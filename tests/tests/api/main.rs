@@ -7,6 +7,7 @@ mod helpers;
 
 mod client_support;
 
+mod amqp;
 mod auth;
 mod bad_input;
 mod client_base_protocol;
