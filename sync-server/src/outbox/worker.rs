@@ -43,7 +43,7 @@ pub enum Sender {
     /// Signed HTTP requests.
     Webhook(Webhook),
     /// Messages to a broker.
-    Amqp(Amqp),
+    Amqp(Box<Amqp>),
 }
 
 impl Sender {
@@ -74,7 +74,7 @@ pub fn start(
     for w in webhooks {
         senders.push(Sender::Webhook(Webhook::new(w.clone(), context.outbox.excerpt_bytes)?));
     }
-    senders.extend(amqp.iter().map(|a| Sender::Amqp(Amqp::new(a.clone()))));
+    senders.extend(amqp.iter().map(|a| Sender::Amqp(Box::new(Amqp::new(a.clone())))));
     let wake = Wake::new(senders.len());
     if senders.is_empty() {
         return Ok(wake);
