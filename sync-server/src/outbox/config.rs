@@ -35,6 +35,14 @@ pub struct WebhookConfig {
     /// Requests in flight at once (each to a different object).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Events per request: above 1, up to this many events (of different objects) travel in one
+    /// batch envelope, and are delivered or retried together.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+}
+
+fn default_batch() -> usize {
+    1
 }
 
 fn default_timeout() -> f64 {
@@ -103,6 +111,8 @@ pub struct Delivery {
     pub jitter: f64,
     /// Deliveries in flight at once.
     pub concurrency: usize,
+    /// Events per delivery.
+    pub batch: usize,
 }
 
 impl WebhookConfig {
@@ -114,6 +124,7 @@ impl WebhookConfig {
             schedule_secs: self.schedule_secs.clone(),
             jitter: self.jitter,
             concurrency: self.concurrency,
+            batch: self.batch,
         }
     }
 }
@@ -127,6 +138,7 @@ impl AmqpConfig {
             schedule_secs: self.schedule_secs.clone(),
             jitter: self.jitter,
             concurrency: self.concurrency,
+            batch: 1,
         }
     }
 }
@@ -209,8 +221,8 @@ fn check_delivery(kind: &str, d: &Delivery, timeout_secs: f64) -> Result<(), Con
         return invalid("schedule_secs needs one or more delays of 0 or more seconds".into());
     }
     let timeout_ok = timeout_secs > 0.0 && timeout_secs.is_finite();
-    if !(0.0..1.0).contains(&d.jitter) || !timeout_ok || d.concurrency == 0 {
-        return invalid("jitter must be in [0, 1), timeout_secs and concurrency above 0".into());
+    if !(0.0..1.0).contains(&d.jitter) || !timeout_ok || d.concurrency == 0 || d.batch == 0 {
+        return invalid("jitter must be in [0, 1), timeout_secs, concurrency and batch above 0".into());
     }
     Ok(())
 }

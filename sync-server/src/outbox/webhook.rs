@@ -48,8 +48,10 @@ impl Webhook {
         &self.config
     }
 
-    /// Sends `event` once.
-    pub async fn send(&self, event: &EventData) -> Sent {
+    /// Sends `events` once, in one request: one event as its own body, with its id as
+    /// `webhook-id`; several (with `batch` above 1) as `{"type": "batch", "events": [...]}`,
+    /// with a fresh `webhook-id` of the batch (receivers deduplicate by each event's `id`).
+    pub async fn send(&self, events: &[&EventData]) -> Sent {
         let started = Instant::now();
         let failed = |error: String| Sent {
             answer: Answer::Failed { retry_after: None },
@@ -57,13 +59,17 @@ impl Webhook {
             error: Some(error),
             took: started.elapsed(),
         };
-        let body = match super::event_body(event) {
+        let (id, body) = match events {
+            [event] => (event.event_id.clone(), super::event_body(event)),
+            _ => (format!("batch_{}", uuid::Uuid::now_v7()), batch_body(events)),
+        };
+        let body = match body {
             Ok(body) => body,
             Err(e) => return failed(e),
         };
         let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let secrets: Vec<&str> = self.config.secrets.iter().map(String::as_str).collect();
-        let signature = match sign(&secrets, &event.event_id, timestamp, &body) {
+        let signature = match sign(&secrets, &id, timestamp, &body) {
             Ok(signature) => signature,
             Err(e) => return failed(e.to_string()),
         };
@@ -71,7 +77,7 @@ impl Webhook {
             .client
             .post(&self.config.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(ID_HEADER, &event.event_id)
+            .header(ID_HEADER, &id)
             .header(TIMESTAMP_HEADER, timestamp.to_string())
             .header(SIGNATURE_HEADER, signature)
             .body(body);
@@ -92,6 +98,19 @@ impl Webhook {
         };
         Sent { answer, status: Some(status), error, took: started.elapsed() }
     }
+}
+
+/// The body of a batch: `{"type": "batch", "events": [...]}`, each event as it is sent alone.
+fn batch_body(events: &[&EventData]) -> Result<Vec<u8>, String> {
+    let mut body = br#"{"type":"batch","events":["#.to_vec();
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend(super::event_body(event)?);
+    }
+    body.extend(b"]}");
+    Ok(body)
 }
 
 /// A transport error with its causes, for the attempt history.

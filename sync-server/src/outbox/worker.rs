@@ -54,10 +54,12 @@ impl Sender {
         }
     }
 
-    async fn send(&self, event: &crate::store::outbox::EventData) -> Sent {
-        match self {
-            Self::Webhook(w) => w.send(event).await,
-            Self::Amqp(a) => a.send(event).await,
+    /// Sends `events` (one, or a webhook's batch) once.
+    async fn send(&self, events: &[&crate::store::outbox::EventData]) -> Sent {
+        match (self, events) {
+            (Self::Webhook(w), _) => w.send(events).await,
+            (Self::Amqp(a), [event]) => a.send(event).await,
+            (Self::Amqp(_), _) => unreachable!("AMQP deliveries carry one event each"),
         }
     }
 }
@@ -109,7 +111,7 @@ async fn run(context: Context, sender: Sender, notify: Arc<Notify>, mut shutdown
         }
         let now = context.clock.now_ms();
         let claimed = match context.store.is_enabled(&name).await {
-            Ok(true) => context.store.claim(&name, now, now + lease_ms, delivery.concurrency).await,
+            Ok(true) => context.store.claim(&name, now, now + lease_ms, delivery.concurrency * delivery.batch).await,
             Ok(false) => Ok(Vec::new()),
             Err(e) => Err(e),
         };
@@ -149,16 +151,19 @@ async fn deliver_batch(context: &Context, sender: &Sender, delivery: &Delivery, 
             }
         })
     };
-    let sends = claimed.iter().map(|c| async move {
+    let sends = claimed.chunks(delivery.batch).map(|chunk| async move {
         let at_ms = context.clock.now_ms();
-        (c, at_ms, sender.send(&c.event).await)
+        let events: Vec<&crate::store::outbox::EventData> = chunk.iter().map(|c| &c.event).collect();
+        (chunk, at_ms, sender.send(&events).await)
     });
     let results = join_all(sends).await;
     renewing.abort();
-    for (claimed, at_ms, sent) in results {
-        if let Err(e) = record(context, delivery, claimed, at_ms, sent).await {
-            // The lease runs out and the event is tried again: at least once, never lost.
-            tracing::warn!(seq = claimed.seq, error = %crate::error::chain(&e), "cannot record an outbox attempt");
+    for (chunk, at_ms, sent) in results {
+        for claimed in chunk {
+            if let Err(e) = record(context, delivery, claimed, at_ms, sent.clone()).await {
+                // The lease runs out and the event is tried again: at least once, never lost.
+                tracing::warn!(seq = claimed.seq, error = %crate::error::chain(&e), "cannot record an outbox attempt");
+            }
         }
     }
 }

@@ -40,6 +40,8 @@ struct ReceiverState {
     in_flight: Mutex<HashSet<String>>,
     overlaps: AtomicUsize,
     bad_signatures: AtomicUsize,
+    /// Requests that carried a batch.
+    batches: AtomicUsize,
     /// While true, every request is answered 503 (the receiver is "down").
     down: AtomicBool,
 }
@@ -53,6 +55,7 @@ impl Receiver {
             in_flight: Mutex::new(HashSet::new()),
             overlaps: AtomicUsize::new(0),
             bad_signatures: AtomicUsize::new(0),
+            batches: AtomicUsize::new(0),
             down: AtomicBool::new(false),
         });
         let data = web::Data::from(Arc::clone(&state));
@@ -99,6 +102,7 @@ impl Receiver {
             schedule_secs: schedule.to_vec(),
             jitter: 0.1,
             concurrency: 8,
+            batch: 1,
         }
     }
 }
@@ -112,17 +116,34 @@ async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<ReceiverSt
         state.bad_signatures.fetch_add(1, Ordering::SeqCst);
         return HttpResponse::Unauthorized().finish();
     }
-    let event: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(event["id"], json!(id), "webhook-id is the event id");
-    if !state.in_flight.lock().unwrap().insert(id.clone()) {
-        state.overlaps.fetch_add(1, Ordering::SeqCst);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    let events = if body["type"] == "batch" {
+        assert!(id.starts_with("batch_"), "a batch has an id of its own: {id}");
+        state.batches.fetch_add(1, Ordering::SeqCst);
+        body["events"].as_array().unwrap().clone()
+    } else {
+        assert_eq!(body["id"], json!(id), "webhook-id is the event id");
+        vec![body]
+    };
+    let ids: Vec<String> = events.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    for id in &ids {
+        if !state.in_flight.lock().unwrap().insert(id.clone()) {
+            state.overlaps.fetch_add(1, Ordering::SeqCst);
+        }
     }
     // A little time in flight, so that overlapping deliveries would meet.
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let status = if state.down.load(Ordering::SeqCst) { 503 } else { (state.policy.lock().unwrap())(&event) };
-    state.in_flight.lock().unwrap().remove(&id);
+    let status = if state.down.load(Ordering::SeqCst) {
+        503
+    } else {
+        let policy = state.policy.lock().unwrap();
+        events.iter().map(|e| policy(e)).max().unwrap_or(200)
+    };
+    for id in &ids {
+        state.in_flight.lock().unwrap().remove(id);
+    }
     if (200..300).contains(&status) {
-        state.delivered.lock().unwrap().push(event);
+        state.delivered.lock().unwrap().extend(events);
     }
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
         .body(format!("the receiver answered {status} for {id}"))
@@ -413,6 +434,26 @@ async fn a_crash_between_commit_and_delivery_loses_nothing(backend: Backend) {
 }
 
 backend_tests!(per_database: a_crash_between_commit_and_delivery_loses_nothing);
+
+/// With `batch`, events of different objects travel together, each with its own id.
+async fn batched_webhooks_carry_many_events_per_request(backend: Backend) {
+    let receiver = Receiver::start(accept_all()).await;
+    let mut webhook = receiver.webhook("erp", &[0.0, 0.05]);
+    (webhook.batch, webhook.concurrency) = (10, 2);
+    let server = TestServer::start_with_on(config_with(vec![webhook]), backend).await;
+    let items: Vec<Value> = (0..45).map(|i| json!({"id": format!("o{i}")})).collect();
+    server.api().push("/taskChanges", Value::Array(items)).await;
+    server.api().push("/taskChanges", json!([{"id": "o1", "again": true}])).await;
+    let delivered = receiver.wait_for(20, "46 events", |d| d.len() >= 46).await;
+    assert_eq!(first_deliveries(&delivered).len(), 46);
+    assert_in_order_per_object(&delivered);
+    let (batches, requests) =
+        (receiver.state.batches.load(Ordering::SeqCst), receiver.state.requests.load(Ordering::SeqCst));
+    assert!(batches >= 4 && requests < 46, "{batches} batches in {requests} requests");
+    server.stop().await;
+}
+
+backend_tests!(per_database: batched_webhooks_carry_many_events_per_request);
 
 /// An HTTP client of the admin API as operator `user`.
 fn admin(base_url: &str, user: &str, password: &str) -> Api {
