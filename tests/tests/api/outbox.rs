@@ -137,7 +137,7 @@ async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<ReceiverSt
         503
     } else {
         let policy = state.policy.lock().unwrap();
-        events.iter().map(|e| policy(e)).max().unwrap_or(200)
+        events.iter().map(&**policy).max().unwrap_or(200)
     };
     for id in &ids {
         state.in_flight.lock().unwrap().remove(id);
