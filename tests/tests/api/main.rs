@@ -20,6 +20,7 @@ mod durability;
 mod faults;
 mod multi_instance;
 mod outbox;
+mod outbox_examples;
 mod protocol;
 mod store_clock;
 mod stores;
