@@ -16,7 +16,7 @@ use super::webhook::{Sent, Webhook};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::store::outbox::{After, Attempt, Claimed};
+use crate::store::outbox::{After, Attempt, Claimed, Finished};
 use crate::tasks::{Shutdown, Tasks};
 
 /// How often the outbox's metrics are read from the store.
@@ -158,24 +158,32 @@ async fn deliver_batch(context: &Context, sender: &Sender, delivery: &Delivery, 
     });
     let results = join_all(sends).await;
     renewing.abort();
-    for (chunk, at_ms, sent) in results {
-        for claimed in chunk {
-            if let Err(e) = record(context, delivery, claimed, at_ms, sent.clone()).await {
-                // The lease runs out and the event is tried again: at least once, never lost.
-                tracing::warn!(seq = claimed.seq, error = %crate::error::chain(&e), "cannot record an outbox attempt");
+    let now = context.clock.now_ms();
+    let mut finished = Vec::with_capacity(claimed.len());
+    let mut answers = Vec::with_capacity(claimed.len());
+    for (chunk, at_ms, sent) in &results {
+        for claimed in *chunk {
+            finished.push(attempt_of(delivery, claimed, *at_ms, sent, now));
+            answers.push((claimed, sent));
+        }
+    }
+    match context.store.finish(&finished).await {
+        Ok(applied) => {
+            for ((claimed, sent), (f, applied)) in answers.into_iter().zip(finished.iter().zip(applied)) {
+                if applied {
+                    after_attempt(context, delivery, claimed, sent, f.after, now).await;
+                } else {
+                    tracing::info!(seq = claimed.seq, "an outbox lease was taken over before its attempt was recorded");
+                }
             }
         }
+        // The leases run out and the events are tried again: at least once, never lost.
+        Err(e) => tracing::warn!(error = %crate::error::chain(&e), "cannot record outbox attempts"),
     }
 }
 
-/// Records one attempt and what follows from it.
-async fn record(
-    context: &Context,
-    config: &Delivery,
-    claimed: &Claimed,
-    at_ms: i64,
-    sent: Sent,
-) -> Result<(), crate::store::StoreError> {
+/// The record of one attempt, and what becomes of its event.
+fn attempt_of(config: &Delivery, claimed: &Claimed, at_ms: i64, sent: &Sent, now: i64) -> Finished {
     let attempt = Attempt {
         at_ms,
         duration_ms: sent.took.as_millis() as i64,
@@ -183,7 +191,6 @@ async fn record(
         error: sent.error.clone(),
     };
     let number = claimed.attempts as usize + 1;
-    let now = context.clock.now_ms();
     let after = match &sent.answer {
         Answer::Delivered => After::Delivered,
         // The event waits, undelivered, until the subscription is enabled again.
@@ -197,11 +204,11 @@ async fn record(
             now,
         ),
     };
-    let applied = context.store.finish(claimed.seq, claimed.lease_token, attempt, after).await?;
-    if !applied {
-        tracing::info!(seq = claimed.seq, "an outbox lease was taken over before its attempt was recorded");
-        return Ok(());
-    }
+    Finished { seq: claimed.seq, lease_token: claimed.lease_token, attempt, after }
+}
+
+/// Counts a recorded attempt, and acts on what it means for the subscription.
+async fn after_attempt(context: &Context, config: &Delivery, claimed: &Claimed, sent: &Sent, after: After, now: i64) {
     let outcome = match after {
         After::Delivered => "delivered",
         After::Dead => "dead",
@@ -211,14 +218,18 @@ async fn record(
     match (&sent.answer, after) {
         (Answer::Gone, _) => {
             tracing::warn!(subscription = %config.name, "the receiver answered 410 Gone: the subscription is disabled until an operator enables it");
-            context.store.set_enabled(&config.name, false, Some("the receiver answered 410 Gone"), now).await?;
+            let disabled = context.store.set_enabled(&config.name, false, Some("the receiver answered 410 Gone"), now);
+            if let Err(e) = disabled.await {
+                tracing::warn!(subscription = %config.name, error = %crate::error::chain(&e), "cannot disable the subscription");
+            }
         }
         (_, After::Dead) => tracing::warn!(
             subscription = %config.name,
             seq = claimed.seq,
             event = %claimed.event.event_id,
             error = sent.error.as_deref().unwrap_or_default(),
-            "an outbox event is dead after {number} attempts"
+            "an outbox event is dead after {} attempts",
+            claimed.attempts + 1
         ),
         (_, After::RetryAt(at)) if outcome == "failed" => tracing::debug!(
             subscription = %config.name,
@@ -229,7 +240,6 @@ async fn record(
         ),
         _ => {}
     }
-    Ok(())
 }
 
 async fn refresh_metrics(context: &Context, names: &[String]) -> Result<(), String> {

@@ -121,6 +121,19 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
+/// One attempt of a claimed row, to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// The row.
+    pub seq: i64,
+    /// Its lease.
+    pub lease_token: i64,
+    /// The attempt.
+    pub attempt: Attempt,
+    /// What becomes of the row.
+    pub after: After,
+}
+
 /// What becomes of a claimed row after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum After {
@@ -212,13 +225,12 @@ pub trait Outbox: Send + Sync {
     /// Extends the leases of rows still held under these tokens; returns how many were.
     async fn renew(&self, leases: &[(i64, i64)], lease_until_ms: i64) -> Result<u64, StoreError>;
 
-    /// Records `attempt` of a claimed row and moves it on; does nothing (and returns false) if the
-    /// lease is no longer the row's.
-    async fn finish(&self, seq: i64, lease_token: i64, attempt: Attempt, after: After) -> Result<bool, StoreError>;
-
-    /// Gives a claimed row back unattempted (the subscription was disabled meanwhile, or the
-    /// server is stopping), due at once.
-    async fn release(&self, seq: i64, lease_token: i64) -> Result<bool, StoreError>;
+    /// Records each attempt of claimed rows and moves each row on, in one transaction; a row
+    /// whose lease is no longer the one named is left alone (`false` in its place in the
+    /// answer). These bookkeeping commits (and claims) are not waited to be durable: a crash may
+    /// forget the last ones, and those events are then delivered again, which at-least-once
+    /// delivery allows.
+    async fn finish(&self, finished: &[Finished]) -> Result<Vec<bool>, StoreError>;
 
     /// Whether a subscription's workers deliver (true unless disabled).
     async fn is_enabled(&self, subscription: &str) -> Result<bool, StoreError>;

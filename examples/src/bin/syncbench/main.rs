@@ -9,9 +9,11 @@
 //! cargo run --release -p examples --bin syncbench -- --db postgres://postgres@127.0.0.1/bench
 //! cargo run --release -p examples --bin syncbench -- --only W1,W2 --runs 9
 //! cargo run --release -p examples --bin syncbench -- --db postgres://postgres@127.0.0.1/bench --only W6
+//! cargo run --release -p examples --bin syncbench -- --only W7           # the outbox's cost and lag
 //! ```
 
 mod data;
+mod outbox;
 mod server;
 mod stats;
 mod workloads;
@@ -111,6 +113,21 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         let with_auth = server::Server::spawn_with(&db, &["--config", &config.display().to_string()]).await?;
         bench.w6(&with_auth, &secret).await?;
         with_auth.stop();
+    }
+    if selected("W7") {
+        // Servers with a webhook subscription, beside the plain one, over the same store.
+        let receiver = outbox::Receiver::start()?;
+        let mut servers = Vec::new();
+        for batch in [1, 100] {
+            let config = temp.path().join(format!("outbox-{batch}.toml"));
+            std::fs::write(&config, receiver.config(batch))?;
+            servers.push(server::Server::spawn_with(&db, &["--config", &config.display().to_string()]).await?);
+        }
+        let (tag, store) = (bench.tag(), bench.store());
+        outbox::w7(&bench.server, &servers[0], &servers[1], &receiver, &store, &tag, bench.runs).await?;
+        for server in servers {
+            server.stop();
+        }
     }
     bench.server.stop();
     Ok(())

@@ -66,6 +66,16 @@ impl Bench {
         Self { server, runs, endpoint, tag }
     }
 
+    /// The store, opened directly.
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.endpoint.store)
+    }
+
+    /// This session's random prefix of entity names.
+    pub fn tag(&self) -> String {
+        self.tag.clone()
+    }
+
     fn entity(&self, name: &str) -> (Scope, String) {
         let entity = EntityName::new(format!("B{}{name}", self.tag)).expect("valid entity name");
         let path = format!("/b{}{name}Changes", self.tag);

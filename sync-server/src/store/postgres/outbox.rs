@@ -11,7 +11,7 @@ use super::connection::{Failure, with_connection};
 use super::reads::stored_id;
 use crate::store::StoreError;
 use crate::store::outbox::{
-    After, Attempt, Bound, Claimed, Dialect, EventData, EventFilter, EventRow, Outbox, SubscriptionStats,
+    Attempt, Bound, Claimed, Dialect, EventData, EventFilter, EventRow, Finished, Outbox, SubscriptionStats,
     after_columns, filter_sql,
 };
 
@@ -22,27 +22,60 @@ const POSTGRES: Dialect =
 const COLUMNS: &str = "seq, subscription, event_id, entity, partition, object_id, operation, object, \
      last_change, request_id, created_ms, state, attempts, next_attempt_ms, last_status, last_error";
 
-const CLAIM: &str = "UPDATE sync_outbox SET state = 'delivering', lease_token = $1, lease_until_ms = $2
-    WHERE seq IN (
+/// Due events and events whose lease ran out, each found in `seq` order along the
+/// `(subscription, state, seq)` index, so that a claim reads little more than what it takes
+/// however many events wait; rows another worker is claiming are skipped, not waited for.
+const CLAIM: &str = "WITH pending AS (
         SELECT o.seq FROM sync_outbox o
-        WHERE o.subscription = $3
-          AND ((o.state = 'pending' AND o.next_attempt_ms <= $4) OR (o.state = 'delivering' AND o.lease_until_ms < $4))
+        WHERE o.subscription = $3 AND o.state = 'pending' AND o.next_attempt_ms <= $4
           AND NOT EXISTS (
               SELECT 1 FROM sync_outbox e
               WHERE e.subscription = o.subscription AND e.entity = o.entity AND e.partition = o.partition
                 AND e.object_id = o.object_id AND e.seq < o.seq AND e.state IN ('pending', 'delivering', 'dead'))
         ORDER BY o.seq LIMIT $5
-        FOR UPDATE SKIP LOCKED)
+        FOR UPDATE SKIP LOCKED
+    ), expired AS (
+        SELECT o.seq FROM sync_outbox o
+        WHERE o.subscription = $3 AND o.state = 'delivering' AND o.lease_until_ms < $4
+        ORDER BY o.seq LIMIT $5
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE sync_outbox SET state = 'delivering', lease_token = $1, lease_until_ms = $2
+    WHERE seq IN (SELECT seq FROM (SELECT seq FROM pending UNION ALL SELECT seq FROM expired) due ORDER BY seq LIMIT $5)
     RETURNING seq, event_id, entity, partition, object_id, operation, object, last_change, request_id, created_ms, attempts";
 
-const FINISH: &str = "WITH finished AS (
-        UPDATE sync_outbox SET state = $3, attempts = attempts + 1, next_attempt_ms = $4,
-            lease_token = NULL, lease_until_ms = NULL, last_status = $5, last_error = $6,
-            finished_ms = CASE WHEN $7 THEN $8::bigint END
-        WHERE seq = $1 AND lease_token = $2 AND state = 'delivering'
-        RETURNING seq)
-    INSERT INTO sync_outbox_attempts (seq, at_ms, duration_ms, status, error)
-    SELECT seq, $9, $10, $5, $6 FROM finished";
+/// Every attempt of a batch in one statement, guarded by each row's lease.
+const FINISH: &str = "WITH input AS (
+        SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::int[], $6::text[],
+                             $7::bool[], $8::bigint[], $9::bigint[], $10::bigint[])
+            AS i (seq, token, state, next_attempt, status, error, done, end_ms, at_ms, duration_ms)
+    ), finished AS (
+        UPDATE sync_outbox o SET state = i.state, attempts = o.attempts + 1, next_attempt_ms = i.next_attempt,
+            lease_token = NULL, lease_until_ms = NULL, last_status = i.status, last_error = i.error,
+            finished_ms = CASE WHEN i.done THEN i.end_ms END
+        FROM input i
+        WHERE o.seq = i.seq AND o.lease_token = i.token AND o.state = 'delivering'
+        RETURNING o.seq
+    ), attempts AS (
+        INSERT INTO sync_outbox_attempts (seq, at_ms, duration_ms, status, error)
+        SELECT i.seq, i.at_ms, i.duration_ms, i.status, i.error FROM input i WHERE i.seq IN (SELECT seq FROM finished)
+    )
+    SELECT seq FROM finished";
+
+/// The columns of [`FINISH`], one entry per attempt.
+#[derive(Default)]
+struct FinishColumns<'a> {
+    seqs: Vec<i64>,
+    tokens: Vec<i64>,
+    states: Vec<&'static str>,
+    nexts: Vec<Option<i64>>,
+    statuses: Vec<Option<i32>>,
+    errors: Vec<Option<&'a str>>,
+    done: Vec<bool>,
+    ends: Vec<i64>,
+    ats: Vec<i64>,
+    durations: Vec<i64>,
+}
 
 fn event_data(r: &Row, first: usize) -> Result<EventData, Failure> {
     Ok(EventData {
@@ -88,6 +121,15 @@ fn params(bound: &[Bound]) -> Vec<Box<dyn ToSql + Sync + Send>> {
 /// Runs `$op` (an expression using `client`, a `&deadpool_postgres::Object`) on a pooled
 /// connection, trying another one if the connection is lost before the statement ran.
 macro_rules! on_connection {
+    ($store:expr, |mut $client:ident| $op:expr) => {
+        with_connection(&$store.inner.pool, |mut $client| async move {
+            let outcome: Result<_, Failure> = async { $op }.await;
+            ($client, outcome)
+        })
+        .await
+        .map(|(_, value)| value)
+        .map_err(Failure::into_store_error)
+    };
     ($store:expr, |$client:ident| $op:expr) => {
         with_connection(&$store.inner.pool, |$client| async move {
             let outcome: Result<_, Failure> = async { $op }.await;
@@ -110,9 +152,12 @@ impl Outbox for PostgresStore {
     ) -> Result<Vec<Claimed>, StoreError> {
         let token: i64 = rand::random::<i64>().abs();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        on_connection!(self, |client| {
-            let stmt = client.prepare_cached(CLAIM).await?;
-            let rows = client.query(&stmt, &[&token, &lease_until_ms, &subscription, &now_ms, &limit]).await?;
+        on_connection!(self, |mut client| {
+            let tx = client.transaction().await?;
+            tx.batch_execute("SET LOCAL synchronous_commit TO OFF").await?;
+            let stmt = tx.prepare_cached(CLAIM).await?;
+            let rows = tx.query(&stmt, &[&token, &lease_until_ms, &subscription, &now_ms, &limit]).await?;
+            tx.commit().await?;
             let mut claimed = rows
                 .iter()
                 .map(|r| {
@@ -143,38 +188,43 @@ impl Outbox for PostgresStore {
         })
     }
 
-    async fn finish(&self, seq: i64, lease_token: i64, attempt: Attempt, after: After) -> Result<bool, StoreError> {
-        let (state, next, finished) = after_columns(after);
-        let end = attempt.at_ms + attempt.duration_ms;
-        let attempt = &attempt;
-        on_connection!(self, |client| {
-            let stmt = client.prepare_cached(FINISH).await?;
+    async fn finish(&self, finished: &[Finished]) -> Result<Vec<bool>, StoreError> {
+        let mut columns = FinishColumns::default();
+        for f in finished {
+            let (state, next, done) = after_columns(f.after);
+            columns.seqs.push(f.seq);
+            columns.tokens.push(f.lease_token);
+            columns.states.push(state);
+            columns.nexts.push(next);
+            columns.statuses.push(f.attempt.status);
+            columns.errors.push(f.attempt.error.as_deref());
+            columns.done.push(done);
+            columns.ends.push(f.attempt.at_ms + f.attempt.duration_ms);
+            columns.ats.push(f.attempt.at_ms);
+            columns.durations.push(f.attempt.duration_ms);
+        }
+        let c = &columns;
+        let applied: Vec<i64> = on_connection!(self, |mut client| {
+            let tx = client.transaction().await?;
+            tx.batch_execute("SET LOCAL synchronous_commit TO OFF").await?;
+            let stmt = tx.prepare_cached(FINISH).await?;
             let args: [&(dyn ToSql + Sync); 10] = [
-                &seq,
-                &lease_token,
-                &state,
-                &next,
-                &attempt.status,
-                &attempt.error,
-                &finished,
-                &end,
-                &attempt.at_ms,
-                &attempt.duration_ms,
+                &c.seqs,
+                &c.tokens,
+                &c.states,
+                &c.nexts,
+                &c.statuses,
+                &c.errors,
+                &c.done,
+                &c.ends,
+                &c.ats,
+                &c.durations,
             ];
-            Ok(client.execute(&stmt, &args).await? == 1)
-        })
-    }
-
-    async fn release(&self, seq: i64, lease_token: i64) -> Result<bool, StoreError> {
-        on_connection!(self, |client| {
-            let stmt = client
-                .prepare_cached(
-                    "UPDATE sync_outbox SET state = 'pending', lease_token = NULL, lease_until_ms = NULL
-                     WHERE seq = $1 AND lease_token = $2 AND state = 'delivering'",
-                )
-                .await?;
-            Ok(client.execute(&stmt, &[&seq, &lease_token]).await? == 1)
-        })
+            let rows = tx.query(&stmt, &args).await?;
+            tx.commit().await?;
+            rows.iter().map(|r| r.try_get::<_, i64>(0).map_err(Failure::from)).collect::<Result<Vec<_>, Failure>>()
+        })?;
+        Ok(finished.iter().map(|f| applied.contains(&f.seq)).collect())
     }
 
     async fn is_enabled(&self, subscription: &str) -> Result<bool, StoreError> {

@@ -96,9 +96,8 @@ pub const MIGRATIONS: &[Migration] = &[
             last_error      TEXT,
             finished_ms     BIGINT
         );
-        CREATE INDEX sync_outbox_due ON sync_outbox (subscription, state, next_attempt_ms);
+        CREATE INDEX sync_outbox_due ON sync_outbox (subscription, state, seq);
         CREATE INDEX sync_outbox_by_object ON sync_outbox (subscription, entity, partition, object_id, seq);
-        CREATE INDEX sync_outbox_by_event ON sync_outbox (event_id);
         CREATE TABLE sync_outbox_attempts (
             id          BIGSERIAL PRIMARY KEY,
             seq         BIGINT  NOT NULL,

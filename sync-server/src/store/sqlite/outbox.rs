@@ -10,20 +10,30 @@ use super::SqliteStore;
 use super::connection::{classify, no_reader};
 use crate::store::StoreError;
 use crate::store::outbox::{
-    After, Attempt, Bound, Claimed, Dialect, EVENT_COLUMNS, EventData, EventFilter, EventRow, Outbox,
+    Attempt, Bound, Claimed, Dialect, EVENT_COLUMNS, EventData, EventFilter, EventRow, Finished, Outbox,
     SubscriptionStats, after_columns, filter_sql,
 };
 
+/// Due events and events whose lease ran out, each found in `seq` order along the
+/// `(subscription, state, seq)` index, so that a claim reads little more than what it takes
+/// however many events wait.
 const CLAIM: &str = "UPDATE outbox SET state = 'delivering', lease_token = ?1, lease_until_ms = ?2
     WHERE seq IN (
-        SELECT o.seq FROM outbox o
-        WHERE o.subscription = ?3
-          AND ((o.state = 'pending' AND o.next_attempt_ms <= ?4) OR (o.state = 'delivering' AND o.lease_until_ms < ?4))
-          AND NOT EXISTS (
-              SELECT 1 FROM outbox e
-              WHERE e.subscription = o.subscription AND e.entity = o.entity AND e.partition = o.partition
-                AND e.object_id = o.object_id AND e.seq < o.seq AND e.state IN ('pending', 'delivering', 'dead'))
-        ORDER BY o.seq LIMIT ?5)
+        SELECT seq FROM (
+            SELECT * FROM (
+                SELECT o.seq FROM outbox o
+                WHERE o.subscription = ?3 AND o.state = 'pending' AND o.next_attempt_ms <= ?4
+                  AND NOT EXISTS (
+                      SELECT 1 FROM outbox e
+                      WHERE e.subscription = o.subscription AND e.entity = o.entity AND e.partition = o.partition
+                        AND e.object_id = o.object_id AND e.seq < o.seq AND e.state IN ('pending', 'delivering', 'dead'))
+                ORDER BY o.seq LIMIT ?5)
+            UNION ALL
+            SELECT * FROM (
+                SELECT o.seq FROM outbox o
+                WHERE o.subscription = ?3 AND o.state = 'delivering' AND o.lease_until_ms < ?4
+                ORDER BY o.seq LIMIT ?5))
+        ORDER BY seq LIMIT ?5)
     RETURNING seq, event_id, entity, partition, object_id, operation, object, last_change, request_id, created_ms, attempts";
 
 const FINISH: &str = "UPDATE outbox SET state = ?3, attempts = attempts + 1, next_attempt_ms = ?4,
@@ -85,6 +95,22 @@ impl SqliteStore {
         .await
     }
 
+    /// Runs a change of the outbox's delivery state on the writer's connection, without waiting
+    /// for it to be durable (see [`Outbox::finish`]): SQLite's `synchronous = NORMAL` for it,
+    /// `FULL` again after. The next durable commit makes it durable too.
+    async fn bookkeeping<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.on_writer(move |conn| {
+            conn.pragma_update(None, "synchronous", "NORMAL").map_err(classify)?;
+            let outcome = job(conn).map_err(classify);
+            conn.pragma_update(None, "synchronous", "FULL").map_err(classify)?;
+            outcome
+        })
+        .await
+    }
+
     /// Runs a change on the writer's connection.
     async fn change<T: Send + 'static>(
         &self,
@@ -106,7 +132,7 @@ impl Outbox for SqliteStore {
         let subscription = subscription.to_owned();
         let token: i64 = rand::random::<i64>().abs();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.change(move |conn| {
+        self.bookkeeping(move |conn| {
             let mut stmt = conn.prepare_cached(CLAIM)?;
             let rows = stmt.query_map(params![token, lease_until_ms, subscription, now_ms, limit], |r| {
                 Ok(Claimed {
@@ -135,7 +161,7 @@ impl Outbox for SqliteStore {
 
     async fn renew(&self, leases: &[(i64, i64)], lease_until_ms: i64) -> Result<u64, StoreError> {
         let leases = leases.to_vec();
-        self.change(move |conn| {
+        self.bookkeeping(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "UPDATE outbox SET lease_until_ms = ?3 WHERE seq = ?1 AND lease_token = ?2 AND state = 'delivering'",
             )?;
@@ -148,48 +174,34 @@ impl Outbox for SqliteStore {
         .await
     }
 
-    async fn finish(&self, seq: i64, lease_token: i64, attempt: Attempt, after: After) -> Result<bool, StoreError> {
-        self.change(move |conn| {
+    async fn finish(&self, finished: &[Finished]) -> Result<Vec<bool>, StoreError> {
+        let finished = finished.to_vec();
+        self.bookkeeping(move |conn| {
             let tx = conn.transaction()?;
-            let (state, next, finished) = after_columns(after);
-            let end = attempt.at_ms + attempt.duration_ms;
-            let changed = tx.prepare_cached(FINISH)?.execute(params![
-                seq,
-                lease_token,
-                state,
-                next,
-                attempt.status,
-                attempt.error,
-                finished,
-                end
-            ])?;
-            if changed == 1 {
-                tx.prepare_cached(
-                    "INSERT INTO outbox_attempts (seq, at_ms, duration_ms, status, error) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(params![
+            let mut applied = Vec::with_capacity(finished.len());
+            for Finished { seq, lease_token, attempt, after } in finished {
+                let (state, next, done) = after_columns(after);
+                let end = attempt.at_ms + attempt.duration_ms;
+                let changed = tx.prepare_cached(FINISH)?.execute(params![
                     seq,
-                    attempt.at_ms,
-                    attempt.duration_ms,
+                    lease_token,
+                    state,
+                    next,
                     attempt.status,
-                    attempt.error
+                    attempt.error,
+                    done,
+                    end
                 ])?;
+                if changed == 1 {
+                    tx.prepare_cached(
+                        "INSERT INTO outbox_attempts (seq, at_ms, duration_ms, status, error) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![seq, attempt.at_ms, attempt.duration_ms, attempt.status, attempt.error])?;
+                }
+                applied.push(changed == 1);
             }
             tx.commit()?;
-            Ok(changed == 1)
-        })
-        .await
-    }
-
-    async fn release(&self, seq: i64, lease_token: i64) -> Result<bool, StoreError> {
-        self.change(move |conn| {
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE outbox SET state = 'pending', lease_token = NULL, lease_until_ms = NULL
-                 WHERE seq = ?1 AND lease_token = ?2 AND state = 'delivering'",
-                )?
-                .execute(params![seq, lease_token])?;
-            Ok(changed == 1)
+            Ok(applied)
         })
         .await
     }

@@ -75,7 +75,7 @@ const MIGRATIONS: &[&str] = &[
     r#"
     -- The transactional outbox: one row per event and subscription (see store::outbox).
     CREATE TABLE outbox (
-        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq             INTEGER PRIMARY KEY,   -- the rowid: pruning never reorders what remains
         subscription    TEXT    NOT NULL,
         event_id        TEXT    NOT NULL,
         entity          TEXT    NOT NULL,
@@ -95,9 +95,8 @@ const MIGRATIONS: &[&str] = &[
         last_error      TEXT,
         finished_ms     INTEGER
     );
-    CREATE INDEX outbox_due ON outbox (subscription, state, next_attempt_ms);
+    CREATE INDEX outbox_due ON outbox (subscription, state, seq);
     CREATE INDEX outbox_by_object ON outbox (subscription, entity, partition, object_id, seq);
-    CREATE INDEX outbox_by_event ON outbox (event_id);
     CREATE TABLE outbox_attempts (
         id          INTEGER PRIMARY KEY AUTOINCREMENT,
         seq         INTEGER NOT NULL,
