@@ -120,6 +120,15 @@ impl Application {
                 .app_data(state.clone())
                 .configure(routes::configure)
         })
+        // Answers leave in several writes (streamed pulls always do); with Nagle's algorithm the
+        // last, small one waits for the client's delayed ACK, some 40 ms on every such answer.
+        .on_connect(|connection, _| {
+            if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>()
+                && let Err(e) = tcp.set_nodelay(true)
+            {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+            }
+        })
         .disable_signals()
         .keep_alive(match config.keep_alive_secs {
             0 => actix_web::http::KeepAlive::Disabled,

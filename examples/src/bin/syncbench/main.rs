@@ -114,6 +114,9 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         bench.w6(&with_auth, &secret).await?;
         with_auth.stop();
     }
+    if selected("W8") {
+        bench.w8().await?;
+    }
     if selected("W7") {
         // Servers with a webhook subscription, beside the plain one, over the same store.
         let receiver = outbox::Receiver::start()?;

@@ -343,6 +343,64 @@ impl Bench {
     }
 }
 
+impl Bench {
+    /// W8: one plain keep-alive HTTP/1.1 client (a socket, as `http.client` or `curl` use one)
+    /// pulling 10,000 objects 15 times in a row. An answer written in several segments that
+    /// waited on the client's delayed ACK (Nagle's algorithm) shows as a median far above the
+    /// fastest; the target is a median within 2 times the fastest.
+    pub async fn w8(&self) -> anyhow::Result<()> {
+        const N: usize = 10_000;
+        const PULLS: usize = 15;
+        let (_, path) = self.entity("W8");
+        for b in 0..N / 1000 {
+            self.endpoint.http_push(&path, push_body(b * 1000, 1000, 0)).await?;
+        }
+        let addr = self.server.base_url.trim_start_matches("http://").to_owned();
+        let times = tokio::task::spawn_blocking(move || sequential_pulls(&addr, &path, PULLS)).await??;
+        let (fastest, middle) = (percentile(&times, 0.0), median(&times));
+        println!(
+            "W8 {PULLS} sequential pulls of {N} on one connection   fastest {}   median {}   median/fastest {:.2}",
+            ms(fastest),
+            ms(middle),
+            middle.as_secs_f64() / fastest.as_secs_f64().max(1e-9)
+        );
+        Ok(())
+    }
+}
+
+/// `pulls` full pulls of `path` on one kept-alive connection to `addr`, each read to the end of
+/// its chunked answer; how long each took.
+fn sequential_pulls(addr: &str, path: &str, pulls: usize) -> anyhow::Result<Vec<Duration>> {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(addr)?;
+    socket.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let request = format!("GET {path}?since=0 HTTP/1.1\r\nHost: bench\r\n\r\n");
+    let mut times = Vec::with_capacity(pulls);
+    let mut buffer = vec![0u8; 256 * 1024];
+    for _ in 0..pulls {
+        let started = Instant::now();
+        socket.write_all(request.as_bytes())?;
+        let mut answer: Vec<u8> = Vec::new();
+        loop {
+            let n = socket.read(&mut buffer)?;
+            if n == 0 {
+                bail!("the server closed the connection");
+            }
+            answer.extend_from_slice(&buffer[..n]);
+            if answer.ends_with(b"\r\n0\r\n\r\n") {
+                break;
+            }
+        }
+        times.push(started.elapsed());
+        ensure!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "W8: the pull answered {}",
+            String::from_utf8_lossy(&answer[..40.min(answer.len())])
+        );
+    }
+    Ok(times)
+}
+
 /// The two ways to reach the store, HTTP and direct; shared by W4's concurrent clients.
 struct Endpoint {
     base_url: String,
