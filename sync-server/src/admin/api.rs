@@ -141,10 +141,10 @@ async fn set_enabled(
     Ok(HttpResponse::Ok().json(json!({"status": "ok"})))
 }
 
-/// The filters of the query string.
+/// Which events an operator asks for: the filters of a query string, or of a JSON body.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-struct FilterQuery {
+struct Filter {
     state: Option<String>,
     subscription: Option<String>,
     entity: Option<String>,
@@ -153,13 +153,26 @@ struct FilterQuery {
     event_id: Option<String>,
     from_ms: Option<i64>,
     until_ms: Option<i64>,
+}
+
+/// Where a page of events starts, and how long it is.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Page {
     before: Option<i64>,
     limit: Option<usize>,
 }
 
-impl FilterQuery {
-    fn parse(req: &HttpRequest) -> Result<Self, ApiError> {
-        query_of(req.query_string())
+impl Filter {
+    /// The filter and the page of a query string.
+    fn of_query(req: &HttpRequest) -> Result<(Self, Page), ApiError> {
+        let (mut filter, mut page) =
+            (form_urlencoded::Serializer::new(String::new()), form_urlencoded::Serializer::new(String::new()));
+        for (key, value) in form_urlencoded::parse(req.query_string().as_bytes()) {
+            let half = if key == "before" || key == "limit" { &mut page } else { &mut filter };
+            half.append_pair(&key, &value);
+        }
+        Ok((query_of(&filter.finish())?, query_of(&page.finish())?))
     }
 
     fn filter(&self) -> Result<EventFilter, ApiError> {
@@ -215,9 +228,9 @@ fn row_json(row: EventRow) -> Value {
 
 async fn events(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     operator(&req, &state, false).await?;
-    let query = FilterQuery::parse(&req)?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-    let rows = state.store.events(&query.filter()?, query.before, limit).await.map_err(store_error)?;
+    let (filter, page) = Filter::of_query(&req)?;
+    let limit = page.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let rows = state.store.events(&filter.filter()?, page.before, limit).await.map_err(store_error)?;
     let next_before = (rows.len() == limit).then(|| rows.last().map(|r| r.seq)).flatten();
     let rows: Vec<Value> = rows.into_iter().map(row_json).collect();
     Ok(HttpResponse::Ok().json(json!({ "events": rows, "next_before": next_before })))
@@ -225,8 +238,8 @@ async fn events(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
 
 async fn count(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     operator(&req, &state, false).await?;
-    let query = FilterQuery::parse(&req)?;
-    let n = state.store.count(&query.filter()?).await.map_err(store_error)?;
+    let (filter, _) = Filter::of_query(&req)?;
+    let n = state.store.count(&filter.filter()?).await.map_err(store_error)?;
     Ok(HttpResponse::Ok().json(json!({ "count": n })))
 }
 
@@ -277,38 +290,7 @@ async fn act_on_one(
 #[serde(default, deny_unknown_fields)]
 struct Selection {
     seqs: Option<Vec<i64>>,
-    filter: Option<FilterBody>,
-}
-
-/// A filter in a JSON body: the fields of the query string.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct FilterBody {
-    state: Option<String>,
-    subscription: Option<String>,
-    entity: Option<String>,
-    object_id: Option<String>,
-    partition: Option<String>,
-    event_id: Option<String>,
-    from_ms: Option<i64>,
-    until_ms: Option<i64>,
-}
-
-impl From<FilterBody> for FilterQuery {
-    fn from(f: FilterBody) -> Self {
-        Self {
-            state: f.state,
-            subscription: f.subscription,
-            entity: f.entity,
-            object_id: f.object_id,
-            partition: f.partition,
-            event_id: f.event_id,
-            from_ms: f.from_ms,
-            until_ms: f.until_ms,
-            before: None,
-            limit: None,
-        }
-    }
+    filter: Option<Filter>,
 }
 
 async fn redrive(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -321,7 +303,7 @@ async fn redrive(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>)
             format!("events {seqs:?}"),
         ),
         Selection { seqs: None, filter: Some(filter) } => {
-            let filter = FilterQuery::from(filter).filter()?;
+            let filter = filter.filter()?;
             (state.store.redrive(&filter, None, now).await.map_err(store_error)?, format!("filter {filter:?}"))
         }
         _ => {

@@ -53,22 +53,28 @@ fn to_sql(bound: Vec<Bound>) -> Vec<Sql> {
         .collect()
 }
 
+/// The [`EventData`] of a row whose columns from `first` on are `event_id, entity, partition,
+/// object_id, operation, object, last_change, request_id, created_ms`.
+fn event_data(r: &Row<'_>, first: usize) -> rusqlite::Result<EventData> {
+    Ok(EventData {
+        event_id: r.get(first)?,
+        entity: r.get(first + 1)?,
+        partition: r.get(first + 2)?,
+        object_id: r.get(first + 3)?,
+        operation: r.get(first + 4)?,
+        object: r.get(first + 5)?,
+        last_change: r.get(first + 6)?,
+        request_id: r.get(first + 7)?,
+        created_ms: r.get(first + 8)?,
+    })
+}
+
 /// An [`EventRow`] from the [`EVENT_COLUMNS`] of a row.
 fn event_row(r: &Row<'_>) -> rusqlite::Result<EventRow> {
     Ok(EventRow {
         seq: r.get(0)?,
         subscription: r.get(1)?,
-        event: EventData {
-            event_id: r.get(2)?,
-            entity: r.get(3)?,
-            partition: r.get(4)?,
-            object_id: r.get(5)?,
-            operation: r.get(6)?,
-            object: r.get(7)?,
-            last_change: r.get(8)?,
-            request_id: r.get(9)?,
-            created_ms: r.get(10)?,
-        },
+        event: event_data(r, 2)?,
         state: r.get(11)?,
         attempts: r.get(12)?,
         next_attempt_ms: r.get(13)?,
@@ -135,22 +141,7 @@ impl Outbox for SqliteStore {
         self.bookkeeping(move |conn| {
             let mut stmt = conn.prepare_cached(CLAIM)?;
             let rows = stmt.query_map(params![token, lease_until_ms, subscription, now_ms, limit], |r| {
-                Ok(Claimed {
-                    seq: r.get(0)?,
-                    lease_token: token,
-                    event: EventData {
-                        event_id: r.get(1)?,
-                        entity: r.get(2)?,
-                        partition: r.get(3)?,
-                        object_id: r.get(4)?,
-                        operation: r.get(5)?,
-                        object: r.get(6)?,
-                        last_change: r.get(7)?,
-                        request_id: r.get(8)?,
-                        created_ms: r.get(9)?,
-                    },
-                    attempts: r.get(10)?,
-                })
+                Ok(Claimed { seq: r.get(0)?, lease_token: token, event: event_data(r, 1)?, attempts: r.get(10)? })
             })?;
             let mut claimed = rows.collect::<rusqlite::Result<Vec<_>>>()?;
             claimed.sort_by_key(|c| c.seq);
