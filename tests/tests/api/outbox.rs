@@ -574,3 +574,62 @@ async fn operators_see_failures_and_act_on_them_through_the_admin_api(backend: B
 }
 
 backend_tests!(per_database: operators_see_failures_and_act_on_them_through_the_admin_api);
+
+/// Webhooks speak TLS and check the receiver's certificate: a receiver whose certificate no
+/// trusted authority signed is refused, and the attempt says why.
+#[tokio::test]
+async fn an_https_receiver_with_an_untrusted_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "cert.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    let port = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut tls = tokio::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept", &port.to_string(), "-cert", "cert.pem", "-key", "key.pem"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("openssl s_server starts");
+    let mut webhook = Receiver::start(accept_all()).await.webhook("erp", &[0.0, 30.0]);
+    webhook.url = format!("https://127.0.0.1:{port}/hooks");
+    let server = TestServer::start_with_on(config_with(vec![webhook]), Backend::SQLITE).await;
+    server.api().push("/taskChanges", json!([{"id": "a"}])).await;
+    let failing = EventFilter { states: vec!["failed".into()], ..EventFilter::default() };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let row = loop {
+        if let Some(row) = server.store.events(&failing, None, 1).await.unwrap().pop() {
+            break row;
+        }
+        assert!(Instant::now() < deadline, "the https attempt was never recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let error = row.last_error.unwrap();
+    assert!(error.to_lowercase().contains("certificate"), "the attempt names the certificate: {error}");
+    server.stop().await;
+    let _ = tls.kill().await;
+}
