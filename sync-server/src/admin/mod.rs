@@ -19,7 +19,7 @@ use actix_web::HttpRequest;
 use actix_web::http::header;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::basic::{BasicUser, BasicUsers};
+use crate::auth::basic::{BasicUser, BasicUsers, verify_off_thread};
 use crate::auth::limiter::FailureLimiter;
 use crate::auth::{AuthError, Identity};
 use crate::config::ConfigError;
@@ -66,7 +66,6 @@ impl Admins {
     /// The operator sending `req`, from its Basic credentials.
     pub async fn authenticate(&self, req: &HttpRequest) -> Result<Identity, AuthError> {
         let address = req.peer_addr().map(|a| a.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        self.limiter.check(address)?;
         let credentials = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -74,24 +73,13 @@ impl Admins {
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
             .map(|(_, credentials)| credentials.trim().to_owned());
-        let result = match credentials {
-            None => Err(AuthError::Refused("the admin API takes Basic credentials of [[admin.users]]".into())),
-            Some(credentials) => {
-                let users = Arc::clone(&self.users);
-                tokio::task::spawn_blocking(move || users.verify(&credentials))
-                    .await
-                    .unwrap_or_else(|_| Err(AuthError::Refused("the password check failed".into())))
-            }
-        };
-        match &result {
-            Ok(_) => self.limiter.succeeded(address),
-            Err(_) => {
-                let delay = self.limiter.failed(address);
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
+        self.limiter
+            .guard(address, async {
+                match credentials {
+                    None => Err(AuthError::Refused("the admin API takes Basic credentials of [[admin.users]]".into())),
+                    Some(credentials) => verify_off_thread(&self.users, &credentials).await,
                 }
-            }
-        }
-        result
+            })
+            .await
     }
 }

@@ -92,6 +92,15 @@ impl BasicUsers {
     }
 }
 
+/// Verifies Basic credentials on the blocking pool: Argon2 takes tens of milliseconds of CPU by
+/// design, which must not stall the request threads.
+pub async fn verify_off_thread(users: &std::sync::Arc<BasicUsers>, credentials: &str) -> Result<Identity, AuthError> {
+    let (users, credentials) = (std::sync::Arc::clone(users), credentials.to_owned());
+    tokio::task::spawn_blocking(move || users.verify(&credentials))
+        .await
+        .unwrap_or_else(|_| Err(AuthError::Refused("the password check failed".into())))
+}
+
 /// The Argon2id hash of `password` with a fresh random salt, as `[[auth.basic]]` takes it.
 pub fn hash_password(password: &str) -> Result<String, String> {
     let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| e.to_string())?;

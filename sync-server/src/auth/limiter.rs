@@ -45,6 +45,29 @@ impl FailureLimiter {
         }
     }
 
+    /// Authenticates a request from `address` with `attempt`: refused at once while the address
+    /// is over its limit; a success clears its count; refused or missing credentials count, and
+    /// are answered after the delay the count calls for.
+    pub async fn guard(
+        &self,
+        address: IpAddr,
+        attempt: impl std::future::Future<Output = Result<super::Identity, AuthError>>,
+    ) -> Result<super::Identity, AuthError> {
+        self.check(address)?;
+        let result = attempt.await;
+        match &result {
+            Ok(_) => self.succeeded(address),
+            Err(AuthError::Refused(_) | AuthError::Missing { .. }) => {
+                let delay = self.failed(address);
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
     /// Counts a failure; returns how long to wait before answering it.
     pub fn failed(&self, address: IpAddr) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());

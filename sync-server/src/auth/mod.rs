@@ -173,19 +173,7 @@ impl Authenticator {
     /// against the client's address and are answered later and later, then `429`.
     pub async fn authenticate(&self, req: &HttpRequest) -> Result<Identity, AuthError> {
         let address = req.peer_addr().map(|a| a.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        self.limiter.check(address)?;
-        let result = self.identify(req).await;
-        match &result {
-            Ok(_) => self.limiter.succeeded(address),
-            Err(AuthError::Refused(_) | AuthError::Missing { .. }) => {
-                let delay = self.limiter.failed(address);
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
-            }
-            Err(_) => {}
-        }
-        result
+        self.limiter.guard(address, self.identify(req)).await
     }
 
     async fn identify(&self, req: &HttpRequest) -> Result<Identity, AuthError> {
@@ -198,11 +186,7 @@ impl Authenticator {
             return match (scheme.to_ascii_lowercase().as_str(), &self.jwt) {
                 ("bearer", Some(jwt)) => jwt.verify(credentials.trim(), false),
                 ("basic", _) if !self.basic.is_empty() => {
-                    // Argon2 takes tens of milliseconds of CPU by design: off the request threads.
-                    let (basic, credentials) = (Arc::clone(&self.basic), credentials.trim().to_owned());
-                    tokio::task::spawn_blocking(move || basic.verify(&credentials))
-                        .await
-                        .unwrap_or_else(|_| Err(AuthError::Refused("the password check failed".into())))
+                    basic::verify_off_thread(&self.basic, credentials.trim()).await
                 }
                 _ => Err(AuthError::Refused(format!("the {scheme} scheme is not accepted here"))),
             };

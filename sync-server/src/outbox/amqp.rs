@@ -8,9 +8,9 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::Mutex;
 
+use super::Sent;
 use super::config::AmqpConfig;
 use super::schedule::Answer;
-use super::webhook::Sent;
 use crate::store::outbox::EventData;
 
 /// The publisher of one subscription.

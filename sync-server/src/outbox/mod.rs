@@ -21,6 +21,7 @@ pub mod webhook;
 pub mod worker;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::value::RawValue;
 use sync_proto::webhook::{Event, Operation};
@@ -50,6 +51,20 @@ pub fn event_body(event: &EventData) -> Result<Vec<u8>, String> {
         request_id: event.request_id.clone(),
     };
     serde_json::to_vec(&event).map_err(|e| e.to_string())
+}
+
+/// What one delivery attempt (a request, a publish) came to.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// What the answer means.
+    pub answer: schedule::Answer,
+    /// The HTTP status, if the receiver answered.
+    pub status: Option<u16>,
+    /// What went wrong, for the attempt history: the status and a bounded excerpt of the body,
+    /// or the transport's error.
+    pub error: Option<String>,
+    /// How long it took.
+    pub took: Duration,
 }
 
 /// Wakes the delivery workers of this instance when a push appended events, so that delivery

@@ -5,23 +5,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sync_proto::webhook::{ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
 
+use super::Sent;
 use super::config::WebhookConfig;
 use super::schedule::Answer;
 use crate::store::outbox::{EventData, excerpt};
-
-/// What one request came to.
-#[derive(Debug, Clone)]
-pub struct Sent {
-    /// What the answer means.
-    pub answer: Answer,
-    /// The HTTP status, if the receiver answered.
-    pub status: Option<u16>,
-    /// What went wrong, for the attempt history: the status and a bounded excerpt of the body,
-    /// or the transport's error.
-    pub error: Option<String>,
-    /// How long it took.
-    pub took: Duration,
-}
 
 /// The sender of one subscription.
 #[derive(Debug, Clone)]

@@ -8,11 +8,12 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tokio::sync::Notify;
 
+use super::Sent;
 use super::Wake;
 use super::amqp::Amqp;
 use super::config::{AmqpConfig, Delivery, OutboxConfig, WebhookConfig};
 use super::schedule::{Answer, after_failure};
-use super::webhook::{Sent, Webhook};
+use super::webhook::Webhook;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::store::Store;

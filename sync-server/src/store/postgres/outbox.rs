@@ -11,20 +11,13 @@ use super::connection::{Failure, with_connection};
 use super::reads::stored_id;
 use crate::store::StoreError;
 use crate::store::outbox::{
-    Attempt, Bound, Claimed, Dialect, EventData, EventFilter, EventRow, Finished, Outbox, SubscriptionStats,
-    after_columns, filter_sql,
+    Attempt, Bound, Claimed, Dialect, EVENT_COLUMNS, EventData, EventFilter, EventRow, Finished, Outbox,
+    SubscriptionStats, after_columns, filter_sql,
 };
 
 const POSTGRES: Dialect =
     Dialect { placeholder: |n| format!("${n}"), object_id_is: |p| format!("object_id = convert_to({p}, 'UTF8')") };
 
-/// [`crate::store::outbox::EVENT_COLUMNS`], as this store's columns are read.
-const COLUMNS: &str = "seq, subscription, event_id, entity, partition, object_id, operation, object, \
-     last_change, request_id, created_ms, state, attempts, next_attempt_ms, last_status, last_error";
-
-/// Due events and events whose lease ran out, each found in `seq` order along the
-/// `(subscription, state, seq)` index, so that a claim reads little more than what it takes
-/// however many events wait; rows another worker is claiming are skipped, not waited for.
 const CLAIM: &str = "WITH pending AS (
         SELECT o.seq FROM sync_outbox o
         WHERE o.subscription = $3 AND o.state = 'pending' AND o.next_attempt_ms <= $4
@@ -91,7 +84,7 @@ fn event_data(r: &Row, first: usize) -> Result<EventData, Failure> {
     })
 }
 
-/// An [`EventRow`] from the [`COLUMNS`] of a row.
+/// An [`EventRow`] from the [`EVENT_COLUMNS`] of a row.
 fn event_row(r: &Row) -> Result<EventRow, Failure> {
     Ok(EventRow {
         seq: r.try_get(0)?,
@@ -296,8 +289,9 @@ impl Outbox for PostgresStore {
         limit: usize,
     ) -> Result<Vec<EventRow>, StoreError> {
         let (conditions, bound) = filter_sql(filter, 3, POSTGRES);
-        let sql =
-            format!("SELECT {COLUMNS} FROM sync_outbox WHERE seq < $1 AND {conditions} ORDER BY seq DESC LIMIT $2");
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM sync_outbox WHERE seq < $1 AND {conditions} ORDER BY seq DESC LIMIT $2"
+        );
         let (before, limit) = (before_seq.unwrap_or(i64::MAX), i64::try_from(limit).unwrap_or(i64::MAX));
         let (sql, bound) = (&sql, &bound);
         on_connection!(self, |client| {
@@ -309,7 +303,7 @@ impl Outbox for PostgresStore {
     }
 
     async fn event(&self, seq: i64) -> Result<Option<(EventRow, Vec<Attempt>)>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM sync_outbox WHERE seq = $1");
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM sync_outbox WHERE seq = $1");
         let sql = &sql;
         on_connection!(self, |client| {
             let Some(row) = client.query_opt(sql.as_str(), &[&seq]).await? else { return Ok(None) };
