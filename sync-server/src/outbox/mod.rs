@@ -1,18 +1,20 @@
 //! Every change reaches the other systems: the delivery side of the transactional outbox.
 //!
-//! Pushes append their events in their own transaction (see [`crate::store::outbox`]); here,
-//! one worker per subscription and instance claims due events under a lease, sends each as a
-//! signed webhook ([`webhook`]) or an AMQP message ([`amqp`]), records the attempt, and schedules the next one ([`schedule`])
-//! or declares the event dead. Workers of several instances share the outbox safely: claims never
-//! overlap, a dead instance's leases run out and are taken over, and one object's events reach a
-//! subscription in commit order. A `410 Gone` disables the subscription until an operator enables
-//! it again (the admin API).
+//! Pushes append their events to the outbox log in their own transaction (see
+//! [`crate::store::outbox`]). Here, one worker per subscription and instance sends them, each as a
+//! signed webhook ([`webhook`]) or an AMQP message ([`amqp`]): the log's events under the
+//! subscription's stream lease (one worker of all instances at a time), and the outbox's due
+//! events (retries) under a lease per event. The worker records every attempt of an event that
+//! failed, schedules the next one ([`schedule`]) or declares the event dead. Workers of several
+//! instances share the outbox safely: leases never overlap, a dead instance's leases run out and
+//! are taken over, and one object's events reach a subscription in commit order. A `410 Gone`
+//! disables the subscription until an operator enables it again (the admin API).
 //!
 //! - [`config`]: `[[webhook]]` and `[outbox]`;
 //! - [`schedule`]: when the next attempt is, and what an answer means;
 //! - [`webhook`]: the request, signed per the Standard Webhooks specification;
 //! - [`amqp`]: the message, published to a RabbitMQ exchange with publisher confirms;
-//! - [`worker`]: the claim, deliver, record loop, and the outbox janitor.
+//! - [`worker`]: the stream and claim, deliver, record loops, and the outbox janitor.
 
 pub mod amqp;
 pub mod config;
@@ -67,8 +69,8 @@ pub struct Sent {
     pub took: Duration,
 }
 
-/// Wakes the delivery workers of this instance when a push appended events, so that delivery
-/// does not wait for their next poll. Cheap to clone.
+/// Wakes the delivery workers of this instance when a push appended events or an operator made
+/// events due, so that delivery does not wait for their next poll. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Wake(Arc<Vec<Arc<Notify>>>);
 
@@ -83,7 +85,7 @@ impl Wake {
         !self.0.is_empty()
     }
 
-    /// Wakes every worker (a worker busy delivering finds the events at its next claim).
+    /// Wakes every worker (a worker busy delivering finds the events at its next round).
     pub fn wake(&self) {
         for notify in self.0.iter() {
             notify.notify_one();

@@ -1,7 +1,10 @@
-//! The delivery workers: per subscription, claim due events under a lease, send them (each to a
-//! different object, at most `concurrency` at once), renew the leases while the requests run, and
-//! record every attempt. Also the outbox's janitor and the refresh of its metrics.
+//! The outbox's tasks: per subscription, a delivery worker, which sends the log's events under the
+//! subscription's stream lease and the outbox's due events (retries) under their leases (each
+//! request to a different object, at most `concurrency` at once), renews the leases while the
+//! requests run, and keeps what failed with its attempt; the janitor; and the refresh of the
+//! metrics.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +19,8 @@ use super::schedule::{Answer, after_failure};
 use super::webhook::Webhook;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::store::Store;
-use crate::store::outbox::{After, Attempt, Claimed, Finished};
+use crate::store::outbox::{After, Attempt, Claimed, EventData, Finished, Held, ObjectKey};
+use crate::store::{Store, StoreError};
 use crate::tasks::{Shutdown, Tasks};
 
 /// How often the outbox's metrics are read from the store.
@@ -25,6 +28,9 @@ const METRICS_PERIOD: Duration = Duration::from_secs(5);
 /// How often delivered events past their retention are pruned, and how many per statement.
 const PRUNE_PERIOD: Duration = Duration::from_secs(60);
 const PRUNE_BATCH: usize = 1_000;
+/// Log rows (pushes) one round of the stream reads: enough to keep up with many small pushes, few
+/// enough that its settling transaction stays short beside the pushes waiting for SQLite's writer.
+const STREAM_ROWS: usize = 64;
 
 /// Everything a worker shares with the server.
 #[derive(Clone)]
@@ -56,7 +62,7 @@ impl Sender {
     }
 
     /// Sends `events` (one, or a webhook's batch) once.
-    async fn send(&self, events: &[&crate::store::outbox::EventData]) -> Sent {
+    async fn send(&self, events: &[&EventData]) -> Sent {
         match (self, events) {
             (Self::Webhook(w), _) => w.send(events).await,
             (Self::Amqp(a), [event]) => a.send(event).await,
@@ -106,6 +112,8 @@ async fn run(context: Context, sender: Sender, notify: Arc<Notify>, mut shutdown
     let name = delivery.name.clone();
     let poll = Duration::from_millis(context.outbox.poll_interval_ms);
     let lease_ms = (context.outbox.lease_secs * 1000) as i64;
+    // This worker's stream lease: the same token every round, so that it renews its own lease.
+    let token: i64 = rand::random::<i64>().abs();
     loop {
         if shutdown.is_requested() {
             return Ok(());
@@ -123,16 +131,171 @@ async fn run(context: Context, sender: Sender, notify: Arc<Notify>, mut shutdown
                 Vec::new()
             }
         };
-        if claimed.is_empty() {
+        let retried = !claimed.is_empty();
+        if retried {
+            deliver_batch(&context, &sender, &delivery, claimed).await;
+        }
+        let streamed = match stream(&context, &sender, &delivery, token).await {
+            Ok(rows) => rows > 0,
+            Err(e) => {
+                tracing::warn!(subscription = %name, error = %crate::error::chain(&e), "cannot deliver the outbox log; trying again");
+                false
+            }
+        };
+        if !retried && !streamed {
             tokio::select! {
                 _ = shutdown.requested() => return Ok(()),
                 _ = notify.notified() => {}
                 _ = tokio::time::sleep(poll) => {}
             }
-            continue;
         }
-        deliver_batch(&context, &sender, &delivery, claimed).await;
     }
+}
+
+/// One round of the subscription's stream, when its log holds rows and this worker holds (or
+/// takes) its lease: reads the oldest log rows, sends their events in waves (at most one event per object in a wave, none of
+/// an object held back by the outbox or by a failure in this round), then settles: deletes the
+/// rows and keeps every event not delivered as an outbox row, and gives the lease up once the log
+/// is drained. Returns how many log rows it read.
+async fn stream(context: &Context, sender: &Sender, delivery: &Delivery, token: i64) -> Result<usize, StoreError> {
+    let lease_ms = (context.outbox.lease_secs * 1000) as i64;
+    let (store, name) = (&context.store, delivery.name.as_str());
+    // A read first: an idle stream costs no write, and its lease stays free for whichever
+    // instance's pushes come next.
+    if store.read_log(name, 1).await?.is_empty() {
+        return Ok(0);
+    }
+    let now = context.clock.now_ms();
+    if !store.lease_stream(name, token, now, now + lease_ms).await? {
+        return Ok(0);
+    }
+    // Read again under the lease: the previous holder may have settled these rows meanwhile.
+    let log = store.read_log(name, STREAM_ROWS).await?;
+    if log.is_empty() {
+        store.release_stream(name, token).await?;
+        return Ok(0);
+    }
+    let mut events = Vec::new();
+    for row in &log {
+        events.extend(row.events()?);
+    }
+    // Each event's object as a number, so that the waves below compare numbers.
+    let mut numbers: HashMap<ObjectKey, usize> = HashMap::new();
+    let object_of: Vec<usize> = events
+        .iter()
+        .map(|e| {
+            let next = numbers.len();
+            *numbers.entry(key_of(e)).or_insert(next)
+        })
+        .collect();
+    let mut objects = vec![ObjectKey::default(); numbers.len()];
+    for (key, n) in numbers {
+        objects[n] = key;
+    }
+    let held_back = store.held_objects(name, &objects).await?;
+    let mut blocked: Vec<bool> = held_back;
+    let renewing = {
+        let (store, clock, name) = (Arc::clone(store), Arc::clone(&context.clock), name.to_owned());
+        let every = Duration::from_millis((lease_ms / 3).max(1) as u64);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let now = clock.now_ms();
+                if let Err(e) = store.lease_stream(&name, token, now, now + lease_ms).await {
+                    tracing::warn!(error = %crate::error::chain(&e), "cannot renew the outbox stream lease");
+                }
+            }
+        })
+    };
+    let cap = delivery.concurrency * delivery.batch;
+    let (mut held, mut tried) = (Vec::new(), Vec::new());
+    // Events waiting behind an earlier event of their object, in order, and the next event not
+    // looked at yet: each wave takes from the first, then from the second until it is full.
+    let (mut waiting, mut next) = (Vec::new(), 0);
+    let mut gone = false;
+    while next < events.len() || !waiting.is_empty() {
+        let mut wave = Wave::default();
+        let mut consider = |wave: &mut Wave, i: usize| {
+            if gone || blocked[object_of[i]] {
+                held.push(Held { event: events[i].clone(), attempt: None });
+            } else {
+                wave.offer(i, object_of[i], cap);
+            }
+        };
+        for i in std::mem::take(&mut waiting) {
+            consider(&mut wave, i);
+        }
+        while next < events.len() && wave.sent.len() < cap {
+            consider(&mut wave, next);
+            next += 1;
+        }
+        let Wave { sent: wave, waiting: still, .. } = wave;
+        waiting = still;
+        let events = &events;
+        let sends = wave.chunks(delivery.batch).map(|chunk| async move {
+            let at_ms = context.clock.now_ms();
+            let batch: Vec<&EventData> = chunk.iter().map(|&i| &events[i]).collect();
+            (chunk, at_ms, sender.send(&batch).await)
+        });
+        let results = join_all(sends).await;
+        let now = context.clock.now_ms();
+        for (chunk, at_ms, sent) in results {
+            for &i in chunk {
+                let (attempt, after) = outcome(delivery, 0, at_ms, &sent, now);
+                gone |= matches!(sent.answer, Answer::Gone);
+                if after != After::Delivered {
+                    blocked[object_of[i]] = true;
+                    held.push(Held { event: events[i].clone(), attempt: Some((attempt, after)) });
+                }
+                tried.push((i, sent.clone(), after));
+            }
+        }
+    }
+    renewing.abort();
+    let seqs: Vec<i64> = log.iter().map(|row| row.seq).collect();
+    if store.settle(name, token, &seqs, &held).await? {
+        let now = context.clock.now_ms();
+        for (i, sent, after) in &tried {
+            after_attempt(context, delivery, &events[*i], 0, sent, *after, now).await;
+        }
+        if log.len() < STREAM_ROWS {
+            // The log is drained, as far as this round saw.
+            store.release_stream(name, token).await?;
+        }
+    } else {
+        tracing::info!(subscription = %name, "the outbox stream lease was taken over before its round was settled");
+    }
+    Ok(log.len())
+}
+
+/// One wave of a stream round, being put together.
+#[derive(Default)]
+struct Wave {
+    /// The events it sends.
+    sent: Vec<usize>,
+    /// Their objects.
+    taken: HashSet<usize>,
+    /// Objects with an event waiting for a later wave.
+    behind: HashSet<usize>,
+    /// Those events, in order.
+    waiting: Vec<usize>,
+}
+
+impl Wave {
+    /// Takes event `i` of `object`, unless the wave is full or already has an event of the object
+    /// (sent or waiting): the event then waits for a later wave.
+    fn offer(&mut self, i: usize, object: usize, cap: usize) {
+        if self.sent.len() < cap && !self.behind.contains(&object) && self.taken.insert(object) {
+            self.sent.push(i);
+        } else {
+            self.behind.insert(object);
+            self.waiting.push(i);
+        }
+    }
+}
+
+fn key_of(event: &EventData) -> ObjectKey {
+    (event.entity.clone(), event.partition.clone(), event.object_id.clone())
 }
 
 /// Sends every claimed event at once, renewing their leases until all are answered, and records
@@ -154,7 +317,7 @@ async fn deliver_batch(context: &Context, sender: &Sender, delivery: &Delivery, 
     };
     let sends = claimed.chunks(delivery.batch).map(|chunk| async move {
         let at_ms = context.clock.now_ms();
-        let events: Vec<&crate::store::outbox::EventData> = chunk.iter().map(|c| &c.event).collect();
+        let events: Vec<&EventData> = chunk.iter().map(|c| &c.event).collect();
         (chunk, at_ms, sender.send(&events).await)
     });
     let results = join_all(sends).await;
@@ -164,7 +327,8 @@ async fn deliver_batch(context: &Context, sender: &Sender, delivery: &Delivery, 
     let mut answers = Vec::with_capacity(claimed.len());
     for (chunk, at_ms, sent) in &results {
         for claimed in *chunk {
-            finished.push(attempt_of(delivery, claimed, *at_ms, sent, now));
+            let (attempt, after) = outcome(delivery, claimed.attempts, *at_ms, sent, now);
+            finished.push(Finished { seq: claimed.seq, lease_token: claimed.lease_token, attempt, after });
             answers.push((claimed, sent));
         }
     }
@@ -172,7 +336,7 @@ async fn deliver_batch(context: &Context, sender: &Sender, delivery: &Delivery, 
         Ok(applied) => {
             for ((claimed, sent), (f, applied)) in answers.into_iter().zip(finished.iter().zip(applied)) {
                 if applied {
-                    after_attempt(context, delivery, claimed, sent, f.after, now).await;
+                    after_attempt(context, delivery, &claimed.event, claimed.attempts, sent, f.after, now).await;
                 } else {
                     tracing::info!(seq = claimed.seq, "an outbox lease was taken over before its attempt was recorded");
                 }
@@ -183,15 +347,15 @@ async fn deliver_batch(context: &Context, sender: &Sender, delivery: &Delivery, 
     }
 }
 
-/// The record of one attempt, and what becomes of its event.
-fn attempt_of(config: &Delivery, claimed: &Claimed, at_ms: i64, sent: &Sent, now: i64) -> Finished {
+/// The record of one attempt of an event tried `attempts` times before, and what becomes of it.
+fn outcome(config: &Delivery, attempts: i32, at_ms: i64, sent: &Sent, now: i64) -> (Attempt, After) {
     let attempt = Attempt {
         at_ms,
         duration_ms: sent.took.as_millis() as i64,
         status: sent.status.map(i32::from),
         error: sent.error.clone(),
     };
-    let number = claimed.attempts as usize + 1;
+    let number = attempts as usize + 1;
     let after = match &sent.answer {
         Answer::Delivered => After::Delivered,
         // The event waits, undelivered, until the subscription is enabled again.
@@ -205,11 +369,20 @@ fn attempt_of(config: &Delivery, claimed: &Claimed, at_ms: i64, sent: &Sent, now
             now,
         ),
     };
-    Finished { seq: claimed.seq, lease_token: claimed.lease_token, attempt, after }
+    (attempt, after)
 }
 
-/// Counts a recorded attempt, and acts on what it means for the subscription.
-async fn after_attempt(context: &Context, config: &Delivery, claimed: &Claimed, sent: &Sent, after: After, now: i64) {
+/// Counts a recorded attempt of `event` (tried `attempts` times before), and acts on what it
+/// means for the subscription.
+async fn after_attempt(
+    context: &Context,
+    config: &Delivery,
+    event: &EventData,
+    attempts: i32,
+    sent: &Sent,
+    after: After,
+    now: i64,
+) {
     let outcome = match after {
         After::Delivered => "delivered",
         After::Dead => "dead",
@@ -226,15 +399,14 @@ async fn after_attempt(context: &Context, config: &Delivery, claimed: &Claimed, 
         }
         (_, After::Dead) => tracing::warn!(
             subscription = %config.name,
-            seq = claimed.seq,
-            event = %claimed.event.event_id,
+            event = %event.event_id,
             error = sent.error.as_deref().unwrap_or_default(),
             "an outbox event is dead after {} attempts",
-            claimed.attempts + 1
+            attempts + 1
         ),
         (_, After::RetryAt(at)) if outcome == "failed" => tracing::debug!(
             subscription = %config.name,
-            seq = claimed.seq,
+            event = %event.event_id,
             retry_in_ms = at - now,
             error = sent.error.as_deref().unwrap_or_default(),
             "an outbox delivery failed"

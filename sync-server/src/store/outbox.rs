@@ -1,10 +1,18 @@
 //! The transactional outbox: what a push appends for other systems, and what the delivery workers
 //! need of the store.
 //!
-//! Every applied push appends, in its own transaction, one row per changed object and per
-//! subscription that takes the object's entity ([`Routes`]): the change commits with its events
-//! or not at all, and a replayed push appends nothing. Each row is one event for one
-//! subscription, with its delivery state:
+//! Every applied push appends, in its own transaction, **one row to the outbox log per
+//! subscription** that takes its entity ([`Routes`]), holding all its events (one per changed
+//! object): the change commits with its events or not at all, a replayed push appends nothing,
+//! and a push pays for one insert however many objects it changed.
+//!
+//! Per subscription, one worker at a time (across instances, under the subscription's **stream
+//! lease**) reads the subscription's oldest log rows, delivers their events, and then, in one
+//! transaction guarded by its lease, deletes those rows and keeps an **outbox row** for each event
+//! that was not delivered: its first attempt failed, or an earlier event of its object is still
+//! held. An event is in the log or in the outbox until it is delivered, never in neither; an
+//! event delivered at its first attempt leaves nothing behind but the delivery metrics. Each
+//! outbox row is one event for one subscription, with its delivery state:
 //!
 //! - `pending`: waiting for its next attempt (`next_attempt_ms`);
 //! - `delivering`: claimed by a worker under a lease (`lease_token`, `lease_until_ms`); a lease
@@ -12,11 +20,15 @@
 //! - `delivered`, `skipped`: done (an operator skipped it);
 //! - `dead`: out of attempts, kept with its attempt history until an operator redrives or skips it.
 //!
-//! **Order per object**: a row is claimable only while no earlier row of the same subscription
-//! and object is `pending`, `delivering` or `dead`, so one object's events reach a subscription in
-//! commit order, and a failing object holds back only its own later events. Every state change
-//! of a claimed row is guarded by its lease token, so a worker whose lease was taken over can
-//! never overwrite what the new holder did. Every attempt is kept in its own row.
+//! **Order per object**: one object's pushes commit in the order of their log rows (they hold the
+//! lock of the object's partition); the stream sends a log event only while its object has no
+//! outbox row `pending`, `delivering` or `dead`, and at most one event per object at a time; an
+//! outbox row is claimable only while no earlier row of the same subscription and object is
+//! `pending`, `delivering` or `dead`. So one object's events reach a subscription in commit
+//! order, and a failing object holds back only its own later events. Every state change of a
+//! claimed row is guarded by its lease token, so a worker whose lease was taken over can never
+//! overwrite what the new holder did. Every attempt of an event that has an outbox row is kept in
+//! its own row.
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -49,7 +61,7 @@ impl Routes {
     }
 
     /// The subscriptions that take events of `entity`.
-    pub(crate) fn subscriptions_of<'a>(&'a self, entity: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    pub(crate) fn subscriptions_of<'s: 'e, 'e>(&'s self, entity: &'e str) -> impl Iterator<Item = &'s str> + 'e {
         self.0
             .iter()
             .filter(move |r| r.entities.is_empty() || r.entities.iter().any(|e| e == entity))
@@ -57,11 +69,9 @@ impl Routes {
     }
 }
 
-/// One event a push appends for one subscription.
+/// One event a push appends (for every subscription that takes its entity).
 #[derive(Debug, Clone)]
 pub(crate) struct NewEvent<'a> {
-    /// The subscription.
-    pub(crate) subscription: &'a str,
     /// The event's id, the same for every subscription.
     pub(crate) event_id: &'a str,
     /// The object's id.
@@ -71,6 +81,93 @@ pub(crate) struct NewEvent<'a> {
     /// Its fields after the change (JSON object text); `None` for a removal.
     pub(crate) object: Option<&'a str>,
 }
+
+/// The `events` column of a push's log row: a JSON array of
+/// `[event_id, object_id, operation, fields or null]`, the stored fields spliced in as they are.
+pub(crate) fn log_events(events: &[NewEvent<'_>]) -> String {
+    let mut json = String::with_capacity(events.iter().map(|e| e.object.map_or(0, str::len) + 80).sum());
+    json.push('[');
+    for (n, e) in events.iter().enumerate() {
+        if n > 0 {
+            json.push(',');
+        }
+        let head = (e.event_id, e.object_id, e.operation.as_str());
+        // Serializing strings to a String cannot fail.
+        let head = serde_json::to_string(&head).unwrap_or_default();
+        json.push_str(&head[..head.len() - 1]);
+        json.push(',');
+        json.push_str(e.object.unwrap_or("null"));
+        json.push(']');
+    }
+    json.push(']');
+    json
+}
+
+/// One row of a subscription's outbox log: one push's events.
+#[derive(Debug, Clone)]
+pub struct LogRow {
+    /// Its place in the log.
+    pub seq: i64,
+    /// The entity.
+    pub entity: String,
+    /// The partition.
+    pub partition: String,
+    /// The push's `now`, every object's `_lastChange`.
+    pub last_change: i64,
+    /// The push's request id.
+    pub request_id: Option<String>,
+    /// When the push committed (epoch ms).
+    pub created_ms: i64,
+    /// Its events ([`log_events`]).
+    pub events: String,
+}
+
+impl LogRow {
+    /// Its events, in the push's order.
+    pub fn events(&self) -> Result<Vec<EventData>, StoreError> {
+        type Logged = (String, String, String, Option<Box<serde_json::value::RawValue>>);
+        let events: Vec<Logged> = serde_json::from_str(&self.events)
+            .map_err(|e| StoreError::internal(format!("the outbox log row {} cannot be read", self.seq), e))?;
+        Ok(events
+            .into_iter()
+            .map(|(event_id, object_id, operation, object)| EventData {
+                event_id,
+                entity: self.entity.clone(),
+                partition: self.partition.clone(),
+                object_id,
+                operation,
+                object: object.map(|o| o.get().to_owned()),
+                last_change: self.last_change,
+                request_id: self.request_id.clone(),
+                created_ms: self.created_ms,
+            })
+            .collect())
+    }
+}
+
+/// An event of the log that leaves it undelivered, kept as an outbox row.
+#[derive(Debug, Clone)]
+pub struct Held {
+    /// The event.
+    pub event: EventData,
+    /// Its attempt and what became of it; `None` when it was held back unsent, behind an earlier
+    /// event of its object (it is then due at once, in its turn).
+    pub attempt: Option<(Attempt, After)>,
+}
+
+/// Adds to each subscription's counts the events still in its log: `backlog` is
+/// `(subscription, events, oldest created_ms)`.
+pub(crate) fn add_logged(stats: &mut [SubscriptionStats], backlog: &[(String, i64, i64)]) {
+    for s in stats {
+        for (_, events, oldest) in backlog.iter().filter(|(name, ..)| *name == s.name) {
+            s.pending += events;
+            s.oldest_pending_ms = Some(s.oldest_pending_ms.map_or(*oldest, |o| o.min(*oldest)));
+        }
+    }
+}
+
+/// An object, as the order per object knows it: `(entity, partition, object id)`.
+pub type ObjectKey = (String, String, String);
 
 /// An event claimed for delivery, under a lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,6 +308,34 @@ pub struct EventRow {
 /// The delivery side of the outbox, on the store that holds it.
 #[async_trait]
 pub trait Outbox: Send + Sync {
+    /// Takes or renews the stream lease of `subscription` under `token` until `lease_until_ms`:
+    /// `true` when this token holds it now (it was free, ran out, or was this token's already),
+    /// `false` while another holds it or the subscription is disabled.
+    async fn lease_stream(
+        &self,
+        subscription: &str,
+        token: i64,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives up the stream lease of `subscription` if `token` holds it, so that the next worker
+    /// with events to deliver (of any instance) takes it at once.
+    async fn release_stream(&self, subscription: &str, token: i64) -> Result<(), StoreError>;
+
+    /// The oldest rows of `subscription`'s log, at most `max_rows`, oldest first.
+    async fn read_log(&self, subscription: &str, max_rows: usize) -> Result<Vec<LogRow>, StoreError>;
+
+    /// Which of `objects` have an outbox row of `subscription` that holds back their later events
+    /// (`pending`, `delivering` or `dead`).
+    async fn held_objects(&self, subscription: &str, objects: &[ObjectKey]) -> Result<Vec<bool>, StoreError>;
+
+    /// Ends the handling of log rows `seqs` of `subscription`: deletes them, and appends `held`
+    /// (in order) to the outbox with their attempts, in one transaction, only while `token` still
+    /// holds the stream lease (`false`, and nothing changed, when it does not). Not waited to be
+    /// durable, like [`Outbox::finish`].
+    async fn settle(&self, subscription: &str, token: i64, seqs: &[i64], held: &[Held]) -> Result<bool, StoreError>;
+
     /// Claims up to `limit` events of `subscription` that are due at `now_ms` (or whose lease ran
     /// out), oldest first, each the earliest unfinished event of its object, under a fresh lease
     /// until `lease_until_ms`. Claims of concurrent workers (of any instance) never overlap.
@@ -334,6 +459,56 @@ mod tests {
     }
 
     #[test]
+    fn a_log_row_gives_back_its_events_as_they_were_appended() {
+        let events = [
+            NewEvent {
+                event_id: "e1",
+                object_id: "t\"1",
+                operation: Operation::Upsert,
+                object: Some(r#"{"a":[1,{"b":null}]}"#),
+            },
+            NewEvent { event_id: "e2", object_id: "t2", operation: Operation::Remove, object: None },
+        ];
+        let row = LogRow {
+            seq: 1,
+            entity: "Task".into(),
+            partition: "user:al".into(),
+            last_change: 7,
+            request_id: Some("r".into()),
+            created_ms: 9,
+            events: log_events(&events),
+        };
+        let read = row.events().unwrap();
+        let seen: Vec<(&str, &str, &str, Option<&str>)> = read
+            .iter()
+            .map(|e| (e.event_id.as_str(), e.object_id.as_str(), e.operation.as_str(), e.object.as_deref()))
+            .collect();
+        assert_eq!(seen, [("e1", "t\"1", "upsert", Some(r#"{"a":[1,{"b":null}]}"#)), ("e2", "t2", "remove", None)]);
+        let first = &read[0];
+        assert_eq!((first.entity.as_str(), first.partition.as_str(), first.last_change), ("Task", "user:al", 7));
+        assert_eq!((first.request_id.as_deref(), first.created_ms), (Some("r"), 9));
+        assert!(LogRow { events: "[[".into(), ..row }.events().is_err());
+    }
+
+    #[test]
+    fn events_still_in_the_log_count_for_their_subscription() {
+        let stats = |name: &str, pending, oldest| SubscriptionStats {
+            name: name.into(),
+            enabled: true,
+            disabled_reason: None,
+            pending,
+            failing: 0,
+            dead: 0,
+            oldest_pending_ms: oldest,
+        };
+        let mut all = [stats("erp", 2, Some(50)), stats("cms", 0, None), stats("idle", 0, None)];
+        add_logged(&mut all, &[("erp".into(), 10, 40), ("cms".into(), 3, 60)]);
+        assert_eq!((all[0].pending, all[0].oldest_pending_ms), (12, Some(40)));
+        assert_eq!((all[1].pending, all[1].oldest_pending_ms), (3, Some(60)));
+        assert_eq!((all[2].pending, all[2].oldest_pending_ms), (0, None));
+    }
+
+    #[test]
     fn excerpts_are_bounded_on_a_character_boundary() {
         assert_eq!(excerpt("short", 10), "short");
         assert_eq!(excerpt("ééé", 3), "é…");
@@ -406,6 +581,20 @@ pub(crate) fn filter_sql(filter: &EventFilter, first: usize, dialect: Dialect) -
     }
     let sql = if conditions.is_empty() { "TRUE".to_owned() } else { conditions.join(" AND ") };
     (sql, bound)
+}
+
+/// The `state, next_attempt_ms, attempts, last_status, last_error` of a held event's new row.
+pub(crate) fn held_columns(
+    event: &EventData,
+    attempt: Option<&(Attempt, After)>,
+) -> (&'static str, Option<i64>, i32, Option<i32>, Option<String>) {
+    match attempt {
+        None => ("pending", Some(event.created_ms), 0, None, None),
+        Some((a, after)) => {
+            let (state, next, _) = after_columns(*after);
+            (state, next, 1, a.status, a.error.clone())
+        }
+    }
 }
 
 /// The `state` and `next_attempt_ms` a row takes after an attempt, and whether it is finished.

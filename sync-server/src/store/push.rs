@@ -96,7 +96,9 @@ pub(crate) struct Writes<'a> {
     /// outbox events).
     pub(crate) key: Option<&'a Idempotency>,
     pub(crate) wall_ms: i64,
-    /// The outbox events to append.
+    /// The subscriptions that take the entity: each gets one row of the outbox log.
+    pub(crate) subscriptions: &'a [&'a str],
+    /// The outbox events, in each of those rows (none when there is no subscription).
     pub(crate) events: &'a [NewEvent<'a>],
     /// The push's request id, kept with its events.
     pub(crate) request_id: Option<&'a str>,
@@ -140,27 +142,31 @@ pub(crate) async fn apply<T: PushTx>(
     }
     let now = next_timestamp(wall_ms, last);
     let rows = plan_writes(&push.changes, found.stored);
-    let event_ids: Vec<String> =
-        if routes.is_empty() { Vec::new() } else { rows.iter().map(|_| uuid::Uuid::now_v7().to_string()).collect() };
-    let events = events_of(&rows, &event_ids, routes.subscriptions_of(scope.key()).collect());
+    let subscriptions: Vec<&str> = routes.subscriptions_of(scope.key()).collect();
+    let event_ids: Vec<String> = if subscriptions.is_empty() {
+        Vec::new()
+    } else {
+        rows.iter().map(|_| uuid::Uuid::now_v7().to_string()).collect()
+    };
+    let events = events_of(&rows, &event_ids);
     let request_id = push.request_id.as_deref();
-    tx.write(scope, &Writes { now, rows: &rows, key, wall_ms, events: &events, request_id }).await?;
+    let writes = Writes { now, rows: &rows, key, wall_ms, subscriptions: &subscriptions, events: &events, request_id };
+    tx.write(scope, &writes).await?;
     Ok(PushOutcome { now: Cursor::from_millis(now), replayed: false })
 }
 
-/// One event per written row (`event_ids[i]` for `rows[i]`) for each subscription.
-fn events_of<'a>(rows: &'a [Write], event_ids: &'a [String], subscriptions: Vec<&'a str>) -> Vec<NewEvent<'a>> {
-    let mut events = Vec::with_capacity(rows.len() * subscriptions.len());
-    for subscription in subscriptions {
-        for (row, event_id) in rows.iter().zip(event_ids) {
+/// One event per written row (`event_ids[i]` for `rows[i]`; none when `event_ids` is empty).
+fn events_of<'a>(rows: &'a [Write], event_ids: &'a [String]) -> Vec<NewEvent<'a>> {
+    rows.iter()
+        .zip(event_ids)
+        .map(|(row, event_id)| {
             let (operation, object) = match &row.state {
                 ObjectState::Live(fields) => (Operation::Upsert, Some(fields.as_json())),
                 ObjectState::Removed | ObjectState::Absent => (Operation::Remove, None),
             };
-            events.push(NewEvent { subscription, event_id, object_id: &row.id, operation, object });
-        }
-    }
-    events
+            NewEvent { event_id, object_id: &row.id, operation, object }
+        })
+        .collect()
 }
 
 /// The distinct ids of a push, in order of first appearance.

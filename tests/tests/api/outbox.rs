@@ -533,6 +533,18 @@ async fn operators_see_failures_and_act_on_them_through_the_admin_api(backend: B
         receiver.wait_for(20, "bad twice", |d| d.iter().filter(|e| e["object_id"] == "bad").count() == 2).await;
     assert_in_order_per_object(&delivered);
 
+    // An event that failed is skipped while the subscription is disabled: it is never delivered.
+    receiver.set_policy(Arc::new(|e| if e["object_id"] == "later" { 503 } else { 200 }));
+    server.api().push("/taskChanges", json!([{"id": "later"}])).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let later = loop {
+        let (_, failed) = ops.get("/admin/api/events?object_id=later").await;
+        if failed["events"][0]["attempts"].as_i64() > Some(0) {
+            break failed["events"][0]["seq"].as_i64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "never failed: {failed}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let (status, body) = ops.post("/admin/api/subscriptions/erp/disable", r#"{"reason": "maintenance"}"#).await;
     assert_eq!(status, 200, "{body}");
     let (_, list) = ops.get("/admin/api/subscriptions").await;
@@ -542,12 +554,13 @@ async fn operators_see_failures_and_act_on_them_through_the_admin_api(backend: B
     );
     let (status, _) = ops.post("/admin/api/subscriptions/nope/enable", "").await;
     assert_eq!(status, 404);
-    server.api().push("/taskChanges", json!([{"id": "later"}])).await;
-    let (_, pending) = ops.get("/admin/api/events?state=pending&object_id=later").await;
-    let later = pending["events"][0]["seq"].as_i64().unwrap();
     let (status, body) = ops.post(&format!("/admin/api/events/{later}/skip"), "").await;
     assert_eq!((status, body["skipped"].as_i64()), (200, Some(1)), "{body}");
+    receiver.set_policy(accept_all());
     ops.post("/admin/api/subscriptions/erp/enable", "").await;
+    server.api().push("/taskChanges", json!([{"id": "after"}])).await;
+    let delivered = receiver.wait_for(20, "after", |d| d.iter().any(|e| e["object_id"] == "after")).await;
+    assert!(!delivered.iter().any(|e| e["object_id"] == "later"), "a skipped event was delivered");
 
     let (_, audit) = ops.get("/admin/api/audit").await;
     let actions: Vec<&str> =

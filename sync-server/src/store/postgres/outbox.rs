@@ -11,12 +11,44 @@ use super::connection::{Failure, with_connection};
 use super::reads::stored_id;
 use crate::store::StoreError;
 use crate::store::outbox::{
-    Attempt, Bound, Claimed, Dialect, EVENT_COLUMNS, EventData, EventFilter, EventRow, Finished, Outbox,
-    SubscriptionStats, after_columns, filter_sql,
+    Attempt, Bound, Claimed, Dialect, EVENT_COLUMNS, EventData, EventFilter, EventRow, Finished, Held, LogRow,
+    ObjectKey, Outbox, SubscriptionStats, add_logged, after_columns, filter_sql, held_columns,
 };
 
 const POSTGRES: Dialect =
     Dialect { placeholder: |n| format!("${n}"), object_id_is: |p| format!("object_id = convert_to({p}, 'UTF8')") };
+
+/// Takes the stream lease when it is free, ran out or is already this token's, and the
+/// subscription is not disabled; the row is created on the first take.
+const LEASE_STREAM: &str =
+    "INSERT INTO sync_outbox_subscriptions (name, enabled, changed_ms, lease_token, lease_until_ms)
+    VALUES ($1, TRUE, $3, $2, $4)
+    ON CONFLICT (name) DO UPDATE SET lease_token = EXCLUDED.lease_token, lease_until_ms = EXCLUDED.lease_until_ms
+    WHERE sync_outbox_subscriptions.enabled
+      AND (sync_outbox_subscriptions.lease_token IS NULL OR sync_outbox_subscriptions.lease_token = $2
+           OR sync_outbox_subscriptions.lease_until_ms < $3)";
+
+/// The held events of a settle, in order, with the first attempt of those that were tried.
+const APPEND_HELD: &str = "WITH input AS (
+        SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[], $7::text[],
+                             $8::bigint[], $9::text[], $10::bigint[], $11::text[], $12::int[], $13::bigint[],
+                             $14::int[], $15::text[], $16::bigint[], $17::bigint[])
+            WITH ORDINALITY AS i (event_id, entity, partition, object_id, operation, object, last_change,
+                                  request_id, created_ms, state, attempts, next_attempt, status, error,
+                                  at_ms, duration_ms, n)
+    ), held AS (
+        INSERT INTO sync_outbox (subscription, event_id, entity, partition, object_id, operation, object,
+                                 last_change, request_id, created_ms, state, attempts, next_attempt_ms,
+                                 last_status, last_error)
+        SELECT $1, event_id, entity, partition, object_id, operation, object, last_change, request_id,
+               created_ms, state, attempts, next_attempt, status, error
+        FROM input ORDER BY n
+        RETURNING seq, event_id
+    )
+    INSERT INTO sync_outbox_attempts (seq, at_ms, duration_ms, status, error)
+    SELECT h.seq, i.at_ms, i.duration_ms, i.status, i.error
+    FROM held h JOIN input i ON i.event_id = h.event_id
+    WHERE i.attempts > 0";
 
 const CLAIM: &str = "WITH pending AS (
         SELECT o.seq FROM sync_outbox o
@@ -66,6 +98,27 @@ struct FinishColumns<'a> {
     errors: Vec<Option<&'a str>>,
     done: Vec<bool>,
     ends: Vec<i64>,
+    ats: Vec<i64>,
+    durations: Vec<i64>,
+}
+
+/// The columns of [`APPEND_HELD`], one entry per held event.
+#[derive(Default)]
+struct HeldColumns<'a> {
+    event_ids: Vec<&'a str>,
+    entities: Vec<&'a str>,
+    partitions: Vec<&'a str>,
+    object_ids: Vec<&'a [u8]>,
+    operations: Vec<&'a str>,
+    objects: Vec<Option<&'a str>>,
+    last_changes: Vec<i64>,
+    request_ids: Vec<Option<&'a str>>,
+    created: Vec<i64>,
+    states: Vec<&'static str>,
+    attempts: Vec<i32>,
+    nexts: Vec<Option<i64>>,
+    statuses: Vec<Option<i32>>,
+    errors: Vec<Option<String>>,
     ats: Vec<i64>,
     durations: Vec<i64>,
 }
@@ -136,6 +189,149 @@ macro_rules! on_connection {
 
 #[async_trait]
 impl Outbox for PostgresStore {
+    async fn lease_stream(
+        &self,
+        subscription: &str,
+        token: i64,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        on_connection!(self, |client| {
+            let stmt = client.prepare_cached(LEASE_STREAM).await?;
+            Ok(client.execute(&stmt, &[&subscription, &token, &now_ms, &lease_until_ms]).await? == 1)
+        })
+    }
+
+    async fn release_stream(&self, subscription: &str, token: i64) -> Result<(), StoreError> {
+        on_connection!(self, |client| {
+            let stmt = client
+                .prepare_cached(
+                    "UPDATE sync_outbox_subscriptions SET lease_token = NULL, lease_until_ms = NULL
+                     WHERE name = $1 AND lease_token = $2",
+                )
+                .await?;
+            client.execute(&stmt, &[&subscription, &token]).await?;
+            Ok(())
+        })
+    }
+
+    async fn read_log(&self, subscription: &str, max_rows: usize) -> Result<Vec<LogRow>, StoreError> {
+        let limit = i64::try_from(max_rows).unwrap_or(i64::MAX);
+        on_connection!(self, |client| {
+            let stmt = client
+                .prepare_cached(
+                    "SELECT seq, entity, partition, last_change, request_id, created_ms, events
+                     FROM sync_outbox_log WHERE subscription = $1 ORDER BY seq LIMIT $2",
+                )
+                .await?;
+            client
+                .query(&stmt, &[&subscription, &limit])
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok(LogRow {
+                        seq: r.try_get(0)?,
+                        entity: r.try_get(1)?,
+                        partition: r.try_get(2)?,
+                        last_change: r.try_get(3)?,
+                        request_id: r.try_get(4)?,
+                        created_ms: r.try_get(5)?,
+                        events: r.try_get(6)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    async fn held_objects(&self, subscription: &str, objects: &[ObjectKey]) -> Result<Vec<bool>, StoreError> {
+        let entities: Vec<&str> = objects.iter().map(|(e, ..)| e.as_str()).collect();
+        let partitions: Vec<&str> = objects.iter().map(|(_, p, _)| p.as_str()).collect();
+        let ids: Vec<&[u8]> = objects.iter().map(|(.., id)| id.as_bytes()).collect();
+        let (entities, partitions, ids) = (&entities, &partitions, &ids);
+        on_connection!(self, |client| {
+            let stmt = client
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM sync_outbox o WHERE o.subscription = $1 AND o.entity = k.entity
+                                    AND o.partition = k.partition AND o.object_id = k.id
+                                    AND o.state IN ('pending', 'delivering', 'dead'))
+                     FROM unnest($2::text[], $3::text[], $4::bytea[]) WITH ORDINALITY AS k (entity, partition, id, n)
+                     ORDER BY k.n",
+                )
+                .await?;
+            client
+                .query(&stmt, &[&subscription, entities, partitions, ids])
+                .await?
+                .iter()
+                .map(|r| Ok(r.try_get(0)?))
+                .collect()
+        })
+    }
+
+    async fn settle(&self, subscription: &str, token: i64, seqs: &[i64], held: &[Held]) -> Result<bool, StoreError> {
+        let mut c = HeldColumns::default();
+        for Held { event: e, attempt } in held {
+            let (state, next, attempts, status, error) = held_columns(e, attempt.as_ref());
+            c.event_ids.push(&e.event_id);
+            c.entities.push(&e.entity);
+            c.partitions.push(&e.partition);
+            c.object_ids.push(e.object_id.as_bytes());
+            c.operations.push(&e.operation);
+            c.objects.push(e.object.as_deref());
+            c.last_changes.push(e.last_change);
+            c.request_ids.push(e.request_id.as_deref());
+            c.created.push(e.created_ms);
+            c.states.push(state);
+            c.attempts.push(attempts);
+            c.nexts.push(next);
+            c.statuses.push(status);
+            c.errors.push(error);
+            c.ats.push(attempt.as_ref().map_or(0, |(a, _)| a.at_ms));
+            c.durations.push(attempt.as_ref().map_or(0, |(a, _)| a.duration_ms));
+        }
+        let c = &c;
+        on_connection!(self, |mut client| {
+            let tx = client.transaction().await?;
+            tx.batch_execute("SET LOCAL synchronous_commit TO OFF").await?;
+            // Locks the subscription's row, so that a worker taking the lease over waits for this
+            // transaction, and this one sees whether it did.
+            let holding = tx
+                .prepare_cached(
+                    "SELECT 1 FROM sync_outbox_subscriptions WHERE name = $1 AND lease_token = $2 FOR UPDATE",
+                )
+                .await?;
+            if tx.query_opt(&holding, &[&subscription, &token]).await?.is_none() {
+                return Ok(false);
+            }
+            let delete = tx.prepare_cached("DELETE FROM sync_outbox_log WHERE seq = ANY($1)").await?;
+            tx.execute(&delete, &[&seqs]).await?;
+            if !c.event_ids.is_empty() {
+                let append = tx.prepare_cached(APPEND_HELD).await?;
+                let args: [&(dyn ToSql + Sync); 17] = [
+                    &subscription,
+                    &c.event_ids,
+                    &c.entities,
+                    &c.partitions,
+                    &c.object_ids,
+                    &c.operations,
+                    &c.objects,
+                    &c.last_changes,
+                    &c.request_ids,
+                    &c.created,
+                    &c.states,
+                    &c.attempts,
+                    &c.nexts,
+                    &c.statuses,
+                    &c.errors,
+                    &c.ats,
+                    &c.durations,
+                ];
+                tx.execute(&append, &args).await?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
     async fn claim(
         &self,
         subscription: &str,
@@ -246,7 +442,8 @@ impl Outbox for PostgresStore {
                 )
                 .await?;
             let rows = client.query(&stmt, &[&names]).await?;
-            rows.iter()
+            let mut stats = rows
+                .iter()
                 .map(|r| {
                     Ok(SubscriptionStats {
                         name: r.try_get(0)?,
@@ -258,7 +455,21 @@ impl Outbox for PostgresStore {
                         oldest_pending_ms: r.try_get(6)?,
                     })
                 })
-                .collect()
+                .collect::<Result<Vec<_>, Failure>>()?;
+            let backlog = client
+                .prepare_cached(
+                    "SELECT subscription, sum(events_count)::bigint, min(created_ms) FROM sync_outbox_log
+                     GROUP BY subscription",
+                )
+                .await?;
+            let backlog = client
+                .query(&backlog, &[])
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                .collect::<Result<Vec<_>, Failure>>()?;
+            add_logged(&mut stats, &backlog);
+            Ok(stats)
         })
     }
 

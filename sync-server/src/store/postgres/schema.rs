@@ -122,6 +122,27 @@ pub const MIGRATIONS: &[Migration] = &[
         );
     "#,
     },
+    Migration {
+        version: 4,
+        description: "the outbox log: one row per push and subscription; stream leases",
+        sql: r#"
+        CREATE TABLE sync_outbox_log (
+            seq          BIGSERIAL PRIMARY KEY,
+            subscription TEXT   NOT NULL,
+            entity       TEXT   NOT NULL,
+            partition    TEXT   NOT NULL,
+            last_change  BIGINT NOT NULL,
+            request_id   TEXT,
+            created_ms   BIGINT NOT NULL,
+            events_count INTEGER NOT NULL,
+            events       TEXT   NOT NULL    -- JSON: [[event_id, object_id, operation, fields or null], ...]
+        );
+        CREATE INDEX sync_outbox_log_of ON sync_outbox_log (subscription, seq);
+        -- The stream lease: which worker delivers the subscription's log.
+        ALTER TABLE sync_outbox_subscriptions ADD COLUMN lease_token BIGINT;
+        ALTER TABLE sync_outbox_subscriptions ADD COLUMN lease_until_ms BIGINT;
+    "#,
+    },
 ];
 
 /// The advisory lock that serializes migrations between instances ("sync-mig" in ASCII).

@@ -16,6 +16,7 @@ use tokio_postgres::types::ToSql;
 use super::PostgresStore;
 use super::connection::{Failure, classify, connection_lost};
 use crate::store::idempotency::{Idempotency, Remembered};
+use crate::store::outbox::log_events;
 use crate::store::push::{self, Found, KeyLookup, ObjectState, PushTx, Writes};
 use crate::store::{Push, PushOutcome, Scope, StoreError};
 
@@ -34,8 +35,8 @@ const FIND_KEY: &str = "SELECT now, fingerprint FROM sync_idempotency
 const LOAD_OBJECTS: &str = "SELECT id, removed, fields FROM sync_objects
     WHERE (entity, partition, id) IN (SELECT $1::text, $2::text, unnest($3::bytea[]))";
 /// Every write of a push in one statement: the clock, the idempotency key (when `$7` is not
-/// null; an expired key not purged yet is replaced), the outbox events (`$10`..`$15`), and the
-/// objects.
+/// null; an expired key not purged yet is replaced), the push's row of the outbox log for each
+/// subscription `$13`, and the objects.
 const APPLY: &str = r#"
     WITH clock AS (
         UPDATE sync_clocks SET last = $3 WHERE entity = $1 AND partition = $2
@@ -45,11 +46,9 @@ const APPLY: &str = r#"
         ON CONFLICT (entity, partition, key) DO UPDATE
         SET now = EXCLUDED.now, fingerprint = EXCLUDED.fingerprint, created_ms = EXCLUDED.created_ms
     ), events AS (
-        INSERT INTO sync_outbox (subscription, event_id, entity, partition, object_id, operation, object,
-                                 last_change, request_id, created_ms, next_attempt_ms)
-        SELECT e.subscription, e.event_id, $1, $2, e.object_id, e.operation, e.object, $3, $15::text, $9, $9
-        FROM unnest($10::text[], $11::text[], $12::bytea[], $13::text[], $14::text[])
-             AS e (subscription, event_id, object_id, operation, object)
+        INSERT INTO sync_outbox_log (subscription, entity, partition, last_change, request_id, created_ms,
+                                     events_count, events)
+        SELECT s, $1, $2, $3, $10::text, $9, $11::integer, $12::text FROM unnest($13::text[]) AS s
     )
     INSERT INTO sync_objects (entity, partition, id, last_change, removed, fields)
     SELECT $1, $2, u.id, $3, u.removed, u.fields
@@ -101,13 +100,9 @@ impl PushTx for PgTx<'_> {
         }
         let key = writes.key;
         let (key, fingerprint) = (key.map(Idempotency::key), key.map(Idempotency::fingerprint));
-        let events = writes.events;
-        let subscriptions: Vec<&str> = events.iter().map(|e| e.subscription).collect();
-        let event_ids: Vec<&str> = events.iter().map(|e| e.event_id).collect();
-        let object_ids: Vec<&[u8]> = events.iter().map(|e| e.object_id.as_bytes()).collect();
-        let operations: Vec<&str> = events.iter().map(|e| e.operation.as_str()).collect();
-        let objects: Vec<Option<&str>> = events.iter().map(|e| e.object).collect();
-        let args: [&(dyn ToSql + Sync); 15] = [
+        let events = log_events(writes.events);
+        let events_count = writes.events.len() as i32;
+        let args: [&(dyn ToSql + Sync); 13] = [
             &scope.key(),
             &scope.partition(),
             &writes.now,
@@ -117,12 +112,10 @@ impl PushTx for PgTx<'_> {
             &key,
             &fingerprint,
             &writes.wall_ms,
-            &subscriptions,
-            &event_ids,
-            &object_ids,
-            &operations,
-            &objects,
             &writes.request_id,
+            &events_count,
+            &events,
+            &writes.subscriptions,
         ];
         let apply = self.tx.prepare_cached(APPLY).await?;
         self.tx.execute(&apply, &args).await?;

@@ -10,8 +10,8 @@ use super::SqliteStore;
 use super::connection::{classify, no_reader};
 use crate::store::StoreError;
 use crate::store::outbox::{
-    Attempt, Bound, Claimed, Dialect, EVENT_COLUMNS, EventData, EventFilter, EventRow, Finished, Outbox,
-    SubscriptionStats, after_columns, filter_sql,
+    Attempt, Bound, Claimed, Dialect, EVENT_COLUMNS, EventData, EventFilter, EventRow, Finished, Held, LogRow,
+    ObjectKey, Outbox, SubscriptionStats, add_logged, after_columns, filter_sql, held_columns,
 };
 
 /// Due events and events whose lease ran out, each found in `seq` order along the
@@ -40,6 +40,18 @@ const FINISH: &str = "UPDATE outbox SET state = ?3, attempts = attempts + 1, nex
         lease_token = NULL, lease_until_ms = NULL, last_status = ?5, last_error = ?6,
         finished_ms = CASE WHEN ?7 THEN ?8 ELSE NULL END
     WHERE seq = ?1 AND lease_token = ?2 AND state = 'delivering'";
+
+/// Takes the stream lease when it is free, ran out or is already this token's, and the
+/// subscription is not disabled; the row is created on the first take.
+const LEASE_STREAM: &str = "INSERT INTO outbox_subscriptions (name, enabled, changed_ms, lease_token, lease_until_ms)
+    VALUES (?1, 1, ?3, ?2, ?4)
+    ON CONFLICT (name) DO UPDATE SET lease_token = excluded.lease_token, lease_until_ms = excluded.lease_until_ms
+    WHERE outbox_subscriptions.enabled
+      AND (outbox_subscriptions.lease_token IS NULL OR outbox_subscriptions.lease_token = ?2
+           OR outbox_subscriptions.lease_until_ms < ?3)";
+
+const RELEASE_STREAM: &str =
+    "UPDATE outbox_subscriptions SET lease_token = NULL, lease_until_ms = NULL WHERE name = ?1 AND lease_token = ?2";
 
 const SQLITE: Dialect = Dialect { placeholder: |n| format!("?{n}"), object_id_is: |p| format!("object_id = {p}") };
 
@@ -128,6 +140,126 @@ impl SqliteStore {
 
 #[async_trait]
 impl Outbox for SqliteStore {
+    async fn lease_stream(
+        &self,
+        subscription: &str,
+        token: i64,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let subscription = subscription.to_owned();
+        self.bookkeeping(move |conn| {
+            let taken =
+                conn.prepare_cached(LEASE_STREAM)?.execute(params![subscription, token, now_ms, lease_until_ms])?;
+            Ok(taken == 1)
+        })
+        .await
+    }
+
+    async fn release_stream(&self, subscription: &str, token: i64) -> Result<(), StoreError> {
+        let subscription = subscription.to_owned();
+        self.bookkeeping(move |conn| {
+            conn.prepare_cached(RELEASE_STREAM)?.execute(params![subscription, token])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read_log(&self, subscription: &str, max_rows: usize) -> Result<Vec<LogRow>, StoreError> {
+        let subscription = subscription.to_owned();
+        let limit = i64::try_from(max_rows).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT seq, entity, partition, last_change, request_id, created_ms, events
+                 FROM outbox_log WHERE subscription = ?1 ORDER BY seq LIMIT ?2",
+            )?
+            .query_map(params![subscription, limit], |r| {
+                Ok(LogRow {
+                    seq: r.get(0)?,
+                    entity: r.get(1)?,
+                    partition: r.get(2)?,
+                    last_change: r.get(3)?,
+                    request_id: r.get(4)?,
+                    created_ms: r.get(5)?,
+                    events: r.get(6)?,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    async fn held_objects(&self, subscription: &str, objects: &[ObjectKey]) -> Result<Vec<bool>, StoreError> {
+        let (subscription, objects) = (subscription.to_owned(), objects.to_vec());
+        self.read(move |conn| {
+            let mut any = conn.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE subscription = ?1 AND state IN ('pending', 'delivering', 'dead'))",
+            )?;
+            if !any.query_row(params![subscription], |r| r.get::<_, bool>(0))? {
+                return Ok(vec![false; objects.len()]);
+            }
+            let mut held = conn.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE subscription = ?1 AND entity = ?2 AND partition = ?3
+                                AND object_id = ?4 AND state IN ('pending', 'delivering', 'dead'))",
+            )?;
+            objects
+                .iter()
+                .map(|(entity, partition, id)| held.query_row(params![subscription, entity, partition, id], |r| r.get(0)))
+                .collect()
+        })
+        .await
+    }
+
+    async fn settle(&self, subscription: &str, token: i64, seqs: &[i64], held: &[Held]) -> Result<bool, StoreError> {
+        let (subscription, seqs, held) = (subscription.to_owned(), seq_list(seqs), held.to_vec());
+        self.bookkeeping(move |conn| {
+            let tx = conn.transaction()?;
+            let holding = tx
+                .prepare_cached("SELECT 1 FROM outbox_subscriptions WHERE name = ?1 AND lease_token = ?2")?
+                .exists(params![subscription, token])?;
+            if !holding {
+                return Ok(false);
+            }
+            tx.execute("DELETE FROM outbox_log WHERE seq IN (SELECT value FROM json_each(?1))", params![seqs])?;
+            let mut append = tx.prepare_cached(
+                "INSERT INTO outbox (subscription, event_id, entity, partition, object_id, operation, object,
+                                     last_change, request_id, created_ms, state, attempts, next_attempt_ms,
+                                     last_status, last_error, finished_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, NULL)",
+            )?;
+            let mut attempt_of = tx.prepare_cached(
+                "INSERT INTO outbox_attempts (seq, at_ms, duration_ms, status, error) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for Held { event: e, attempt } in held {
+                let (state, next, attempts, status, error) = held_columns(&e, attempt.as_ref());
+                append.execute(params![
+                    subscription,
+                    e.event_id,
+                    e.entity,
+                    e.partition,
+                    e.object_id,
+                    e.operation,
+                    e.object,
+                    e.last_change,
+                    e.request_id,
+                    e.created_ms,
+                    state,
+                    attempts,
+                    next,
+                    status,
+                    error
+                ])?;
+                if let Some((a, _)) = attempt {
+                    attempt_of.execute(params![tx.last_insert_rowid(), a.at_ms, a.duration_ms, a.status, a.error])?;
+                }
+            }
+            drop((append, attempt_of));
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn claim(
         &self,
         subscription: &str,
@@ -246,6 +378,13 @@ impl Outbox for SqliteStore {
                     oldest_pending_ms,
                 });
             }
+            let backlog: Vec<(String, i64, i64)> = conn
+                .prepare_cached(
+                    "SELECT subscription, sum(events_count), min(created_ms) FROM outbox_log GROUP BY subscription",
+                )?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            add_logged(&mut stats, &backlog);
             Ok(stats)
         })
         .await

@@ -120,6 +120,25 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT    NOT NULL
     );
 "#,
+    r#"
+    -- The outbox log: one row per push and subscription that takes it, appended in the push's
+    -- transaction; the subscription's stream delivers it (see store::outbox).
+    CREATE TABLE outbox_log (
+        seq          INTEGER PRIMARY KEY,   -- the rowid: the order pushes committed in
+        subscription TEXT    NOT NULL,
+        entity       TEXT    NOT NULL,
+        partition    TEXT    NOT NULL,
+        last_change  INTEGER NOT NULL,
+        request_id   TEXT,
+        created_ms   INTEGER NOT NULL,
+        events_count INTEGER NOT NULL,
+        events       TEXT    NOT NULL       -- JSON: [[event_id, object_id, operation, fields or null], ...]
+    );
+    CREATE INDEX outbox_log_of ON outbox_log (subscription, seq);
+    -- The stream lease: which worker delivers the subscription's log.
+    ALTER TABLE outbox_subscriptions ADD COLUMN lease_token INTEGER;
+    ALTER TABLE outbox_subscriptions ADD COLUMN lease_until_ms INTEGER;
+"#,
 ];
 
 /// Opens the writing connection of the file at `path`: WAL, `synchronous = FULL` (every

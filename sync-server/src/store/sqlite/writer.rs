@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::connection::classify;
 use crate::clock::Clock;
 use crate::store::idempotency::Remembered;
-use crate::store::outbox::Routes;
+use crate::store::outbox::{Routes, log_events};
 use crate::store::push::{self, Found, KeyLookup, ObjectState, PushTx, Writes};
 use crate::store::{Push, PushOutcome, Scope, StoreError, run_ready};
 
@@ -214,27 +214,26 @@ impl PushTx for SqliteTx<'_> {
             })
             .map_err(classify)?;
         }
-        if !writes.events.is_empty() {
+        if !writes.subscriptions.is_empty() {
+            let events = log_events(writes.events);
             let mut append = conn
                 .prepare_cached(
-                    "INSERT INTO outbox (subscription, event_id, entity, partition, object_id, operation, object,
-                                         last_change, request_id, created_ms, next_attempt_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+                    "INSERT INTO outbox_log (subscription, entity, partition, last_change, request_id, created_ms,
+                                             events_count, events)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .map_err(classify)?;
-            for e in writes.events {
+            for subscription in writes.subscriptions {
                 append
                     .execute(params![
-                        e.subscription,
-                        e.event_id,
+                        subscription,
                         scope.key(),
                         scope.partition(),
-                        e.object_id,
-                        e.operation.as_str(),
-                        e.object,
                         now,
                         writes.request_id,
-                        writes.wall_ms
+                        writes.wall_ms,
+                        writes.events.len() as i64,
+                        events
                     ])
                     .map_err(classify)?;
             }
