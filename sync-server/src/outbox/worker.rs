@@ -119,10 +119,11 @@ async fn run(context: Context, sender: Sender, notify: Arc<Notify>, mut shutdown
             return Ok(());
         }
         let now = context.clock.now_ms();
-        let claimed = match context.store.is_enabled(&name).await {
+        let enabled = context.store.is_enabled(&name).await;
+        let claimed = match enabled {
             Ok(true) => context.store.claim(&name, now, now + lease_ms, delivery.concurrency * delivery.batch).await,
             Ok(false) => Ok(Vec::new()),
-            Err(e) => Err(e),
+            Err(ref e) => Err(e.clone()),
         };
         let claimed = match claimed {
             Ok(claimed) => claimed,
@@ -135,13 +136,15 @@ async fn run(context: Context, sender: Sender, notify: Arc<Notify>, mut shutdown
         if retried {
             deliver_batch(&context, &sender, &delivery, claimed).await;
         }
-        let streamed = match stream(&context, &sender, &delivery, token).await {
-            Ok(rows) => rows > 0,
-            Err(e) => {
-                tracing::warn!(subscription = %name, error = %crate::error::chain(&e), "cannot deliver the outbox log; trying again");
-                false
-            }
-        };
+        // A disabled subscription's log waits, undelivered, until it is enabled again.
+        let streamed = matches!(enabled, Ok(true))
+            && match stream(&context, &sender, &delivery, token).await {
+                Ok(rows) => rows > 0,
+                Err(e) => {
+                    tracing::warn!(subscription = %name, error = %crate::error::chain(&e), "cannot deliver the outbox log; trying again");
+                    false
+                }
+            };
         if !retried && !streamed {
             tokio::select! {
                 _ = shutdown.requested() => return Ok(()),
