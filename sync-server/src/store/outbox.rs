@@ -360,8 +360,8 @@ pub trait Outbox: Send + Sync {
     /// Whether a subscription's workers deliver (true unless disabled).
     async fn is_enabled(&self, subscription: &str) -> Result<bool, StoreError>;
 
-    /// Every subscription's state and counts; subscriptions named in `names` appear even when
-    /// they have no event yet.
+    /// Every subscription's state and counts (events still in its log count as pending); those
+    /// named in `names` appear even when they have no event yet.
     async fn subscriptions(&self, names: &[String]) -> Result<Vec<SubscriptionStats>, StoreError>;
 
     /// Enables or disables a subscription (`reason` says why it was disabled).
