@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sync_server::config::{Config, DbUrl};
+use sync_server::store::outbox::{Route, Routes};
 
 /// Benchmarks of the sync server: pushes, pulls, deltas, concurrency, a large pull.
 #[derive(Debug, Parser)]
@@ -128,6 +129,10 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         }
         let (tag, store) = (bench.tag(), bench.store());
         outbox::w7(&bench.server, &servers[0], &servers[1], &receiver, &store, &tag, bench.runs).await?;
+        // The same store with a subscription nobody delivers: what appending costs a push alone.
+        let routes = Routes::new(vec![Route { subscription: format!("direct{tag}"), entities: vec![] }]);
+        let routed = sync_server::startup::open_store(&db_url, &config, routes).await.context("opening the store")?;
+        outbox::w7_direct(&store, &routed, &tag, bench.runs).await?;
         for server in servers {
             server.stop();
         }

@@ -12,7 +12,8 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::bail;
 use serde_json::Value;
 
-use sync_server::store::Store;
+use sync_proto::{EntityName, Limits, parse_push};
+use sync_server::store::{Push, Scope, Store};
 
 use crate::data::push_body;
 use crate::server::Server;
@@ -226,5 +227,66 @@ pub async fn w7(
         ms(percentile(&lags, 99.0)),
         lags.len()
     );
+    Ok(())
+}
+
+/// W7 through the store itself (no HTTP, no delivery, nothing else on the cores): W1's and W4's
+/// pushes to `plain` (no subscription) and to `routed` (the same store, with one subscription
+/// taking every entity), in alternating runs.
+pub async fn w7_direct(plain: &Arc<dyn Store>, routed: &Arc<dyn Store>, tag: &str, runs: usize) -> anyhow::Result<()> {
+    const N: usize = 10_000;
+    const CLIENTS: usize = 32;
+    const BATCHES: usize = 20;
+    const SIZE: usize = 50;
+    let labels = ["none", "one subscription"];
+    let mut w1: HashMap<&str, Vec<Duration>> = HashMap::new();
+    let mut w4: HashMap<&str, Vec<Duration>> = HashMap::new();
+    for run in 0..runs {
+        for (label, store) in labels.into_iter().zip([plain, routed]) {
+            let scope = |name: &str| {
+                Scope::entity(
+                    EntityName::new(format!("B{tag}W7{name}{run}{}", label.len())).expect("valid entity name"),
+                )
+            };
+            let (entity, bodies) = (scope("d"), (0..N / 1000).map(|b| push_body(b * 1000, 1000, 0)));
+            let started = Instant::now();
+            for body in bodies {
+                store.push(&entity, Push::new(parse_push(&body, &Limits::default(), None)?)).await?;
+            }
+            w1.entry(label).or_default().push(started.elapsed());
+
+            let entity = scope("e");
+            let started = Instant::now();
+            let mut tasks = Vec::new();
+            for client in 0..CLIENTS {
+                let (store, entity) = (Arc::clone(store), entity.clone());
+                tasks.push(tokio::spawn(async move {
+                    for batch in 0..BATCHES {
+                        let body = push_body((client * BATCHES + batch) * SIZE, SIZE, 0);
+                        store.push(&entity, Push::new(parse_push(&body, &Limits::default(), None)?)).await?;
+                    }
+                    anyhow::Ok(())
+                }));
+            }
+            for task in tasks {
+                task.await??;
+            }
+            w4.entry(label).or_default().push(started.elapsed());
+        }
+    }
+    for (name, total, took) in
+        [("push 10,000 in batches of 1,000", N, &w1), ("32 clients x 20 pushes of 50", CLIENTS * BATCHES * SIZE, &w4)]
+    {
+        let none = median(&took["none"]);
+        for label in labels {
+            let t = median(&took[label]);
+            println!(
+                "W7 direct {name}, {label:<17} {:>16} ({})   outbox/none {:.2}",
+                per_sec(rate(total, t)),
+                ms(t),
+                none.as_secs_f64() / t.as_secs_f64().max(1e-9)
+            );
+        }
+    }
     Ok(())
 }

@@ -137,6 +137,9 @@ pub const MIGRATIONS: &[Migration] = &[
             events_count INTEGER NOT NULL,
             events       TEXT   NOT NULL    -- JSON: [[event_id, object_id, operation, fields or null], ...]
         );
+        -- Kept out of line uncompressed: compressing each push's events would cost its
+        -- transaction more than writing them, and the rows live only until delivered.
+        ALTER TABLE sync_outbox_log ALTER COLUMN events SET STORAGE EXTERNAL;
         CREATE INDEX sync_outbox_log_of ON sync_outbox_log (subscription, seq);
         -- The stream lease: which worker delivers the subscription's log.
         ALTER TABLE sync_outbox_subscriptions ADD COLUMN lease_token BIGINT;
