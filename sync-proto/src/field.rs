@@ -199,6 +199,11 @@ fn inspect_at(value: &RawValue, depth: usize, limits: &Limits) -> Result<JsonKin
         Some(b't' | b'f') => Ok(JsonKind::Bool),
         Some(b'n') => Ok(JsonKind::Null),
         Some(_) if is_integer_text(text) => Ok(JsonKind::Integer),
+        // JSON readers hold such numbers as 64-bit floats: `1e999` would become Infinity (a
+        // JavaScript client) or an error (most others), and could then never be synced again.
+        Some(_) if !text.parse::<f64>().is_ok_and(f64::is_finite) => {
+            Err("a number too large for a 64-bit float, which JSON readers cannot hold".to_owned())
+        }
         Some(_) => Ok(JsonKind::Float),
         None => Err(INVALID.to_owned()),
     }
@@ -263,6 +268,20 @@ mod tests {
 
     fn kind(s: &str) -> Result<JsonKind, String> {
         inspect(&raw(s), &Limits::default())
+    }
+
+    #[test]
+    fn numbers_beyond_any_float_are_refused_and_long_integers_kept() {
+        let limits = Limits::default();
+        for text in ["1e999", "-1e999", "1.5E+400", "[1, 2e308]", "{\"a\": -9e99999}"] {
+            let err = inspect(&raw(text), &limits).unwrap_err();
+            assert!(err.contains("too large"), "{text}: {err}");
+        }
+        for text in ["1e308", "-1.7976931348623157e308", "1e-999", "0.5"] {
+            assert_eq!(inspect(&raw(text), &limits), Ok(JsonKind::Float), "{text}");
+        }
+        let long = "9".repeat(400);
+        assert_eq!(inspect(&raw(&long), &limits), Ok(JsonKind::Integer));
     }
 
     #[test]

@@ -64,6 +64,8 @@ async fn malformed_or_misshapen_bodies_are_refused_and_change_nothing(backend: B
         ("[{\"id\":\"keep\",\"toolongname\":1}]", 400, "invalid_body"),
         ("[{\"id\":\"keep\",\"name\":\"a string that is longer than thirty-two bytes\"}]", 400, "invalid_body"),
         ("[{\"id\":\"keep\",\"deep\":[[[1]]]}]", 400, "invalid_body"),
+        ("[{\"id\":\"keep\",\"n\":1e999}]", 400, "invalid_body"),
+        ("[{\"id\":\"keep\",\"n\":[-1E400]}]", 400, "invalid_body"),
         (
             "[{\"id\":\"a\"},{\"id\":\"b\"},{\"id\":\"c\"},{\"id\":\"d\"},{\"id\":\"e\"},{\"id\":\"f\"}]",
             413,
@@ -77,6 +79,12 @@ async fn malformed_or_misshapen_bodies_are_refused_and_change_nothing(backend: B
     }
     let (got, answer) = api.post("/taskChanges", "[{\"id\":\"keep\",\"name\":\"\u{ff}\"}]").await;
     assert_eq!(got, 200, "valid UTF-8 is fine: {answer}");
+    let long = format!("[{{\"id\":\"big\",\"n\":{}}}]", "9".repeat(40));
+    let (got, answer) = api.post("/taskChanges", &long).await;
+    assert_eq!(got, 200, "integers of any length are kept: {answer}");
+    let pulled = server.endpoint().request(&reqwest::Client::new(), reqwest::Method::GET, "/taskChanges?since=0");
+    let pulled = pulled.send().await.unwrap().text().await.unwrap();
+    assert!(pulled.contains(&format!(":{}", "9".repeat(40))), "every digit is kept: {pulled}");
     server.stop().await;
 }
 
