@@ -76,8 +76,10 @@ pub struct EntityReport {
     pub pushed: usize,
     /// Pushes the server answered from an earlier application of the same idempotency key.
     pub replayed_pushes: usize,
-    /// Field values received that did not fit their declared type, and were ignored.
-    pub refused_values: usize,
+    /// Objects received that could not be applied (unreadable, or with values that do not fit
+    /// the declared types): set aside as received (see [`crate::Store::set_aside`]), `(id,
+    /// reason)`. The rest of the answer was applied and the cursor moved on.
+    pub set_aside: Vec<(Option<String>, String)>,
     /// The conflicts met, in order, with their resolutions.
     pub conflicts: Vec<ResolvedConflict>,
     /// How long the sync took.
@@ -246,17 +248,26 @@ fn apply_page<H: ConflictHandler + ?Sized>(
 ) -> Result<(), SyncError> {
     let entity = def.name.as_str();
     let declared: Vec<&str> = def.field_names().collect();
+    let mut set_aside = |id: Option<&str>, raw: &str, reason: String| {
+        tracing::warn!(entity, id, %reason, "a pulled object was set aside");
+        report.set_aside.push((id.map(str::to_owned), reason.clone()));
+        tracking::set_aside(tx.conn(), entity, id, raw, &reason)
+    };
+    for bad in &page.unreadable {
+        set_aside(bad.id.as_deref(), &bad.raw, bad.reason.clone())?;
+    }
     for remote in collapse_duplicates(&page.updates) {
         report.pulled += 1;
         let remote_version = if remote.removed {
             Version::Removed
         } else {
-            let (fields, refused) = def.read_remote(&remote.fields);
-            if !refused.is_empty() {
-                tracing::warn!(id = %remote.id, fields = ?refused, "ignored values that do not fit the declared types");
-                report.refused_values += refused.len();
+            match def.read_remote(&remote.fields) {
+                Ok(fields) => Version::Live(fields),
+                Err(reason) => {
+                    set_aside(Some(&remote.id), &remote.to_json(), reason)?;
+                    continue;
+                }
             }
-            Version::Live(fields)
         };
         let state = tracking::row_state(tx.conn(), entity, &remote.id)?;
         let known = state.as_ref().and_then(|s| s.base.last_change());
@@ -264,6 +275,7 @@ fn apply_page<H: ConflictHandler + ?Sized>(
             // An older version than the one this device already knows (from its own push).
             continue;
         }
+        tracking::clear_aside(tx.conn(), entity, &remote.id)?;
         let new_base = match &remote_version {
             Version::Live(fields) => Base::Live { last_change: remote.last_change, fields: fields.clone() },
             Version::Removed => Base::Removed { last_change: remote.last_change },
@@ -484,7 +496,7 @@ mod tests {
 
     impl Transport for Misbehaving {
         fn pull(&self, _: &str, since: Cursor, _: Option<usize>) -> Result<PullPage, TransportError> {
-            Ok(PullPage { updates: Vec::new(), now: since, more: since == Cursor::ZERO })
+            Ok(PullPage { updates: Vec::new(), now: since, more: since == Cursor::ZERO, unreadable: Vec::new() })
         }
 
         fn push(&self, _: &str, _: &str, _: Option<&IdempotencyKey>) -> Result<PushAck, TransportError> {

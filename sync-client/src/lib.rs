@@ -88,11 +88,12 @@ pub use conflict::{Conflict, ConflictHandler, ConflictKind, PreferLocal, PreferR
 pub use engine::{EntityReport, ResolvedConflict, SyncOptions, SyncReport, Syncer};
 pub use error::{StoreError, SyncError, TransportError};
 pub use schema::{Entity, Fields};
-pub use store::{Order, Query, Record, Store, Tx, new_id};
+pub use store::{Order, Query, Record, SetAside, Store, Tx, new_id};
 /// Webhook events of the server's outbox and [`webhook::verify`], for the systems that receive
 /// them.
 pub use sync_proto::webhook;
 pub use sync_proto::{Cursor, FieldType, IdempotencyKey};
 pub use transport::{
     HttpTransport, HttpTransportBuilder, PullPage, PushAck, RemoteObject, RetryPolicy, TokenProvider, Transport,
+    Unreadable,
 };

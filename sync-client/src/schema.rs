@@ -99,25 +99,22 @@ impl EntityDef {
 
     /// Reads the declared fields of an object pulled from the server, normalized. Fields it lacks
     /// are `null`; fields it has but this schema does not declare are left out. A value that does
-    /// not fit its declared type is left out as well and its field named in the second list, so a
-    /// foreign client's bad value cannot stop the sync.
-    pub fn read_remote(&self, values: &Fields) -> (Fields, Vec<String>) {
+    /// not fit its declared type is never stored as something else: the answer is then why, field
+    /// by field, and the object is set aside (see [`crate::Store::set_aside`]).
+    pub fn read_remote(&self, values: &Fields) -> Result<Fields, String> {
         let mut out = Fields::new();
-        let mut refused = Vec::new();
+        let mut misfits = Vec::new();
         for def in &self.fields {
             let value = match values.get(&def.name) {
                 None => Value::Null,
-                Some(v) => match normalize(def.ty, v) {
-                    Ok(v) => v,
-                    Err(_) => {
-                        refused.push(def.name.clone());
-                        Value::Null
-                    }
-                },
+                Some(v) => normalize(def.ty, v).unwrap_or_else(|reason| {
+                    misfits.push(format!("field {:?}: {reason}", def.name));
+                    Value::Null
+                }),
             };
             out.insert(def.name.clone(), value);
         }
-        (out, refused)
+        if misfits.is_empty() { Ok(out) } else { Err(misfits.join("; ")) }
     }
 
     /// `values` with every declared field present (`null` where missing) and nothing else.
@@ -368,8 +365,9 @@ mod tests {
             Schema::new([Entity::new("Todo").field("text", FieldType::Text).field("done", FieldType::Bool)]).unwrap();
         let def = schema.entity("Todo").unwrap();
         let remote = json!({"text": 5, "done": 1, "owner": "x"});
-        let (fields, refused) = def.read_remote(remote.as_object().unwrap());
-        assert_eq!(Value::Object(fields), json!({"text": null, "done": true}));
-        assert_eq!(refused, vec!["text".to_owned()]);
+        let refused = def.read_remote(remote.as_object().unwrap()).unwrap_err();
+        assert_eq!(refused, "field \"text\": expected TEXT, got an integer");
+        let fits = def.read_remote(json!({"text": "a", "done": 1, "owner": "x"}).as_object().unwrap()).unwrap();
+        assert_eq!(Value::Object(fits), json!({"text": "a", "done": true}));
     }
 }

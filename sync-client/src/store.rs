@@ -107,6 +107,17 @@ impl Query {
     }
 }
 
+/// A pulled object the client could not apply, kept as it was received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAside {
+    /// Its id, when it could be read.
+    pub id: Option<String>,
+    /// The update's JSON text, as received.
+    pub raw: String,
+    /// Why it was not applied.
+    pub reason: String,
+}
+
 /// A handle on the local database. Cloning it is cheap; clones share one connection.
 #[derive(Clone)]
 pub struct Store {
@@ -253,6 +264,17 @@ impl Store {
         self.transaction(|tx| {
             let def = tx.schema.entity(entity)?;
             tracking::dirty_count(tx.conn, def.name.as_str())
+        })
+    }
+
+    /// The pulled objects of `entity` that could not be applied (unreadable, or with values that
+    /// do not fit the declared types), as received and with the reason, by id. A later version of
+    /// the object that fits replaces it and takes it off this list.
+    pub fn set_aside(&self, entity: &str) -> Result<Vec<SetAside>, StoreError> {
+        self.transaction(|tx| {
+            let def = tx.schema.entity(entity)?;
+            let rows = tracking::set_aside_of(tx.conn, def.name.as_str())?;
+            Ok(rows.into_iter().map(|(id, raw, reason)| SetAside { id, raw, reason }).collect())
         })
     }
 

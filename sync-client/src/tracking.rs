@@ -50,6 +50,14 @@ const BOOKKEEPING: &str = "
         entity TEXT PRIMARY KEY,
         since  INTEGER NOT NULL
     ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS _sync_set_aside (
+        entity TEXT NOT NULL,
+        key    TEXT NOT NULL,                 -- the object's id, or its text when it has none
+        id     TEXT,
+        raw    TEXT NOT NULL,                 -- the update as received
+        reason TEXT NOT NULL,
+        PRIMARY KEY (entity, key)
+    ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS _sync_pending (
         entity   TEXT PRIMARY KEY,
         key      TEXT    NOT NULL,
@@ -305,6 +313,46 @@ pub(crate) fn clear_pending(conn: &Connection, entity: &str) -> Result<(), Store
     conn.execute("DELETE FROM _sync_pending WHERE entity = ?1", [entity])
         .map(drop)
         .map_err(StoreError::sqlite("clearing the pending push"))
+}
+
+/// Keeps a pulled update that cannot be applied, replacing an earlier one of the same object.
+pub(crate) fn set_aside(
+    conn: &Connection,
+    entity: &str,
+    id: Option<&str>,
+    raw: &str,
+    reason: &str,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO _sync_set_aside (entity, key, id, raw, reason) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (entity, key) DO UPDATE SET raw = excluded.raw, reason = excluded.reason",
+    )
+    .and_then(|mut stmt| stmt.execute(params![entity, id.unwrap_or(raw), id, raw, reason]))
+    .map_err(StoreError::sqlite("setting an object aside"))?;
+    Ok(())
+}
+
+/// Forgets the update of `id` set aside, once a version of it was applied.
+pub(crate) fn clear_aside(conn: &Connection, entity: &str, id: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM _sync_set_aside WHERE entity = ?1 AND key = ?2")
+        .and_then(|mut stmt| stmt.execute(params![entity, id]))
+        .map_err(StoreError::sqlite("forgetting an object set aside"))?;
+    Ok(())
+}
+
+/// The updates of `entity` set aside, by id.
+pub(crate) fn set_aside_of(
+    conn: &Connection,
+    entity: &str,
+) -> Result<Vec<(Option<String>, String, String)>, StoreError> {
+    let read = StoreError::sqlite("reading the objects set aside");
+    let mut stmt = conn
+        .prepare_cached("SELECT id, raw, reason FROM _sync_set_aside WHERE entity = ?1 ORDER BY key")
+        .map_err(read)?;
+    let rows = stmt
+        .query_map(params![entity], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .map_err(StoreError::sqlite("reading the objects set aside"))?;
+    rows.collect::<Result<_, _>>().map_err(StoreError::sqlite("reading the objects set aside"))
 }
 
 #[cfg(test)]

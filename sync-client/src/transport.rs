@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sync_proto::{Cursor, ErrorBody, IdempotencyKey};
 
 use crate::error::TransportError;
@@ -35,6 +36,21 @@ pub struct RemoteObject {
     pub fields: Fields,
 }
 
+impl RemoteObject {
+    /// The object as the server sent it, as JSON text.
+    pub fn to_json(&self) -> String {
+        let mut object = self.fields.clone();
+        object.insert("id".into(), Value::String(self.id.clone()));
+        if let Some(last_change) = self.last_change {
+            object.insert("_lastChange".into(), Value::from(last_change));
+        }
+        if self.removed {
+            object.insert("_removed".into(), Value::Bool(true));
+        }
+        Value::Object(object).to_string()
+    }
+}
+
 /// One pull answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PullPage {
@@ -45,6 +61,20 @@ pub struct PullPage {
     /// Whether the server left changes for a next page (`false` when it did not say: a server
     /// without paging always answers the whole delta).
     pub more: bool,
+    /// Updates that could not be read as objects; the rest of the page is applied without them.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// An update of a pull answer that is not an object this client can read (a number beyond any
+/// float, no string `id`, ...), as it was received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    /// Its `id`, when that much could be read.
+    pub id: Option<String>,
+    /// The update's JSON text, as received.
+    pub raw: String,
+    /// Why it could not be read.
+    pub reason: String,
 }
 
 /// The server's acknowledgement of a push.
@@ -87,27 +117,63 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
     }
 }
 
-/// Parses a pull answer: `{"updates": [...], "now": N}` plus `"more"` when paged.
+/// Parses a pull answer: `{"updates": [...], "now": N}` plus `"more"` when paged. Each update is
+/// read on its own: one that cannot be read is returned in [`PullPage::unreadable`], so that one
+/// bad object never stops a sync.
 pub fn parse_pull_answer(text: &str) -> Result<PullPage, String> {
-    let answer: Value = match serde_json::from_str(text) {
+    #[derive(serde::Deserialize)]
+    struct Answer<'a> {
+        #[serde(borrow)]
+        updates: Option<Vec<&'a RawValue>>,
+        now: Option<Value>,
+        more: Option<Value>,
+    }
+    let repaired;
+    let answer: Answer<'_> = match serde_json::from_str(text) {
         Ok(answer) => answer,
         // A string cut in the middle of a surrogate pair (which `JSON.stringify` writes as a lone
         // `\ud83d`) is valid JSON but cannot be a Rust string: read it as U+FFFD rather than
         // failing every later sync of the entity.
         Err(e) if e.is_syntax() => {
-            serde_json::from_str(&replace_lone_surrogates(text)).map_err(|_| format!("not JSON: {e}"))?
+            repaired = replace_lone_surrogates(text);
+            serde_json::from_str(&repaired).map_err(|_| format!("not JSON: {e}"))?
         }
-        Err(e) => return Err(format!("not JSON: {e}")),
+        Err(e) => return Err(format!("not a pull answer: {e}")),
     };
-    let now = answer.get("now").and_then(as_millis).ok_or("no integer \"now\"")?;
-    let updates = answer.get("updates").and_then(Value::as_array).ok_or("no \"updates\" array")?;
-    let more = match answer.get("more") {
+    let now = answer.now.as_ref().and_then(as_millis).ok_or("no integer \"now\"")?;
+    let updates = answer.updates.ok_or("no \"updates\" array")?;
+    let more = match answer.more {
         None | Some(Value::Null) => false,
-        Some(Value::Bool(more)) => *more,
+        Some(Value::Bool(more)) => more,
         Some(_) => return Err("\"more\" is not a boolean".into()),
     };
-    let updates = updates.iter().enumerate().map(|(i, u)| parse_update(u).map_err(|e| format!("update {i}: {e}")));
-    Ok(PullPage { updates: updates.collect::<Result<_, _>>()?, now: Cursor::from_millis(now), more })
+    let mut page = PullPage {
+        updates: Vec::with_capacity(updates.len()),
+        now: Cursor::from_millis(now),
+        more,
+        unreadable: Vec::new(),
+    };
+    for raw in updates {
+        let read = match serde_json::from_str::<Value>(raw.get()) {
+            Err(e) if e.is_syntax() => serde_json::from_str(&replace_lone_surrogates(raw.get())),
+            read => read,
+        };
+        let read = read.map_err(|e| format!("not readable JSON: {e}")).and_then(|value| parse_update(&value));
+        match read {
+            Ok(update) => page.updates.push(update),
+            Err(reason) => page.unreadable.push(Unreadable { id: id_of(raw), raw: raw.get().to_owned(), reason }),
+        }
+    }
+    Ok(page)
+}
+
+/// The string `id` of an update, if it has one, however unreadable its other members are.
+fn id_of(raw: &RawValue) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: String,
+    }
+    serde_json::from_str::<Id>(raw.get()).ok().map(|i| i.id).filter(|id| !id.is_empty())
 }
 
 fn parse_update(update: &Value) -> Result<RemoteObject, String> {
@@ -541,12 +607,23 @@ mod tests {
             r#"{"updates": []}"#,
             r#"{"now": "5x", "updates": []}"#,
             r#"{"now": 5}"#,
-            r#"{"now": 5, "updates": [{"name": "no id"}]}"#,
-            r#"{"now": 5, "updates": [5]}"#,
             r#"{"now": 5, "updates": [], "more": "yes"}"#,
         ] {
             assert!(parse_pull_answer(bad).is_err(), "{bad} accepted");
         }
+        // A bad update is set aside, with what could be read of it; the others are read.
+        let page = parse_pull_answer(
+            r#"{"now": 5, "updates": [{"name": "no id"}, 5, {"id": "n", "v": -1e999}, {"id": "ok"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(page.updates.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(), ["ok"]);
+        let unreadable: Vec<(Option<&str>, &str)> =
+            page.unreadable.iter().map(|u| (u.id.as_deref(), u.raw.as_str())).collect();
+        assert_eq!(
+            unreadable,
+            [(None, r#"{"name": "no id"}"#), (None, "5"), (Some("n"), r#"{"id": "n", "v": -1e999}"#)]
+        );
+        assert!(page.unreadable[2].reason.contains("number out of range"), "{:?}", page.unreadable[2]);
         assert_eq!(parse_push_answer(r#"{"status": "ok", "now": 7}"#), Ok(Cursor::from_millis(7)));
         assert!(parse_push_answer(r#"{"status": "error", "now": 7}"#).is_err());
         assert!(parse_push_answer(r#"{"status": "ok"}"#).is_err());

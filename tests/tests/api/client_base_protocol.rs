@@ -94,3 +94,78 @@ async fn lost_push_answer_is_applied_again_by_a_base_server_and_still_converges(
     assert_converged(&server, &[&a, &b]).await;
     server.stop().await;
 }
+
+/// A base server whose answers are scripted: each pull answers the next body of `answers` (the
+/// last one again once they run out), and pushes are acknowledged.
+async fn scripted_server(answers: Vec<String>) -> (String, actix_web::dev::ServerHandle) {
+    use std::sync::Mutex;
+
+    use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+
+    let answers = web::Data::new((Mutex::new(0usize), answers));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base_url = format!("http://{}", listener.local_addr().unwrap());
+    let server = HttpServer::new(move || {
+        App::new().app_data(answers.clone()).default_service(web::to(
+            |req: HttpRequest, answers: web::Data<(Mutex<usize>, Vec<String>)>| async move {
+                if req.method() == actix_web::http::Method::POST {
+                    return HttpResponse::Ok().json(json!({"status": "ok", "now": 9_000}));
+                }
+                let mut served = answers.0.lock().unwrap();
+                let body = answers.1[(*served).min(answers.1.len() - 1)].clone();
+                *served += 1;
+                HttpResponse::Ok().content_type("application/json").body(body)
+            },
+        ))
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (base_url, handle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_that_cannot_be_applied_are_set_aside_and_the_sync_goes_on() {
+    // A malformed object (a number no float holds), a value of the wrong type, and a good object.
+    let first = r#"{"updates": [
+        {"id": "huge", "text": "t", "n": 1e999, "_lastChange": 1},
+        {"id": "typed", "text": 5, "done": false, "_lastChange": 2},
+        {"id": "good", "text": "milk", "done": false, "_lastChange": 3},
+        {"text": "no id", "_lastChange": 4}
+    ], "now": 4}"#;
+    // Later, versions of both that fit replace them.
+    let second = r#"{"updates": [
+        {"id": "huge", "text": "fixed", "done": true, "_lastChange": 5},
+        {"id": "typed", "text": "five", "done": false, "_lastChange": 6}
+    ], "now": 6}"#;
+    let third = r#"{"updates": [], "now": 6}"#;
+    let (base_url, handle) = scripted_server(vec![first.into(), second.into(), third.into()]).await;
+    let device = Device::new("a", &crate::helpers::Endpoint { base_url, token: None });
+
+    let report = device.sync(PreferRemote).await;
+    let entity = &report.entities[0];
+    let set_aside: Vec<Option<&str>> = entity.set_aside.iter().map(|(id, _)| id.as_deref()).collect();
+    assert_eq!(set_aside, [Some("huge"), None, Some("typed")], "{entity:?}");
+    assert_eq!(device.todos().keys().collect::<Vec<_>>(), ["good"], "only the good object is applied");
+    assert_eq!(device.text("good").as_deref(), Some("milk"));
+    let kept = device.store.set_aside("Todo").unwrap();
+    let by_id = |id: &str| kept.iter().find(|k| k.id.as_deref() == Some(id)).unwrap().clone();
+    assert!(by_id("huge").raw.contains("1e999"), "kept as received: {:?}", by_id("huge"));
+    assert!(by_id("huge").reason.contains("number"), "{:?}", by_id("huge"));
+    assert_eq!(by_id("typed").reason, "field \"text\": expected TEXT, got an integer");
+    assert!(kept.iter().any(|k| k.id.is_none() && k.reason.contains("id")), "{kept:?}");
+    assert!(!device.todos().contains_key("typed"), "a value that does not fit is never stored as another");
+
+    // The cursor moved on: the next sync gets the fixed versions, which replace what was set aside.
+    let report = device.sync(PreferRemote).await;
+    assert!(report.entities[0].set_aside.is_empty(), "{report:?}");
+    assert_eq!(device.text("huge").as_deref(), Some("fixed"));
+    assert_eq!(device.text("typed").as_deref(), Some("five"));
+    let kept = device.store.set_aside("Todo").unwrap();
+    assert_eq!(kept.len(), 1, "only the object without an id is left: {kept:?}");
+    device.sync(PreferRemote).await;
+    handle.stop(true).await;
+}
