@@ -135,10 +135,9 @@ pub const MIGRATIONS: &[Migration] = &[
             request_id   TEXT,
             created_ms   BIGINT NOT NULL,
             events_count INTEGER NOT NULL,
-            events       TEXT   NOT NULL    -- JSON: [[event_id, object_id, operation, fields or null], ...]
+            events       BYTEA  NOT NULL    -- LZ4 of the JSON [[event_id, object_id, operation, fields], ...]
         );
-        -- Kept out of line uncompressed: compressing each push's events would cost its
-        -- transaction more than writing them, and the rows live only until delivered.
+        -- Already compressed: kept out of line as they are.
         ALTER TABLE sync_outbox_log ALTER COLUMN events SET STORAGE EXTERNAL;
         CREATE INDEX sync_outbox_log_of ON sync_outbox_log (subscription, seq);
         -- The stream lease: which worker delivers the subscription's log.

@@ -48,7 +48,7 @@ const APPLY: &str = r#"
     ), events AS (
         INSERT INTO sync_outbox_log (subscription, entity, partition, last_change, request_id, created_ms,
                                      events_count, events)
-        SELECT s, $1, $2, $3, $10::text, $9, $11::integer, $12::text FROM unnest($13::text[]) AS s
+        SELECT s, $1, $2, $3, $10::text, $9, $11::integer, $12::bytea FROM unnest($13::text[]) AS s
     )
     INSERT INTO sync_objects (entity, partition, id, last_change, removed, fields)
     SELECT $1, $2, u.id, $3, u.removed, u.fields

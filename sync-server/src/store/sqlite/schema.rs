@@ -132,7 +132,7 @@ const MIGRATIONS: &[&str] = &[
         request_id   TEXT,
         created_ms   INTEGER NOT NULL,
         events_count INTEGER NOT NULL,
-        events       TEXT    NOT NULL       -- JSON: [[event_id, object_id, operation, fields or null], ...]
+        events       BLOB    NOT NULL       -- LZ4 of the JSON [[event_id, object_id, operation, fields], ...]
     );
     CREATE INDEX outbox_log_of ON outbox_log (subscription, seq);
     -- The stream lease: which worker delivers the subscription's log.
