@@ -92,7 +92,7 @@ pub use store::{Order, Query, Record, SetAside, Store, Tx, new_id};
 /// Webhook events of the server's outbox and [`webhook::verify`], for the systems that receive
 /// them.
 pub use sync_proto::webhook;
-pub use sync_proto::{Cursor, FieldType, IdempotencyKey};
+pub use sync_proto::{Capabilities, Cursor, FieldType, IdempotencyKey};
 pub use transport::{
     HttpTransport, HttpTransportBuilder, PullPage, PushAck, RemoteObject, RetryPolicy, TokenProvider, Transport,
     Unreadable,

@@ -18,7 +18,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::Value;
 use serde_json::value::RawValue;
-use sync_proto::{Cursor, ErrorBody, IdempotencyKey};
+use sync_proto::{CAPABILITIES_PATH, Capabilities, Cursor, ErrorBody, IdempotencyKey};
 
 use crate::error::TransportError;
 use crate::schema::Fields;
@@ -503,6 +503,23 @@ impl HttpTransport {
             Err(_) => (None, body.chars().take(200).collect()),
         };
         Err(TransportError::Status { url: url.to_owned(), status, code, message })
+    }
+}
+
+impl HttpTransport {
+    /// The extensions the server offers (`GET /_sync/capabilities`), or `None` from a server that
+    /// does not say (a base server answers that path `404`): it then offers nothing beyond the
+    /// base protocol, and the client's use of paging and idempotency keys stays harmless there.
+    pub fn capabilities(&self) -> Result<Option<Capabilities>, TransportError> {
+        let url = format!("{}{CAPABILITIES_PATH}", self.base_url);
+        match self.exchange(&url, |client| client.get(&url).header("Accept", "application/json")) {
+            Ok((_, body)) => serde_json::from_str(&body).map(Some).map_err(|e| TransportError::InvalidAnswer {
+                url: url.clone(),
+                reason: format!("not capabilities: {e}"),
+            }),
+            Err(TransportError::Status { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 //! `1.0` or `true`, 64-bit integers keep every digit. Field values are carried as
 //! [`serde_json::value::RawValue`] and never re-serialized.
 
+pub mod capabilities;
 pub mod error;
 pub mod field;
 pub mod limits;
@@ -20,6 +21,7 @@ pub mod pull;
 pub mod push;
 pub mod webhook;
 
+pub use capabilities::{CAPABILITIES_PATH, Capabilities};
 pub use error::{ErrorBody, ErrorCode, ItemError};
 pub use field::{EntitySchema, FieldType};
 pub use limits::Limits;

@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `/healthz` | GET | [`health`] |
 //! | `/metrics` | GET | [`metrics`] |
+//! | `/_sync/capabilities` | GET | [`capabilities`] |
 //! | `/admin/api/...` | GET, POST | [`crate::admin::api`] |
 //! | an entity's path (`/<name>Changes`, or a declared one) | GET, POST | [`changes`] → [`pull`], [`push`] |
 //!
@@ -11,6 +12,7 @@
 //! declared there, so that new server resources can be added without taking an app's path.
 
 pub mod body;
+pub mod capabilities;
 pub mod changes;
 pub mod health;
 pub mod metrics;
@@ -36,6 +38,11 @@ pub fn configure(routes: &mut web::ServiceConfig) {
     routes
         .service(web::resource("/healthz").get(health::healthz).default_service(web::to(get_only)))
         .service(web::resource("/metrics").get(metrics::metrics).default_service(web::to(get_only)))
+        .service(
+            web::resource(sync_proto::CAPABILITIES_PATH)
+                .get(capabilities::capabilities)
+                .default_service(web::to(get_only)),
+        )
         .configure(crate::admin::api::configure)
         .default_service(web::to(changes::changes));
 }

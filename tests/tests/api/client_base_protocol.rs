@@ -169,3 +169,16 @@ async fn objects_that_cannot_be_applied_are_set_aside_and_the_sync_goes_on() {
     device.sync(PreferRemote).await;
     handle.stop(true).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_server_offers_no_extension() {
+    let server = BaseServer::start().await;
+    let base_url = server.base_url.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        sync_client::HttpTransport::builder(&base_url).build().unwrap().capabilities().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(read, None, "a base server answers 404");
+    server.stop().await;
+}

@@ -334,9 +334,43 @@ async fn a_stalled_full_pull_does_not_starve_health_checks_or_paged_pulls(backen
     server.stop().await;
 }
 
+/// The capabilities document tells the extensions of this configuration, to any caller, and the
+/// client reads it.
+async fn capabilities_tell_the_extensions_offered(backend: Backend) {
+    let mut config = sync_server::config::Config::default();
+    config.limits.max_page = 321;
+    config.idempotency_ttl_secs = 3_600;
+    let server = TestServer::start_with_on(config, backend).await;
+    // No credentials: the document tells the protocol, not the data.
+    let (status, body) = crate::helpers::Api::new(server.base_url.clone()).get("/_sync/capabilities").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["extensions"]["paging"], json!({"max_limit": 321}));
+    assert_eq!(body["extensions"]["idempotency"], json!({"retention_secs": 3600}));
+    let partitions = &body["extensions"]["partitions"];
+    if backend.auth {
+        assert_eq!(*partitions, json!({"authentication": "bearer"}));
+    } else {
+        assert!(partitions.is_null(), "{body}");
+    }
+    let (status, body) = server.api().post("/_sync/capabilities", "{}").await;
+    assert_eq!((status, body["error"].as_str()), (405, Some("method_not_allowed")), "{body}");
+
+    let base_url = server.base_url.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        sync_client::HttpTransport::builder(&base_url).build().unwrap().capabilities().unwrap()
+    })
+    .await
+    .unwrap()
+    .expect("the server says");
+    assert_eq!(read.extensions.paging.map(|p| p.max_limit), Some(321));
+    assert_eq!(read.extensions.partitions.is_some(), backend.auth);
+    server.stop().await;
+}
+
 backend_tests!(multi_thread: a_stalled_full_pull_does_not_starve_health_checks_or_paged_pulls);
 
 backend_tests!(
+    capabilities_tell_the_extensions_offered,
     metrics_count_requests_and_pushed_objects,
     browsers_of_configured_origins_may_sync_and_others_may_not,
     push_then_pull_returns_objects_with_the_push_timestamp,

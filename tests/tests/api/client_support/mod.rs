@@ -224,6 +224,10 @@ async fn base_changes(
     pushes: web::Data<Arc<AtomicUsize>>,
 ) -> HttpResponse {
     let path = req.path().to_owned();
+    if !path.ends_with("Changes") {
+        // Like persistence.js's reference servers, which route only the entities' paths.
+        return HttpResponse::NotFound().body("Cannot GET");
+    }
     let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
     if req.method() == actix_web::http::Method::GET {
         let since =
