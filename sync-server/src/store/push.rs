@@ -8,8 +8,9 @@
 //!    of the push; a remembered push is replayed (see [`super::idempotency`]) and nothing is written;
 //! 3. take the timestamp [`next_timestamp`] from the clock and the wall clock;
 //! 4. apply each change in order by the push rules of [`ObjectState::after`];
-//! 5. write the clock, the changed objects, the idempotency key, and one outbox event per changed
-//!    object and subscription of its entity (see [`super::outbox`]).
+//! 5. write the clock, the changed objects, the idempotency key, and, for each subscription that
+//!    takes the entity, one outbox log row holding an event per changed object (see
+//!    [`super::outbox`]).
 //!
 //! The store commits afterwards; if anything fails, the store rolls the transaction back and
 //! nothing of the push is applied.
