@@ -31,6 +31,9 @@ const PRUNE_BATCH: usize = 1_000;
 /// Log rows (pushes) one round of the stream reads: enough to keep up with many small pushes, few
 /// enough that its settling transaction stays short beside the pushes waiting for SQLite's writer.
 const STREAM_ROWS: usize = 64;
+/// Events one round of the stream takes at most (beyond one log row), so that its memory stays
+/// bounded however large the pushes were.
+const STREAM_EVENTS: usize = 10_000;
 
 /// Everything a worker shares with the server.
 #[derive(Clone)]
@@ -173,15 +176,24 @@ async fn stream(context: &Context, sender: &Sender, delivery: &Delivery, token: 
         return Ok(0);
     }
     // Read again under the lease: the previous holder may have settled these rows meanwhile.
-    let log = store.read_log(name, STREAM_ROWS).await?;
+    let mut log = store.read_log(name, STREAM_ROWS).await?;
     if log.is_empty() {
         store.release_stream(name, token).await?;
         return Ok(0);
     }
+    let drained = log.len() < STREAM_ROWS;
+    // Whole rows only, up to STREAM_EVENTS events (one row alone may hold more).
     let mut events = Vec::new();
+    let mut rows = 0;
     for row in &log {
+        if rows > 0 && events.len() >= STREAM_EVENTS {
+            break;
+        }
         events.extend(row.events()?);
+        rows += 1;
     }
+    let drained = drained && rows == log.len();
+    log.truncate(rows);
     // Each event's object as a number, so that the waves below compare numbers.
     let mut numbers: HashMap<ObjectKey, usize> = HashMap::new();
     let object_of: Vec<usize> = events
@@ -261,7 +273,7 @@ async fn stream(context: &Context, sender: &Sender, delivery: &Delivery, token: 
         for (i, sent, after) in &tried {
             after_attempt(context, delivery, &events[*i], 0, sent, *after, now).await;
         }
-        if log.len() < STREAM_ROWS {
+        if drained {
             // The log is drained, as far as this round saw.
             store.release_stream(name, token).await?;
         }

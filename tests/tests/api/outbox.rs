@@ -455,6 +455,26 @@ async fn batched_webhooks_carry_many_events_per_request(backend: Backend) {
 
 backend_tests!(per_database: batched_webhooks_carry_many_events_per_request);
 
+/// Pushes larger than one round of the stream takes are delivered whole, over several rounds.
+async fn pushes_larger_than_a_round_are_delivered_whole_and_in_order(backend: Backend) {
+    let receiver = Receiver::start(accept_all()).await;
+    let mut webhook = receiver.webhook("erp", &[0.0, 0.05]);
+    (webhook.batch, webhook.concurrency) = (100, 4);
+    let server = TestServer::start_with_on(config_with(vec![webhook]), backend).await;
+    for round in 0..3 {
+        let items: Vec<Value> = (0..6_000).map(|i| json!({"id": format!("o{i}"), "round": round})).collect();
+        server.api().push("/taskChanges", Value::Array(items)).await;
+    }
+    let delivered = receiver.wait_for(60, "18,000 events", |d| d.len() >= 18_000).await;
+    assert_eq!(first_deliveries(&delivered).len(), 18_000, "every event");
+    assert_in_order_per_object(&delivered);
+    let last_round = delivered.iter().filter(|e| e["object"]["round"] == 2).count();
+    assert_eq!(last_round, 6_000);
+    server.stop().await;
+}
+
+backend_tests!(per_database: pushes_larger_than_a_round_are_delivered_whole_and_in_order);
+
 /// An HTTP client of the admin API as operator `user`.
 fn admin(base_url: &str, user: &str, password: &str) -> Api {
     use base64::Engine;
