@@ -159,10 +159,10 @@ async fn run(context: Context, sender: Sender, notify: Arc<Notify>, mut shutdown
 }
 
 /// One round of the subscription's stream, when its log holds rows and this worker holds (or
-/// takes) its lease: reads the oldest log rows, sends their events in waves (at most one event per object in a wave, none of
-/// an object held back by the outbox or by a failure in this round), then settles: deletes the
-/// rows and keeps every event not delivered as an outbox row, and gives the lease up once the log
-/// is drained. Returns how many log rows it read.
+/// takes) its lease: reads the oldest log rows, sends their events in waves (at most one event
+/// per object in a wave, none of an object held back by the outbox or by a failure in this
+/// round), then settles: deletes the rows and keeps every event not delivered as an outbox row,
+/// and gives the lease up once the log is drained. Returns how many log rows it read.
 async fn stream(context: &Context, sender: &Sender, delivery: &Delivery, token: i64) -> Result<usize, StoreError> {
     let lease_ms = (context.outbox.lease_secs * 1000) as i64;
     let (store, name) = (&context.store, delivery.name.as_str());
@@ -207,8 +207,8 @@ async fn stream(context: &Context, sender: &Sender, delivery: &Delivery, token: 
     for (key, n) in numbers {
         objects[n] = key;
     }
-    let held_back = store.held_objects(name, &objects).await?;
-    let mut blocked: Vec<bool> = held_back;
+    // Objects whose later events wait behind an outbox row, or behind a failure of this round.
+    let mut blocked = store.held_objects(name, &objects).await?;
     let renewing = {
         let (store, clock, name) = (Arc::clone(store), Arc::clone(&context.clock), name.to_owned());
         let every = Duration::from_millis((lease_ms / 3).max(1) as u64);
