@@ -29,7 +29,7 @@ use crate::conflict::{Conflict, ConflictHandler, ConflictKind, Resolution};
 use crate::error::{StoreError, SyncError};
 use crate::merge::{self, Merge, Version};
 use crate::schema::{EntityDef, Fields};
-use crate::store::{Store, Tx};
+use crate::store::{SetAside, Store, Tx};
 use crate::tracking::{self, Base, PendingPush, RowState};
 use crate::transport::{PullPage, RemoteObject, Transport};
 
@@ -77,9 +77,9 @@ pub struct EntityReport {
     /// Pushes the server answered from an earlier application of the same idempotency key.
     pub replayed_pushes: usize,
     /// Objects received that could not be applied (unreadable, or with values that do not fit
-    /// the declared types): set aside as received (see [`crate::Store::set_aside`]), `(id,
-    /// reason)`. The rest of the answer was applied and the cursor moved on.
-    pub set_aside: Vec<(Option<String>, String)>,
+    /// the declared types): set aside as received (see [`crate::Store::set_aside`]). The rest of
+    /// the answer was applied and the cursor moved on.
+    pub set_aside: Vec<SetAside>,
     /// The conflicts met, in order, with their resolutions.
     pub conflicts: Vec<ResolvedConflict>,
     /// How long the sync took.
@@ -248,13 +248,14 @@ fn apply_page<H: ConflictHandler + ?Sized>(
 ) -> Result<(), SyncError> {
     let entity = def.name.as_str();
     let declared: Vec<&str> = def.field_names().collect();
-    let mut set_aside = |id: Option<&str>, raw: &str, reason: String| {
-        tracing::warn!(entity, id, %reason, "a pulled object was set aside");
-        report.set_aside.push((id.map(str::to_owned), reason.clone()));
-        tracking::set_aside(tx.conn(), entity, id, raw, &reason)
+    let mut set_aside = |aside: SetAside| {
+        tracing::warn!(entity, id = aside.id, reason = %aside.reason, "a pulled object was set aside");
+        tracking::set_aside(tx.conn(), entity, aside.id.as_deref(), &aside.raw, &aside.reason)?;
+        report.set_aside.push(aside);
+        Ok::<_, StoreError>(())
     };
     for bad in &page.unreadable {
-        set_aside(bad.id.as_deref(), &bad.raw, bad.reason.clone())?;
+        set_aside(bad.clone())?;
     }
     for remote in collapse_duplicates(&page.updates) {
         report.pulled += 1;
@@ -264,7 +265,7 @@ fn apply_page<H: ConflictHandler + ?Sized>(
             match def.read_remote(&remote.fields) {
                 Ok(fields) => Version::Live(fields),
                 Err(reason) => {
-                    set_aside(Some(&remote.id), &remote.to_json(), reason)?;
+                    set_aside(SetAside { id: Some(remote.id.clone()), raw: remote.to_json(), reason })?;
                     continue;
                 }
             }

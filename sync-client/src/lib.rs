@@ -95,5 +95,4 @@ pub use sync_proto::webhook;
 pub use sync_proto::{Capabilities, Cursor, FieldType, IdempotencyKey};
 pub use transport::{
     HttpTransport, HttpTransportBuilder, PullPage, PushAck, RemoteObject, RetryPolicy, TokenProvider, Transport,
-    Unreadable,
 };

@@ -22,6 +22,7 @@ use sync_proto::{CAPABILITIES_PATH, Capabilities, Cursor, ErrorBody, Idempotency
 
 use crate::error::TransportError;
 use crate::schema::Fields;
+use crate::store::SetAside;
 
 /// One object of a pull answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,20 +62,9 @@ pub struct PullPage {
     /// Whether the server left changes for a next page (`false` when it did not say: a server
     /// without paging always answers the whole delta).
     pub more: bool,
-    /// Updates that could not be read as objects; the rest of the page is applied without them.
-    pub unreadable: Vec<Unreadable>,
-}
-
-/// An update of a pull answer that is not an object this client can read (a number beyond any
-/// float, no string `id`, ...), as it was received.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unreadable {
-    /// Its `id`, when that much could be read.
-    pub id: Option<String>,
-    /// The update's JSON text, as received.
-    pub raw: String,
-    /// Why it could not be read.
-    pub reason: String,
+    /// Updates that could not be read as objects (a number beyond any float, no string `id`,
+    /// ...), as received; the rest of the page is applied without them.
+    pub unreadable: Vec<SetAside>,
 }
 
 /// The server's acknowledgement of a push.
@@ -161,7 +151,7 @@ pub fn parse_pull_answer(text: &str) -> Result<PullPage, String> {
         let read = read.map_err(|e| format!("not readable JSON: {e}")).and_then(|value| parse_update(&value));
         match read {
             Ok(update) => page.updates.push(update),
-            Err(reason) => page.unreadable.push(Unreadable { id: id_of(raw), raw: raw.get().to_owned(), reason }),
+            Err(reason) => page.unreadable.push(SetAside { id: id_of(raw), raw: raw.get().to_owned(), reason }),
         }
     }
     Ok(page)

@@ -181,7 +181,6 @@ async fn stream(context: &Context, sender: &Sender, delivery: &Delivery, token: 
         store.release_stream(name, token).await?;
         return Ok(0);
     }
-    let drained = log.len() < STREAM_ROWS;
     // Whole rows only, up to STREAM_EVENTS events (one row alone may hold more).
     let mut events = Vec::new();
     let mut rows = 0;
@@ -192,7 +191,7 @@ async fn stream(context: &Context, sender: &Sender, delivery: &Delivery, token: 
         events.extend(row.events()?);
         rows += 1;
     }
-    let drained = drained && rows == log.len();
+    let drained = log.len() < STREAM_ROWS && rows == log.len();
     log.truncate(rows);
     // Each event's object as a number, so that the waves below compare numbers.
     let mut numbers: HashMap<ObjectKey, usize> = HashMap::new();

@@ -147,7 +147,7 @@ async fn objects_that_cannot_be_applied_are_set_aside_and_the_sync_goes_on() {
 
     let report = device.sync(PreferRemote).await;
     let entity = &report.entities[0];
-    let set_aside: Vec<Option<&str>> = entity.set_aside.iter().map(|(id, _)| id.as_deref()).collect();
+    let set_aside: Vec<Option<&str>> = entity.set_aside.iter().map(|s| s.id.as_deref()).collect();
     assert_eq!(set_aside, [Some("huge"), None, Some("typed")], "{entity:?}");
     assert_eq!(device.todos().keys().collect::<Vec<_>>(), ["good"], "only the good object is applied");
     assert_eq!(device.text("good").as_deref(), Some("milk"));

@@ -11,8 +11,8 @@ use super::connection::{Failure, with_connection};
 use super::reads::stored_id;
 use crate::store::StoreError;
 use crate::store::outbox::{
-    Attempt, Bound, Claimed, Dialect, EVENT_COLUMNS, EventData, EventFilter, EventRow, Finished, Held, LogRow,
-    ObjectKey, Outbox, SubscriptionStats, add_logged, after_columns, filter_sql, held_columns,
+    Attempt, Bound, Claimed, Dialect, EVENT_COLUMNS, EventData, EventFilter, EventRow, Finished, Held, LOG_COLUMNS,
+    LogRow, ObjectKey, Outbox, SubscriptionStats, add_logged, after_columns, filter_sql, held_columns,
 };
 
 const POSTGRES: Dialect =
@@ -219,10 +219,9 @@ impl Outbox for PostgresStore {
         let limit = i64::try_from(max_rows).unwrap_or(i64::MAX);
         on_connection!(self, |client| {
             let stmt = client
-                .prepare_cached(
-                    "SELECT seq, entity, partition, last_change, request_id, created_ms, events
-                     FROM sync_outbox_log WHERE subscription = $1 ORDER BY seq LIMIT $2",
-                )
+                .prepare_cached(&format!(
+                    "SELECT {LOG_COLUMNS} FROM sync_outbox_log WHERE subscription = $1 ORDER BY seq LIMIT $2"
+                ))
                 .await?;
             client
                 .query(&stmt, &[&subscription, &limit])

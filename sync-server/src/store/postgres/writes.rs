@@ -100,7 +100,7 @@ impl PushTx for PgTx<'_> {
         }
         let key = writes.key;
         let (key, fingerprint) = (key.map(Idempotency::key), key.map(Idempotency::fingerprint));
-        let events = log_events(writes.events);
+        let events = (!writes.subscriptions.is_empty()).then(|| log_events(writes.events));
         let events_count = writes.events.len() as i32;
         let args: [&(dyn ToSql + Sync); 13] = [
             &scope.key(),

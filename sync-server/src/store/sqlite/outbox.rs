@@ -10,8 +10,8 @@ use super::SqliteStore;
 use super::connection::{classify, no_reader};
 use crate::store::StoreError;
 use crate::store::outbox::{
-    Attempt, Bound, Claimed, Dialect, EVENT_COLUMNS, EventData, EventFilter, EventRow, Finished, Held, LogRow,
-    ObjectKey, Outbox, SubscriptionStats, add_logged, after_columns, filter_sql, held_columns,
+    Attempt, Bound, Claimed, Dialect, EVENT_COLUMNS, EventData, EventFilter, EventRow, Finished, Held, LOG_COLUMNS,
+    LogRow, ObjectKey, Outbox, SubscriptionStats, add_logged, after_columns, filter_sql, held_columns,
 };
 
 /// Due events and events whose lease ran out, each found in `seq` order along the
@@ -52,6 +52,10 @@ const LEASE_STREAM: &str = "INSERT INTO outbox_subscriptions (name, enabled, cha
 
 const RELEASE_STREAM: &str =
     "UPDATE outbox_subscriptions SET lease_token = NULL, lease_until_ms = NULL WHERE name = ?1 AND lease_token = ?2";
+
+/// One attempt of the outbox row `?1`, kept in its own row.
+const INSERT_ATTEMPT: &str =
+    "INSERT INTO outbox_attempts (seq, at_ms, duration_ms, status, error) VALUES (?1, ?2, ?3, ?4, ?5)";
 
 const SQLITE: Dialect = Dialect { placeholder: |n| format!("?{n}"), object_id_is: |p| format!("object_id = {p}") };
 
@@ -169,10 +173,9 @@ impl Outbox for SqliteStore {
         let subscription = subscription.to_owned();
         let limit = i64::try_from(max_rows).unwrap_or(i64::MAX);
         self.read(move |conn| {
-            conn.prepare_cached(
-                "SELECT seq, entity, partition, last_change, request_id, created_ms, events
-                 FROM outbox_log WHERE subscription = ?1 ORDER BY seq LIMIT ?2",
-            )?
+            conn.prepare_cached(&format!(
+                "SELECT {LOG_COLUMNS} FROM outbox_log WHERE subscription = ?1 ORDER BY seq LIMIT ?2"
+            ))?
             .query_map(params![subscription, limit], |r| {
                 Ok(LogRow {
                     seq: r.get(0)?,
@@ -227,9 +230,7 @@ impl Outbox for SqliteStore {
                                      last_status, last_error, finished_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, NULL)",
             )?;
-            let mut attempt_of = tx.prepare_cached(
-                "INSERT INTO outbox_attempts (seq, at_ms, duration_ms, status, error) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
+            let mut attempt_of = tx.prepare_cached(INSERT_ATTEMPT)?;
             for Held { event: e, attempt } in held {
                 let (state, next, attempts, status, error) = held_columns(&e, attempt.as_ref());
                 append.execute(params![
@@ -316,10 +317,13 @@ impl Outbox for SqliteStore {
                     end
                 ])?;
                 if changed == 1 {
-                    tx.prepare_cached(
-                        "INSERT INTO outbox_attempts (seq, at_ms, duration_ms, status, error) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )?
-                    .execute(params![seq, attempt.at_ms, attempt.duration_ms, attempt.status, attempt.error])?;
+                    tx.prepare_cached(INSERT_ATTEMPT)?.execute(params![
+                        seq,
+                        attempt.at_ms,
+                        attempt.duration_ms,
+                        attempt.status,
+                        attempt.error
+                    ])?;
                 }
                 applied.push(changed == 1);
             }
