@@ -73,7 +73,7 @@ impl Routes {
 #[derive(Debug, Clone)]
 pub(crate) struct NewEvent<'a> {
     /// The event's id, the same for every subscription.
-    pub(crate) event_id: &'a str,
+    pub(crate) event_id: uuid::Uuid,
     /// The object's id.
     pub(crate) object_id: &'a str,
     /// What happened to it.
@@ -87,22 +87,34 @@ pub(crate) struct NewEvent<'a> {
 /// LZ4-compressed: the JSON repeats every field name and each event id's prefix, so the events
 /// cost a push's commit about a quarter of their bytes (a test measures it).
 pub(crate) fn log_events(events: &[NewEvent<'_>]) -> Vec<u8> {
-    let mut json = String::with_capacity(events.iter().map(|e| e.object.map_or(0, str::len) + 80).sum());
-    json.push('[');
+    let mut json = Vec::with_capacity(events.iter().map(|e| e.object.map_or(4, str::len) + 72).sum());
+    json.push(b'[');
     for (n, e) in events.iter().enumerate() {
         if n > 0 {
-            json.push(',');
+            json.push(b',');
         }
-        let head = (e.event_id, e.object_id, e.operation.as_str());
-        // Serializing strings to a String cannot fail.
-        let head = serde_json::to_string(&head).unwrap_or_default();
-        json.push_str(&head[..head.len() - 1]);
-        json.push(',');
-        json.push_str(e.object.unwrap_or("null"));
-        json.push(']');
+        json.extend_from_slice(b"[\"");
+        json.extend_from_slice(e.event_id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).as_bytes());
+        json.extend_from_slice(b"\",");
+        // Writing a string to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut json, e.object_id);
+        json.extend_from_slice(b",\"");
+        json.extend_from_slice(e.operation.as_str().as_bytes());
+        json.extend_from_slice(b"\",");
+        json.extend_from_slice(e.object.unwrap_or("null").as_bytes());
+        json.push(b']');
     }
-    json.push(']');
-    lz4_flex::compress_prepend_size(json.as_bytes())
+    json.push(b']');
+    lz4_flex::compress_prepend_size(&json)
+}
+
+/// `n` event ids for one push: a UUIDv7 counted up in its 62 random low bits, so the ids of a push
+/// are unique and ordered at the cost of one clock read and one random draw, and never meet another
+/// push's (a push holds at most a few thousand of the 2^62 values after a random start).
+pub(crate) fn event_ids(n: usize) -> Vec<uuid::Uuid> {
+    const LOW: u128 = (1 << 62) - 1;
+    let first = uuid::Uuid::now_v7().as_u128();
+    (0..n as u128).map(|i| uuid::Uuid::from_u128((first & !LOW) | ((first & LOW).wrapping_add(i) & LOW))).collect()
 }
 
 /// The columns every read of [`LogRow`]s selects, in the order the stores read them.
@@ -468,14 +480,15 @@ mod tests {
 
     #[test]
     fn a_log_row_gives_back_its_events_as_they_were_appended() {
+        let ids = event_ids(2);
         let events = [
             NewEvent {
-                event_id: "e1",
+                event_id: ids[0],
                 object_id: "t\"1",
                 operation: Operation::Upsert,
                 object: Some(r#"{"a":[1,{"b":null}]}"#),
             },
-            NewEvent { event_id: "e2", object_id: "t2", operation: Operation::Remove, object: None },
+            NewEvent { event_id: ids[1], object_id: "t2", operation: Operation::Remove, object: None },
         ];
         let row = LogRow {
             seq: 1,
@@ -491,13 +504,28 @@ mod tests {
             .iter()
             .map(|e| (e.event_id.as_str(), e.object_id.as_str(), e.operation.as_str(), e.object.as_deref()))
             .collect();
-        assert_eq!(seen, [("e1", "t\"1", "upsert", Some(r#"{"a":[1,{"b":null}]}"#)), ("e2", "t2", "remove", None)]);
+        let (e1, e2) = (ids[0].to_string(), ids[1].to_string());
+        assert_eq!(seen, [(&*e1, "t\"1", "upsert", Some(r#"{"a":[1,{"b":null}]}"#)), (&*e2, "t2", "remove", None)]);
         let first = &read[0];
         assert_eq!((first.entity.as_str(), first.partition.as_str(), first.last_change), ("Task", "user:al", 7));
         assert_eq!((first.request_id.as_deref(), first.created_ms), (Some("r"), 9));
         assert!(LogRow { events: b"[[".to_vec(), ..row.clone() }.events().is_err());
         let truncated = LogRow { events: lz4_flex::compress_prepend_size(b"[[\"e\""), ..row };
         assert!(truncated.events().is_err());
+    }
+
+    #[test]
+    fn a_push_event_ids_are_distinct_ordered_version_7_uuids() {
+        let ids = event_ids(10_000);
+        // Sorted and so distinct (a wrap of the low bits is a chance of 10^4 in 2^62).
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        for id in [ids[0], ids[9_999]] {
+            assert_eq!(id.get_version(), Some(uuid::Version::SortRand));
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+        }
+        // Two pushes in the same millisecond start at unrelated random points.
+        let (a, b) = (event_ids(1)[0], event_ids(1)[0]);
+        assert_ne!(a, b);
     }
 
     #[test]
@@ -523,7 +551,7 @@ mod tests {
         // Objects like the benchmark's: a 32-digit id, a title, a flag, two numbers.
         let n = 1_000;
         let ids: Vec<String> = (0..n).map(|i| format!("{:032X}", i as u128 * 0x9E37_79B9_7F4A_7C15)).collect();
-        let event_ids: Vec<String> = (0..n).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+        let event_ids = event_ids(n);
         let objects: Vec<String> = (0..n)
             .map(|i| {
                 format!(
@@ -535,7 +563,7 @@ mod tests {
             .collect();
         let events: Vec<NewEvent<'_>> = (0..n)
             .map(|i| NewEvent {
-                event_id: &event_ids[i],
+                event_id: event_ids[i],
                 object_id: &ids[i],
                 operation: Operation::Upsert,
                 object: Some(&objects[i]),

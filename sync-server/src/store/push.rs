@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use sync_proto::{Change, Cursor, FieldsJson};
 
 use super::idempotency::{Idempotency, Remembered};
-use super::outbox::{NewEvent, Routes};
+use super::outbox::{NewEvent, Routes, event_ids};
 use super::{Push, PushOutcome, Scope, StoreError};
 use crate::clock::{Clock, next_timestamp};
 use sync_proto::webhook::Operation;
@@ -144,11 +144,7 @@ pub(crate) async fn apply<T: PushTx>(
     let now = next_timestamp(wall_ms, last);
     let rows = plan_writes(&push.changes, found.stored);
     let subscriptions: Vec<&str> = routes.subscriptions_of(scope.key()).collect();
-    let event_ids: Vec<String> = if subscriptions.is_empty() {
-        Vec::new()
-    } else {
-        rows.iter().map(|_| uuid::Uuid::now_v7().to_string()).collect()
-    };
+    let event_ids = if subscriptions.is_empty() { Vec::new() } else { event_ids(rows.len()) };
     let events = events_of(&rows, &event_ids);
     let request_id = push.request_id.as_deref();
     let writes = Writes { now, rows: &rows, key, wall_ms, subscriptions: &subscriptions, events: &events, request_id };
@@ -157,7 +153,7 @@ pub(crate) async fn apply<T: PushTx>(
 }
 
 /// One event per written row (`event_ids[i]` for `rows[i]`; none when `event_ids` is empty).
-fn events_of<'a>(rows: &'a [Write], event_ids: &'a [String]) -> Vec<NewEvent<'a>> {
+fn events_of<'a>(rows: &'a [Write], event_ids: &[uuid::Uuid]) -> Vec<NewEvent<'a>> {
     rows.iter()
         .zip(event_ids)
         .map(|(row, event_id)| {
@@ -165,7 +161,7 @@ fn events_of<'a>(rows: &'a [Write], event_ids: &'a [String]) -> Vec<NewEvent<'a>
                 ObjectState::Live(fields) => (Operation::Upsert, Some(fields.as_json())),
                 ObjectState::Removed | ObjectState::Absent => (Operation::Remove, None),
             };
-            NewEvent { event_id, object_id: &row.id, operation, object }
+            NewEvent { event_id: *event_id, object_id: &row.id, operation, object }
         })
         .collect()
 }
