@@ -28,6 +28,16 @@ pub struct Extensions {
     /// Authentication, and a partition of the data per user or group.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partitions: Option<Partitions>,
+    /// `wait` on pulls: an answer with no update is held until a change or the wait ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub long_poll: Option<LongPoll>,
+}
+
+/// The long-poll extension's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LongPoll {
+    /// The longest `wait` honoured, in seconds; a longer one is lowered to it.
+    pub max_wait_secs: u64,
 }
 
 /// The paging extension's settings.

@@ -21,6 +21,9 @@ pub enum NameError {
     /// A page size must be a non-negative decimal integer.
     #[error("invalid limit {0:?}: expected a whole number of updates")]
     Limit(String),
+    /// A long-poll wait must be a non-negative decimal integer.
+    #[error("invalid wait {0:?}: expected a whole number of seconds")]
+    Wait(String),
 }
 
 /// The name of a synced entity (`Task`, `Feed`): a letter, then letters, digits or `_`.

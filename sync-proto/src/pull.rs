@@ -7,38 +7,48 @@ use serde::{Deserialize, Serialize};
 use crate::push::write_json_string;
 use crate::{Cursor, FieldsJson, Limits, NameError};
 
-/// The query of a pull: `since` (default 0) and the optional page size `limit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The query of a pull: `since` (default 0), the optional page size `limit`, and the optional
+/// long-poll `wait`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PullQuery {
     /// Return changes with `_lastChange > since`.
     pub since: Cursor,
     /// At most about this many updates (never splitting one `_lastChange`); `None` for all.
     pub limit: Option<usize>,
+    /// When nothing changed after `since`, hold the answer up to this many seconds (the server
+    /// lowers it to its own maximum) until something does. Read by the HTTP layer; stores ignore it.
+    pub wait: Option<u64>,
 }
 
 impl PullQuery {
     /// Parses a query string (`since=123&limit=500`, percent-encoding allowed). A missing `since`
     /// means 0; unknown parameters are ignored, as persistence.js clients may add their own.
-    /// `limit` is clamped to 1..=[`Limits::max_page`].
+    /// `limit` is clamped to 1..=[`Limits::max_page`]; `wait` is a whole number of seconds.
     pub fn parse(query: &str, limits: &Limits) -> Result<Self, NameError> {
-        let mut since = Cursor::ZERO;
-        let mut limit = None;
+        let mut parsed = Self::default();
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
             match &*key {
-                "since" => since = Cursor::parse(&value)?,
+                "since" => parsed.since = Cursor::parse(&value)?,
                 "limit" => {
-                    let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
-                    if !digits {
-                        return Err(NameError::Limit(value.chars().take(64).collect()));
-                    }
-                    let n = value.parse::<usize>().unwrap_or(usize::MAX); // only digits: too large
-                    limit = Some(n.clamp(1, limits.max_page));
+                    let n = whole_number(&value).ok_or_else(|| NameError::Limit(excerpt(&value)))?;
+                    parsed.limit = Some(usize::try_from(n).unwrap_or(usize::MAX).clamp(1, limits.max_page));
                 }
+                "wait" => parsed.wait = Some(whole_number(&value).ok_or_else(|| NameError::Wait(excerpt(&value)))?),
                 _ => {}
             }
         }
-        Ok(Self { since, limit })
+        Ok(parsed)
     }
+}
+
+/// A non-empty string of ASCII digits as a number, saturating when too large for one.
+fn whole_number(value: &str) -> Option<u64> {
+    let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+    digits.then(|| value.parse::<u64>().unwrap_or(u64::MAX))
+}
+
+fn excerpt(value: &str) -> String {
+    value.chars().take(64).collect()
 }
 
 /// Writes a pull answer incrementally: [`PullWriter::object`] and [`PullWriter::tombstone`] per
@@ -166,7 +176,7 @@ mod tests {
     #[test]
     fn query_defaults_and_limits() {
         let l = Limits::default();
-        assert_eq!(PullQuery::parse("", &l).unwrap(), PullQuery { since: Cursor::ZERO, limit: None });
+        assert_eq!(PullQuery::parse("", &l).unwrap(), PullQuery { since: Cursor::ZERO, limit: None, wait: None });
         let q = PullQuery::parse("since=42&limit=5&_=1", &l).unwrap();
         assert_eq!((q.since.millis(), q.limit), (42, Some(5)));
         assert_eq!(PullQuery::parse("limit=999999999", &l).unwrap().limit, Some(l.max_page));
@@ -177,6 +187,11 @@ mod tests {
         assert!(PullQuery::parse("since=abc", &l).is_err());
         assert!(PullQuery::parse("since=1.5", &l).is_err());
         assert!(PullQuery::parse("limit=-1", &l).is_err());
+        assert_eq!(PullQuery::parse("since=3&wait=30", &l).unwrap().wait, Some(30));
+        assert_eq!(PullQuery::parse("wait=99999999999999999999999", &l).unwrap().wait, Some(u64::MAX));
+        for bad in ["wait=", "wait=-1", "wait=1.5", "wait=soon"] {
+            assert!(matches!(PullQuery::parse(bad, &l), Err(NameError::Wait(_))), "{bad}");
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@ use sync_proto::{EntityName, EntitySchema, FieldType, Limits};
 use crate::admin::{AdminConfig, Admins};
 use crate::auth::scope::Access;
 use crate::auth::{AuthConfig, Authenticator, EntityScope};
+use crate::live::LongPollConfig;
 use crate::outbox::{AmqpConfig, OutboxConfig, WebhookConfig};
 use crate::store::{PostgresOptions, Routes, SqliteOptions};
 use crate::validation::{HttpValidator, PushValidator, ValidationConfig};
@@ -84,6 +85,8 @@ pub struct Config {
     /// Hooks of other systems that accept or reject pushes before they are applied.
     #[serde(rename = "validation")]
     pub validations: Vec<ValidationConfig>,
+    /// Pulls that wait for changes (`wait=`): how long, and how many at once.
+    pub long_poll: LongPollConfig,
 }
 
 impl Default for Config {
@@ -108,6 +111,7 @@ impl Default for Config {
             outbox: OutboxConfig::default(),
             admin: AdminConfig::default(),
             validations: Vec::new(),
+            long_poll: LongPollConfig::default(),
         }
     }
 }
@@ -199,6 +203,8 @@ impl Config {
             ("body_timeout_secs", self.body_timeout_secs),
             ("head_timeout_secs", self.head_timeout_secs),
             ("idempotency_ttl_secs", self.idempotency_ttl_secs),
+            ("long_poll.max_waiting", self.long_poll.max_waiting as u64),
+            ("long_poll.poll_ms", self.long_poll.poll_ms),
         ] {
             if value == 0 {
                 return invalid(format!("{name} must be at least 1"));

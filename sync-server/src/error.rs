@@ -71,6 +71,9 @@ pub enum ApiError {
     /// Request bodies in memory are at their configured maximum; this one was not read.
     #[error(transparent)]
     Busy(#[from] BudgetSpent),
+    /// The most long-polls allowed (`[long_poll] max_waiting`) are waiting already.
+    #[error("{0} pulls are waiting for changes already, the most this server holds; retry shortly")]
+    TooManyWaiting(usize),
     /// The body could not be read from the connection (it broke, or its encoding is corrupt).
     #[error("the request body could not be read whole: {0}")]
     BodyRead(String),
@@ -103,7 +106,7 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             Self::BodyTooLarge { .. } => ErrorCode::BodyTooLarge,
             Self::BodyRead(_) => ErrorCode::IncompleteBody,
-            Self::Busy(_) | Self::Unhealthy(_) => ErrorCode::Unavailable,
+            Self::Busy(_) | Self::TooManyWaiting(_) | Self::Unhealthy(_) => ErrorCode::Unavailable,
             Self::BodyTimeout(_) => ErrorCode::RequestTimeout,
             Self::Internal(_) => ErrorCode::Internal,
             Self::Store(StoreError::Unavailable { .. }) => ErrorCode::Unavailable,

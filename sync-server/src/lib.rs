@@ -26,6 +26,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod janitor;
+pub mod live;
 pub mod metrics;
 pub mod origin;
 pub mod outbox;

@@ -4,7 +4,8 @@
 //! grow the number of series (subscriptions come from the configuration).
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The kinds of store failure `sync_store_errors_total` counts.
@@ -27,6 +28,8 @@ pub struct Metrics {
     outbox_lag: GaugeVec,
     outbox_pending: IntGaugeVec,
     outbox_dead: IntGaugeVec,
+    long_polls_waiting: IntGauge,
+    long_polls_refused: IntCounter,
 }
 
 impl Metrics {
@@ -76,6 +79,13 @@ impl Metrics {
             &["subscription"],
         )
         .expect("valid metric");
+        let long_polls_waiting =
+            IntGauge::new("sync_long_polls_waiting", "Pulls waiting for a change (long-poll)").expect("valid metric");
+        let long_polls_refused = IntCounter::new(
+            "sync_long_polls_refused_total",
+            "Long-polls answered 503 because the most allowed were waiting",
+        )
+        .expect("valid metric");
         for metric in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(durations.clone()),
@@ -86,6 +96,8 @@ impl Metrics {
             Box::new(outbox_lag.clone()),
             Box::new(outbox_pending.clone()),
             Box::new(outbox_dead.clone()),
+            Box::new(long_polls_waiting.clone()),
+            Box::new(long_polls_refused.clone()),
         ] {
             registry.register(metric).expect("metric names are unique");
         }
@@ -108,7 +120,19 @@ impl Metrics {
             outbox_lag,
             outbox_pending,
             outbox_dead,
+            long_polls_waiting,
+            long_polls_refused,
         }
+    }
+
+    /// Sets how many pulls are waiting.
+    pub fn long_polls_waiting(&self, waiting: i64) {
+        self.long_polls_waiting.set(waiting);
+    }
+
+    /// Counts one long-poll refused for want of a place.
+    pub fn long_poll_refused(&self) {
+        self.long_polls_refused.inc();
     }
 
     /// Creates the outbox series of `subscription` at zero.

@@ -3,8 +3,8 @@
 //! [`Application::build`] validates the configuration, opens the store (applying migrations),
 //! binds the listener and starts the background tasks; [`Application::port`] tells which port it
 //! got (bind to port 0 in tests). [`Application::run_until_stopped`] serves until its shutdown
-//! future fires, then stops, in this order: the listener closes and in-flight requests get
-//! `shutdown_timeout_secs` to finish; the background tasks stop; the store closes once the last
+//! future fires, then stops, in this order: the listener closes, waiting long-polls are answered,
+//! and in-flight requests get `shutdown_timeout_secs` to finish; the background tasks stop; the store closes once the last
 //! request holding it is gone. The binary, the tests and the benchmark all start servers this way.
 
 use std::future::Future;
@@ -20,6 +20,7 @@ use tracing_actix_web::TracingLogger;
 use crate::budget::BodyBudget;
 use crate::clock;
 use crate::config::{Config, ConfigError, DbUrl};
+use crate::live::LongPolls;
 use crate::metrics::Metrics;
 use crate::origin::{self, OriginPolicy};
 use crate::routes;
@@ -54,6 +55,7 @@ pub struct Application {
     server: Server,
     store: Arc<dyn Store>,
     tasks: Tasks,
+    live: Arc<LongPolls>,
 }
 
 impl Application {
@@ -85,6 +87,8 @@ impl Application {
         };
         let outbox_wake =
             outbox::worker::start(&mut tasks, outbox, &config.webhooks, &config.amqp).map_err(ConfigError::Invalid)?;
+        let live = LongPolls::new(config.long_poll, metrics.clone());
+        live.start(&mut tasks, Arc::clone(&store));
 
         let state = web::Data::new(AppState {
             store: Arc::clone(&store),
@@ -109,6 +113,7 @@ impl Application {
             origins: OriginPolicy::new(&config.cors_origins),
             tasks: tasks.health(),
             auth: validated.auth.clone(),
+            live: Arc::clone(&live),
         });
         let policy = state.origins.clone();
         let mut server = HttpServer::new(move || {
@@ -151,7 +156,7 @@ impl Application {
         if validated.auth.is_none() && !addr.ip().is_loopback() {
             tracing::warn!(%addr, "authentication is off on a non-loopback address: anyone who reaches it reads and writes every object ([auth] turns it on)");
         }
-        Ok(Self { addr, server, store, tasks })
+        Ok(Self { addr, server, store, tasks, live })
     }
 
     /// The address the server listens on.
@@ -177,13 +182,15 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then stops gracefully, in order (see the module doc).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let Self { server, tasks, .. } = self;
+        let Self { server, tasks, live, .. } = self;
         let handle = server.handle();
         let mut server = std::pin::pin!(server);
         tokio::select! {
             served = &mut server => served?,
             () = shutdown => {
                 tracing::info!("shutting down: no new connections; in-flight requests finish");
+                // Waiting pulls are answered now rather than held until the shutdown timeout.
+                live.close();
                 // The server future carries out the stop command: it must be polled meanwhile.
                 let ((), served) = tokio::join!(handle.stop(true), &mut server);
                 served?;

@@ -11,6 +11,7 @@ use crate::auth::Authenticator;
 use crate::budget::BodyBudget;
 use crate::clock::Clock;
 use crate::config::Entities;
+use crate::live::LongPolls;
 use crate::metrics::Metrics;
 use crate::origin::OriginPolicy;
 use crate::outbox::Wake;
@@ -51,4 +52,6 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// What judges pushes before they are applied.
     pub validators: Arc<Vec<Arc<dyn PushValidator>>>,
+    /// Pulls waiting for changes, and the wake-ups of pushes.
+    pub live: Arc<LongPolls>,
 }

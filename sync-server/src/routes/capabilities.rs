@@ -2,7 +2,7 @@
 //! without trying them (see docs/PROTOCOL.md).
 
 use actix_web::{HttpResponse, web};
-use sync_proto::capabilities::{Capabilities, Extensions, Idempotency, Paging, Partitions};
+use sync_proto::capabilities::{Capabilities, Extensions, Idempotency, LongPoll, Paging, Partitions};
 
 use crate::state::AppState;
 
@@ -13,6 +13,7 @@ pub async fn capabilities(state: web::Data<AppState>) -> HttpResponse {
         paging: Some(Paging { max_limit: state.limits.max_page }),
         idempotency: Some(Idempotency { retention_secs: state.idempotency_ttl.as_secs() }),
         partitions: state.auth.as_ref().map(|_| Partitions { authentication: "bearer".into() }),
+        long_poll: state.live.max_wait_secs().map(|max_wait_secs| LongPoll { max_wait_secs }),
     };
     HttpResponse::Ok().json(Capabilities { extensions })
 }

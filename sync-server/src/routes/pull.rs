@@ -1,4 +1,5 @@
-//! `GET <path>?since=S[&limit=N]`: a page, or the whole answer streamed.
+//! `GET <path>?since=S[&limit=N][&wait=W]`: a page, or the whole answer streamed; with `wait`, an
+//! answer that would hold no update waits for one first (see [`crate::live`]).
 
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -21,6 +22,7 @@ pub async fn pull(
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
     let query = PullQuery::parse(req.query_string(), &state.limits).map_err(ApiError::Query)?;
+    state.live.wait(state.store.as_ref(), scope, query).await?;
     if query.limit.is_some() {
         let page = state.store.pull(scope, query).await?;
         tracing::debug!(since = %query.since, now = %page.now, updates = page.objects.len(), "pulled a page");

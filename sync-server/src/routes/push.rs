@@ -53,6 +53,9 @@ pub async fn push(
     let outcome = state.store.push(scope, Push { changes, idempotency, request_id }).await?;
     tracing::debug!(items, now = %outcome.now, replayed = outcome.replayed, "pushed");
     state.metrics.push(items, outcome.replayed);
+    if !outcome.replayed {
+        state.live.committed(scope);
+    }
     if !outcome.replayed && state.outbox_wake.is_on() {
         state.outbox_wake.wake();
     }

@@ -235,6 +235,20 @@ pub trait Store: Outbox + Send + Sync + 'static {
     /// Checks that the store answers and that every part of it is running.
     async fn health(&self) -> Result<(), StoreError>;
 
+    /// The clock of each scope, in order: the `_lastChange` of its latest push, 0 before any (the
+    /// `now` a pull of it with nothing after `since` answers).
+    async fn clocks(&self, scopes: &[Scope]) -> Result<Vec<Cursor>, StoreError>;
+
+    /// Tells the other instances sharing the database that `scopes` changed, on behalf of
+    /// `origin` (see [`crate::live`]). SQLite tells nobody: its other processes watch the file.
+    async fn announce(&self, origin: u64, scopes: &[Scope]) -> Result<(), StoreError>;
+
+    /// Wakes `feed`'s waiters for commits made by other instances or processes, as long as the
+    /// store is open; where those cannot be heard of, compares the waited scopes' clocks every
+    /// `poll` ([`crate::live::wake_changed`]). Commits made through this store are not its
+    /// business: whoever acknowledges them wakes the waiters.
+    async fn watch(&self, origin: u64, feed: crate::live::Feed, poll: std::time::Duration) -> Result<(), StoreError>;
+
     /// A description for logs, without credentials (`sqlite:///var/lib/sync.db`).
     fn describe(&self) -> String;
 }

@@ -88,7 +88,7 @@ mod tests {
     #[test]
     fn pages_never_split_one_timestamp() {
         let hw = Cursor::from_millis(9);
-        let q = |limit| PullQuery { since: Cursor::ZERO, limit };
+        let q = |limit| PullQuery { since: Cursor::ZERO, limit, wait: None };
         let ready = |stamps: &[i64], now: i64, more| {
             Page::Ready(PullPage { objects: rows(stamps), now: Cursor::from_millis(now), more })
         };

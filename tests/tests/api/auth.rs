@@ -500,7 +500,7 @@ async fn the_suites_authenticated_variants_authenticate_and_partition() {
     let (status, body) = Api::new(server.base_url.clone()).get("/taskChanges?since=0").await;
     assert_eq!((status, body["error"].as_str()), (401, Some("unauthorized")));
     server.api().push("/taskChanges", json!([{"id": "mine"}])).await;
-    let everyone = sync_proto::PullQuery { since: sync_proto::Cursor::ZERO, limit: None };
+    let everyone = sync_proto::PullQuery::default();
     let mine = server.store.pull(&backend.scope("Task"), everyone).await.unwrap();
     assert_eq!(mine.objects.len(), 1, "in {}", partition_of(SUITE_USER));
     let outside = server.store.pull(&Backend::SQLITE.scope("Task"), everyone).await.unwrap();

@@ -18,6 +18,7 @@ mod deployment;
 mod docs;
 mod durability;
 mod faults;
+mod long_poll;
 mod multi_instance;
 mod outbox;
 mod outbox_examples;

@@ -192,7 +192,7 @@ async fn entities_are_independent_and_paths_map_to_capitalised_names(backend: Ba
     assert!(api.pull("/taskChanges", 0).await.updates.is_empty());
     assert_eq!(api.pull("/feedChanges", 0).await.updates.len(), 1);
     let feed = backend.scope("Feed");
-    let query = sync_proto::PullQuery { since: sync_proto::Cursor::ZERO, limit: None };
+    let query = sync_proto::PullQuery::default();
     let page = server.store.pull(&feed, query).await.unwrap();
     assert_eq!(page.objects.len(), 1, "/feedChanges is stored as entity Feed");
     server.stop().await;
@@ -346,6 +346,7 @@ async fn capabilities_tell_the_extensions_offered(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["extensions"]["paging"], json!({"max_limit": 321}));
     assert_eq!(body["extensions"]["idempotency"], json!({"retention_secs": 3600}));
+    assert_eq!(body["extensions"]["long_poll"], json!({"max_wait_secs": 55}));
     let partitions = &body["extensions"]["partitions"];
     if backend.auth {
         assert_eq!(*partitions, json!({"authentication": "bearer"}));

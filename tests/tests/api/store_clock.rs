@@ -46,7 +46,7 @@ async fn timestamps_never_go_backwards_when_the_wall_clock_does(backend: Backend
     clock.0.store(1_800_000_000_000, Ordering::SeqCst);
     assert_eq!(push(&store, &task, vec![upsert("e")]).await, 1_800_000_000_000);
 
-    let page = store.pull(&task, PullQuery { since: Cursor::from_millis(b), limit: None }).await.unwrap();
+    let page = store.pull(&task, PullQuery { since: Cursor::from_millis(b), ..PullQuery::default() }).await.unwrap();
     let ids: Vec<_> = page.objects.iter().map(|o| o.id.as_str()).collect();
     assert_eq!(ids, ["c", "e"], "a reader past b sees the changes made while the clock was behind");
 

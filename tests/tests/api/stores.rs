@@ -25,7 +25,7 @@ async fn push(store: &Arc<dyn Store>, entity: &Scope, body: &str) -> i64 {
 }
 
 async fn pull(store: &Arc<dyn Store>, entity: &Scope, since: i64, limit: Option<usize>) -> PullPage {
-    store.pull(entity, PullQuery { since: Cursor::from_millis(since), limit }).await.unwrap()
+    store.pull(entity, PullQuery { since: Cursor::from_millis(since), limit, wait: None }).await.unwrap()
 }
 
 /// `(id, last_change, fields JSON or None)` of each object of a page.

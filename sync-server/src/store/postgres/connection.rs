@@ -58,8 +58,8 @@ impl Failure {
 
 /// The pool of at most `pool_size` connections to `url`, each opened with the store's settings
 /// (timeouts, keepalive, application name). Returns it with the URL's description without the
-/// password.
-pub(super) fn pool(url: &str, options: &PostgresOptions) -> Result<(Pool, String), StoreError> {
+/// password, and the settings its connections are opened with (for connections of its own).
+pub(super) fn pool(url: &str, options: &PostgresOptions) -> Result<(Pool, String, tokio_postgres::Config), StoreError> {
     let mut config: tokio_postgres::Config =
         url.parse().map_err(|e| StoreError::internal("invalid PostgreSQL connection string", e))?;
     let description = describe(&config);
@@ -89,7 +89,8 @@ pub(super) fn pool(url: &str, options: &PostgresOptions) -> Result<(Pool, String
     config.options(all);
     // Fast recycling only asks whether the connection was closed; a connection that dies while
     // idle is noticed by its reader task, and one that fails a request is discarded.
-    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let manager =
+        Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     let pool = Pool::builder(manager)
         .max_size(options.pool_size.max(1) as usize)
         .runtime(Runtime::Tokio1)
@@ -98,7 +99,7 @@ pub(super) fn pool(url: &str, options: &PostgresOptions) -> Result<(Pool, String
         .recycle_timeout(Some(connect_timeout))
         .build()
         .map_err(|e| StoreError::internal("cannot build the connection pool", e))?;
-    Ok((pool, description))
+    Ok((pool, description, config))
 }
 
 /// Runs `op` on a connection of `pool`, and again on a fresh one (up to [`CONNECTION_ATTEMPTS`]

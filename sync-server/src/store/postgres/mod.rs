@@ -19,6 +19,7 @@
 //! `JSONB`, which would reorder keys and rewrite numbers).
 
 mod connection;
+mod listen;
 mod outbox;
 mod reads;
 mod schema;
@@ -83,6 +84,8 @@ struct Inner {
     options: PostgresOptions,
     /// Where pushes append outbox events.
     routes: Routes,
+    /// The settings of the pool's connections, for the one that listens for other instances' commits.
+    config: tokio_postgres::Config,
 }
 
 impl PostgresStore {
@@ -110,7 +113,7 @@ impl PostgresStore {
         clock: Arc<dyn Clock>,
         routes: Routes,
     ) -> Result<Self, StoreError> {
-        let (pool, description) = connection::pool(url, &options)?;
+        let (pool, description, config) = connection::pool(url, &options)?;
         let mut client = pool.get().await.map_err(|e| match pool_error(e) {
             StoreError::Unavailable { cause, .. } => {
                 StoreError::Unavailable { what: format!("cannot connect to {description}"), cause }
@@ -120,7 +123,7 @@ impl PostgresStore {
         schema::prepare(&mut client, &description).await?;
         drop(client);
         let streams = Arc::new(tokio::sync::Semaphore::new((options.pool_size as usize / 2).max(1)));
-        Ok(Self { inner: Arc::new(Inner { pool, streams, description, clock, options, routes }) })
+        Ok(Self { inner: Arc::new(Inner { pool, streams, description, clock, options, routes, config }) })
     }
 }
 
@@ -198,6 +201,38 @@ impl Store for PostgresStore {
         .await
         .map(|(_, n)| n)
         .map_err(Failure::into_store_error)
+    }
+
+    async fn clocks(&self, scopes: &[Scope]) -> Result<Vec<Cursor>, StoreError> {
+        let entities: Vec<&str> = scopes.iter().map(Scope::key).collect();
+        let partitions: Vec<&str> = scopes.iter().map(Scope::partition).collect();
+        let (_, rows) = with_connection(&self.inner.pool, |client| {
+            let (entities, partitions) = (&entities, &partitions);
+            async move {
+                let rows = client
+                    .query(
+                        "SELECT COALESCE(c.last, 0)
+                         FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS s(entity, partition, n)
+                         LEFT JOIN sync_clocks c USING (entity, partition)
+                         ORDER BY s.n",
+                        &[entities, partitions],
+                    )
+                    .await
+                    .map_err(Failure::from);
+                (client, rows)
+            }
+        })
+        .await
+        .map_err(Failure::into_store_error)?;
+        Ok(rows.iter().map(|row| Cursor::from_millis(row.get(0))).collect())
+    }
+
+    async fn announce(&self, origin: u64, scopes: &[Scope]) -> Result<(), StoreError> {
+        self.notify(origin, scopes).await
+    }
+
+    async fn watch(&self, origin: u64, feed: crate::live::Feed, poll: Duration) -> Result<(), StoreError> {
+        self.listen(origin, feed, poll).await
     }
 
     async fn health(&self) -> Result<(), StoreError> {

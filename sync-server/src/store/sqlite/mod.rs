@@ -9,6 +9,7 @@ mod connection;
 mod outbox;
 mod reads;
 mod schema;
+mod watch;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -190,6 +191,24 @@ impl Store for SqliteStore {
             conn.query_row("SELECT 1", [], |_| Ok(())).map_err(classify)
         })
         .await
+    }
+
+    async fn clocks(&self, scopes: &[Scope]) -> Result<Vec<Cursor>, StoreError> {
+        let scopes = scopes.to_vec();
+        self.blocking(move |inner| {
+            let mut conn = inner.readers.get().map_err(no_reader)?;
+            let tx = conn.transaction().map_err(classify)?;
+            scopes.iter().map(|scope| reads::clock_of(&tx, scope).map(Cursor::from_millis)).collect()
+        })
+        .await
+    }
+
+    async fn announce(&self, _origin: u64, _scopes: &[Scope]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn watch(&self, _origin: u64, feed: crate::live::Feed, poll: Duration) -> Result<(), StoreError> {
+        self.watch_file(feed, poll).await
     }
 
     fn describe(&self) -> String {

@@ -454,9 +454,14 @@ impl Api {
 
     /// `GET path_and_query`, returning status and body as JSON.
     pub async fn get(&self, path_and_query: &str) -> (u16, Value) {
-        let resp = self.client.get(format!("{}{path_and_query}", self.base_url)).send().await.expect("GET sent");
+        let resp = self.get_response(path_and_query).await;
         let status = resp.status().as_u16();
         (status, resp.json().await.expect("JSON answer"))
+    }
+
+    /// `GET path_and_query`, the whole answer (status, headers, and the body unread).
+    pub async fn get_response(&self, path_and_query: &str) -> reqwest::Response {
+        self.client.get(format!("{}{path_and_query}", self.base_url)).send().await.expect("GET sent")
     }
 
     /// `POST path` with `items`; panics unless `200`; returns `now`.
