@@ -145,6 +145,10 @@ impl Syncer {
         &self.store
     }
 
+    pub(crate) fn transport(&self) -> &Arc<dyn Transport> {
+        &self.transport
+    }
+
     /// Syncs every entity of the schema, in order, resolving conflicts with `handler`. Stops at
     /// the first entity that fails; what was synced before stays synced.
     pub fn sync_all<H: ConflictHandler + ?Sized>(&self, handler: &H) -> Result<SyncReport, SyncError> {

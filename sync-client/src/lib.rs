@@ -66,6 +66,7 @@
 //! - [`merge`]: the pure three-way merge of one object.
 //! - [`conflict`]: conflicts, resolutions, and the handlers that decide them.
 //! - [`engine`]: the sync run and its report.
+//! - [`live`]: live sync, on the server's changes (long-poll) and on local ones.
 //! - [`transport`]: the [`Transport`] trait and the HTTP implementation with timeouts and retries.
 //! - [`error`]: the error types.
 //!
@@ -78,6 +79,7 @@
 pub mod conflict;
 pub mod engine;
 pub mod error;
+pub mod live;
 pub mod merge;
 pub mod schema;
 pub mod store;
@@ -87,6 +89,7 @@ pub mod transport;
 pub use conflict::{Conflict, ConflictHandler, ConflictKind, PreferLocal, PreferRemote, Resolution};
 pub use engine::{EntityReport, ResolvedConflict, SyncOptions, SyncReport, Syncer};
 pub use error::{StoreError, SyncError, TransportError};
+pub use live::LiveOptions;
 pub use schema::{Entity, Fields};
 pub use store::{Order, Query, Record, SetAside, Store, Tx, new_id};
 /// Webhook events of the server's outbox and [`webhook::verify`], for the systems that receive
@@ -94,5 +97,5 @@ pub use store::{Order, Query, Record, SetAside, Store, Tx, new_id};
 pub use sync_proto::webhook;
 pub use sync_proto::{Capabilities, Cursor, FieldType, IdempotencyKey};
 pub use transport::{
-    HttpTransport, HttpTransportBuilder, PullPage, PushAck, RemoteObject, RetryPolicy, TokenProvider, Transport,
+    HttpTransport, HttpTransportBuilder, PullPage, PushAck, RemoteObject, RetryPolicy, TokenProvider, Transport, Waited,
 };

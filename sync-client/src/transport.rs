@@ -12,7 +12,7 @@
 //! does both on a helper thread: it can be created and dropped anywhere. Its requests block the
 //! calling thread; from async code, run the sync on a blocking thread (see the crate docs).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use reqwest::header::{HeaderName, HeaderValue};
@@ -85,6 +85,25 @@ pub trait Transport: Send + Sync {
     /// `POST path` with `body` (a JSON array of objects), under `key` when given. Sending the same
     /// body under the same key again must be safe.
     fn push(&self, path: &str, body: &str, key: Option<&IdempotencyKey>) -> Result<PushAck, TransportError>;
+
+    /// Waits up to about `wait` for the server to hold changes after `since` at `path`
+    /// (long-poll). The default, for transports and servers without it, is
+    /// [`Waited::Unsupported`] at once.
+    fn wait_for_changes(&self, path: &str, since: Cursor, wait: Duration) -> Result<Waited, TransportError> {
+        let _ = (path, since, wait);
+        Ok(Waited::Unsupported)
+    }
+}
+
+/// How a [`Transport::wait_for_changes`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    /// The server holds changes after the cursor.
+    Changed,
+    /// The wait ended with none.
+    Unchanged,
+    /// The server (or the transport) cannot wait: poll instead.
+    Unsupported,
 }
 
 impl<T: Transport + ?Sized> Transport for Arc<T> {
@@ -95,6 +114,10 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
     fn push(&self, path: &str, body: &str, key: Option<&IdempotencyKey>) -> Result<PushAck, TransportError> {
         (**self).push(path, body, key)
     }
+
+    fn wait_for_changes(&self, path: &str, since: Cursor, wait: Duration) -> Result<Waited, TransportError> {
+        (**self).wait_for_changes(path, since, wait)
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for Box<T> {
@@ -104,6 +127,10 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
 
     fn push(&self, path: &str, body: &str, key: Option<&IdempotencyKey>) -> Result<PushAck, TransportError> {
         (**self).push(path, body, key)
+    }
+
+    fn wait_for_changes(&self, path: &str, since: Cursor, wait: Duration) -> Result<Waited, TransportError> {
+        (**self).wait_for_changes(path, since, wait)
     }
 }
 
@@ -381,7 +408,15 @@ impl HttpTransportBuilder {
             .join()
             .map_err(|_| TransportError::Config("building the HTTP client panicked".into()))?
             .map_err(|e| TransportError::Config(format!("cannot build the HTTP client: {e}")))?;
-        Ok(HttpTransport { base_url, client: Some(client), retry: self.retry, sleep: self.sleep, tokens: self.tokens })
+        Ok(HttpTransport {
+            base_url,
+            client: Some(client),
+            timeout: self.timeout,
+            retry: self.retry,
+            sleep: self.sleep,
+            tokens: self.tokens,
+            max_wait_secs: OnceLock::new(),
+        })
     }
 }
 
@@ -390,9 +425,13 @@ pub struct HttpTransport {
     base_url: String,
     /// Always `Some` until dropped; taken by `Drop` to be dropped on a helper thread.
     client: Option<reqwest::blocking::Client>,
+    /// The timeout of every request; a long-poll gets its wait on top.
+    timeout: Duration,
     retry: RetryPolicy,
     sleep: Sleep,
     tokens: Option<Arc<dyn TokenProvider>>,
+    /// The longest wait the server honours, once its capabilities were read (`None`: no long-poll).
+    max_wait_secs: OnceLock<Option<u64>>,
 }
 
 impl std::fmt::Debug for HttpTransport {
@@ -521,6 +560,28 @@ impl Transport for HttpTransport {
         }
         let (_, body) = self.exchange(&url, |client| client.get(&url).header("Accept", "application/json"))?;
         parse_pull_answer(&body).map_err(|reason| TransportError::InvalidAnswer { url: url.clone(), reason })
+    }
+
+    /// Asks the server's capabilities once; a server without long-poll (a base server among them,
+    /// which would answer `wait=` at once) is [`Waited::Unsupported`].
+    fn wait_for_changes(&self, path: &str, since: Cursor, wait: Duration) -> Result<Waited, TransportError> {
+        let max = match self.max_wait_secs.get() {
+            Some(max) => *max,
+            None => {
+                let offered = self.capabilities()?.and_then(|c| c.extensions.long_poll).map(|l| l.max_wait_secs);
+                *self.max_wait_secs.get_or_init(|| offered)
+            }
+        };
+        let Some(max) = max else { return Ok(Waited::Unsupported) };
+        let secs = wait.as_secs().clamp(1, max.max(1));
+        let url = format!("{}{path}?since={since}&limit=1&wait={secs}", self.base_url);
+        let timeout = self.timeout + Duration::from_secs(secs);
+        let (_, body) =
+            self.exchange(&url, |client| client.get(&url).header("Accept", "application/json").timeout(timeout))?;
+        let page =
+            parse_pull_answer(&body).map_err(|reason| TransportError::InvalidAnswer { url: url.clone(), reason })?;
+        let changed = !page.updates.is_empty() || !page.unreadable.is_empty() || page.now > since;
+        Ok(if changed { Waited::Changed } else { Waited::Unchanged })
     }
 
     fn push(&self, path: &str, body: &str, key: Option<&IdempotencyKey>) -> Result<PushAck, TransportError> {

@@ -1,14 +1,19 @@
 //! `todo`: a command-line to-do list that works offline and syncs when asked.
 //!
 //! ```text
-//! todo --db FILE --server URL [--token TOKEN] add TEXT | list | done ID | edit ID TEXT | rm ID | sync [--prefer local|remote]
+//! todo --db FILE --server URL [--token TOKEN] add TEXT | list | done ID | edit ID TEXT | rm ID
+//!      | sync [--prefer local|remote] | watch [--prefer local|remote]
 //! ```
 //!
 //! Each `--db` file is one device. Items are the entity `Todo` (fields `text` TEXT and `done`
 //! BOOL) synced through `/todoChanges` on the server at `--server` (a base URL), so a persistence.js
-//! app declaring the same entity shares them. Every command but `sync` works offline; `sync`
-//! exits with status 1 and a message when the server cannot be reached.
+//! app declaring the same entity shares them. Every command but `sync` and `watch` works offline;
+//! `sync` exits with status 1 and a message when the server cannot be reached. `watch` keeps
+//! syncing until interrupted: at once when another device pushes (long-poll) or an item is changed
+//! here (by `todo` in another shell), printing one line per sync that changed something, and
+//! retrying with backoff while the server is unreachable.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -17,8 +22,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use sync_client::{
-    ConflictHandler, Entity, FieldType, HttpTransport, Order, PreferLocal, PreferRemote, Query, Resolution,
-    RetryPolicy, Store, Syncer,
+    ConflictHandler, Entity, FieldType, HttpTransport, LiveOptions, Order, PreferLocal, PreferRemote, Query,
+    Resolution, RetryPolicy, Store, SyncReport, Syncer,
 };
 
 #[derive(Parser)]
@@ -70,6 +75,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Prefer::Remote)]
         prefer: Prefer,
     },
+    /// Keeps syncing, on every change here or on the server, until interrupted.
+    Watch {
+        /// Which side wins when an item changed on both.
+        #[arg(long, value_enum, default_value_t = Prefer::Remote)]
+        prefer: Prefer,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -103,36 +114,53 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Edit { id, text } => store.update("Todo", &id, json!({"text": text}))?,
         Command::Rm { id } => store.remove("Todo", &id)?,
         Command::Sync { prefer } => {
-            let server = cli.server.context("sync needs --server URL (or TODO_SERVER)")?;
-            let mut transport = HttpTransport::builder(&server)
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(30))
-                .retry(RetryPolicy { max_retries: 2, ..RetryPolicy::default() });
-            if let Some(token) = cli.token {
-                // A fixed token cannot be refreshed: after a 401 the sync fails and says so.
-                transport = transport.token_provider(move |_refresh| Ok(token.clone()));
-            }
-            let transport = transport.build()?;
-            let handler: &dyn ConflictHandler = match prefer {
-                Prefer::Local => &PreferLocal,
-                Prefer::Remote => &PreferRemote,
-            };
-            let report = Syncer::new(store, transport).sync_all(handler)?;
-            println!(
-                "synced: pulled {}, pushed {}, conflicts {}",
-                report.pulled(),
-                report.pushed(),
-                report.conflicts()
-            );
-            for conflict in report.entities.iter().flat_map(|e| &e.conflicts) {
-                let outcome = match conflict.resolution {
-                    Resolution::KeepLocal => "kept local",
-                    Resolution::TakeRemote => "took remote",
-                    Resolution::Merged(_) => "merged",
-                };
-                println!("conflict on {} ({}): {outcome}", conflict.id, conflict.fields.join(", "));
-            }
+            let syncer = Syncer::new(store, transport(cli.server, cli.token)?);
+            print_report(&syncer.sync_all(handler(prefer))?);
+        }
+        Command::Watch { prefer } => {
+            let syncer = Syncer::new(store, transport(cli.server, cli.token)?);
+            println!("watching; Ctrl-C stops");
+            syncer.sync_live(handler(prefer), LiveOptions::default(), |outcome| {
+                match outcome {
+                    Ok(report) if report.pulled() + report.pushed() + report.conflicts() > 0 => print_report(report),
+                    Ok(_) => {}
+                    Err(e) => eprintln!("todo: {e}; trying again"),
+                }
+                ControlFlow::Continue(())
+            });
         }
     }
     Ok(())
+}
+
+fn transport(server: Option<String>, token: Option<String>) -> anyhow::Result<HttpTransport> {
+    let server = server.context("sync and watch need --server URL (or TODO_SERVER)")?;
+    let mut transport = HttpTransport::builder(&server)
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .retry(RetryPolicy { max_retries: 2, ..RetryPolicy::default() });
+    if let Some(token) = token {
+        // A fixed token cannot be refreshed: after a 401 the sync fails and says so.
+        transport = transport.token_provider(move |_refresh| Ok(token.clone()));
+    }
+    Ok(transport.build()?)
+}
+
+fn handler(prefer: Prefer) -> &'static dyn ConflictHandler {
+    match prefer {
+        Prefer::Local => &PreferLocal,
+        Prefer::Remote => &PreferRemote,
+    }
+}
+
+fn print_report(report: &SyncReport) {
+    println!("synced: pulled {}, pushed {}, conflicts {}", report.pulled(), report.pushed(), report.conflicts());
+    for conflict in report.entities.iter().flat_map(|e| &e.conflicts) {
+        let outcome = match conflict.resolution {
+            Resolution::KeepLocal => "kept local",
+            Resolution::TakeRemote => "took remote",
+            Resolution::Merged(_) => "merged",
+        };
+        println!("conflict on {} ({}): {outcome}", conflict.id, conflict.fields.join(", "));
+    }
 }

@@ -11,6 +11,7 @@ mod amqp;
 mod auth;
 mod bad_input;
 mod client_base_protocol;
+mod client_live;
 mod client_random;
 mod client_sync;
 mod concurrency;

@@ -250,3 +250,44 @@ async fn todo_syncs_with_a_token_and_is_refused_without_one() {
     assert_eq!(ann.pull("/todoChanges", 0).await.updates[0]["text"], "buy milk");
     server.stop().await;
 }
+
+/// `todo watch` as a user runs it beside another device: the other device's change reaches the
+/// watching one without any command there, and an item added on the watching device (by `todo`
+/// in another shell) reaches the other.
+#[tokio::test]
+async fn todo_watch_keeps_a_device_in_sync_both_ways() {
+    use tokio::io::AsyncBufReadExt;
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (watching, other) =
+        (Todo::new(dir.path(), "watching", &server.base_url), Todo::new(dir.path(), "other", &server.base_url));
+    let mut watch = tokio::process::Command::new(TODO_BIN)
+        .arg("--db")
+        .arg(&watching.db)
+        .args(["--server", &server.base_url, "watch"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("todo watch runs");
+    let mut lines = tokio::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut next_line = async move || {
+        tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("todo watch printed in time")
+            .expect("stdout readable")
+            .expect("todo watch still runs")
+    };
+    assert_eq!(next_line().await, "watching; Ctrl-C stops");
+
+    let milk = other.add("milk").await;
+    other.ok(&["sync"]).await;
+    assert_eq!(next_line().await, "synced: pulled 1, pushed 0, conflicts 0");
+    assert_eq!(watching.list().await, format!("{milk}\topen\tmilk\n"));
+
+    let bread = watching.add("bread").await;
+    assert_eq!(next_line().await, "synced: pulled 0, pushed 1, conflicts 0");
+    other.ok(&["sync"]).await;
+    assert_eq!(other.list().await, format!("{bread}\topen\tbread\n{milk}\topen\tmilk\n"));
+    drop(watch);
+    server.stop().await;
+}
