@@ -10,9 +10,11 @@
 //! cargo run --release -p examples --bin syncbench -- --only W1,W2 --runs 9
 //! cargo run --release -p examples --bin syncbench -- --db postgres://postgres@127.0.0.1/bench --only W6
 //! cargo run --release -p examples --bin syncbench -- --only W7           # the outbox's cost and lag
+//! cargo run --release -p examples --bin syncbench -- --only W9           # long-poll wake-ups, memory
 //! ```
 
 mod data;
+mod live;
 mod outbox;
 mod server;
 mod stats;
@@ -117,6 +119,12 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     }
     if selected("W8") {
         bench.w8().await?;
+    }
+    if selected("W9") {
+        // A second instance over the same store: another process on the SQLite file.
+        let second = server::Server::spawn(&db).await?;
+        live::w9(&bench.server, &second, &bench.tag(), bench.runs).await?;
+        second.stop();
     }
     if selected("W7") {
         // Servers with a webhook subscription, beside the plain one, over the same store.

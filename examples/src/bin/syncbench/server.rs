@@ -68,6 +68,14 @@ impl Server {
         Some(kb / 1024.0)
     }
 
+    /// The server's resident memory now, in MiB.
+    pub fn rss_mb(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    }
+
     fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(|c| c.id())
     }
