@@ -31,6 +31,17 @@ pub struct Extensions {
     /// `wait` on pulls: an answer with no update is held until a change or the wait ends.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub long_poll: Option<LongPoll>,
+    /// `Sync-Preconditions: on` on pushes: each item's `_lastChange` must be the stored version,
+    /// or nothing is applied and the answer is `409 conflict`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preconditions: Option<Preconditions>,
+}
+
+/// The preconditions extension's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Preconditions {
+    /// The request header that asks for them.
+    pub header: String,
 }
 
 /// The long-poll extension's settings.

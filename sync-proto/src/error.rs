@@ -38,6 +38,9 @@ pub enum ErrorCode {
     InvalidHeader,
     /// An idempotency key was reused with a different body.
     IdempotencyKeyReused,
+    /// A push with preconditions was based on versions that changed since (see `conflicts`);
+    /// nothing was applied.
+    Conflict,
     /// A validation rule of another system refused the push (the message is its reason);
     /// nothing was applied.
     Rejected,
@@ -62,6 +65,7 @@ impl ErrorCode {
             Self::Forbidden | Self::ForbiddenOrigin => 403,
             Self::UnknownEntity | Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::Conflict => 409,
             Self::RequestTimeout => 408,
             Self::BodyTooLarge | Self::TooManyItems => 413,
             Self::IdempotencyKeyReused | Self::Rejected => 422,
@@ -107,12 +111,27 @@ pub struct ErrorBody {
     /// The faulty items of a push, when items are at fault.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<ItemError>,
+    /// The objects of a `409 conflict`, each with what the server holds now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<ConflictItem>,
+}
+
+/// An object a push with preconditions was wrong about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictItem {
+    /// The object's id.
+    pub id: String,
+    /// The `_lastChange` the push said its copy was based on (0 for "new").
+    pub based_on: i64,
+    /// What the server holds now, as a pull would return it (an object or a tombstone, with its
+    /// `_lastChange`); `null` when it holds nothing for the id.
+    pub current: Option<serde_json::Value>,
 }
 
 impl ErrorBody {
     /// An error body without item details.
     pub fn new(error: ErrorCode, message: impl Into<String>) -> Self {
-        Self { status: "error".into(), error, message: message.into(), details: Vec::new() }
+        Self { status: "error".into(), error, message: message.into(), details: Vec::new(), conflicts: Vec::new() }
     }
 
     /// An error body listing faulty items.

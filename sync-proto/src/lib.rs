@@ -22,9 +22,9 @@ pub mod push;
 pub mod webhook;
 
 pub use capabilities::{CAPABILITIES_PATH, Capabilities};
-pub use error::{ErrorBody, ErrorCode, ItemError};
+pub use error::{ConflictItem, ErrorBody, ErrorCode, ItemError};
 pub use field::{EntitySchema, FieldType};
 pub use limits::Limits;
 pub use names::{Cursor, EntityName, IdempotencyKey, NameError, ObjectId};
 pub use pull::{PullQuery, PullWriter, PushAnswer};
-pub use push::{Change, FieldsJson, PushError, parse_push};
+pub use push::{Change, FieldsJson, PRECONDITIONS_HEADER, PushError, parse_push};

@@ -21,6 +21,9 @@ pub enum NameError {
     /// A page size must be a non-negative decimal integer.
     #[error("invalid limit {0:?}: expected a whole number of updates")]
     Limit(String),
+    /// `Sync-Preconditions` must be `on`.
+    #[error("invalid Sync-Preconditions: expected on")]
+    Preconditions,
     /// A long-poll wait must be a non-negative decimal integer.
     #[error("invalid wait {0:?}: expected a whole number of seconds")]
     Wait(String),

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 
 use crate::error::{ErrorBody, ErrorCode, ItemError};
 use crate::field::{self, EntitySchema};
-use crate::{Limits, ObjectId};
+use crate::{Cursor, Limits, ObjectId};
 
 /// At most this many faulty items are listed in one error answer.
 pub const MAX_REPORTED_ITEMS: usize = 100;
@@ -25,11 +25,15 @@ pub enum Change {
         id: ObjectId,
         /// The fields sent, without `id`, `_removed` and `_lastChange`.
         fields: FieldsJson,
+        /// The `_lastChange` sent with it, when a whole number (see [`Change::based_on`]).
+        based_on: Option<Cursor>,
     },
     /// Remove the object, leaving a tombstone.
     Remove {
         /// The object's id.
         id: ObjectId,
+        /// The `_lastChange` sent with it, when a whole number (see [`Change::based_on`]).
+        based_on: Option<Cursor>,
     },
 }
 
@@ -37,10 +41,23 @@ impl Change {
     /// The id of the object this change is about.
     pub fn id(&self) -> &ObjectId {
         match self {
-            Self::Upsert { id, .. } | Self::Remove { id } => id,
+            Self::Upsert { id, .. } | Self::Remove { id, .. } => id,
+        }
+    }
+
+    /// The version the sender's copy was based on: the `_lastChange` it sent, 0 ("new") when it
+    /// sent none or one that is not a whole number. Only a push with preconditions is checked
+    /// against it; any other push ignores `_lastChange`, as base clients echo it.
+    pub fn based_on(&self) -> Cursor {
+        match self {
+            Self::Upsert { based_on, .. } | Self::Remove { based_on, .. } => based_on.unwrap_or(Cursor::ZERO),
         }
     }
 }
+
+/// The header by which a push asks for preconditions (`Sync-Preconditions: on`): each item's
+/// `_lastChange` must then be the version stored (0 for none), or nothing is applied (`409`).
+pub const PRECONDITIONS_HEADER: &str = "Sync-Preconditions";
 
 /// The fields of an object as a JSON object text, each value exactly as the client wrote it.
 /// Built only by parsing a push or by [`FieldsJson::merged_onto`], so it is always a valid JSON object
@@ -208,6 +225,7 @@ fn parse_item(item: &RawValue, limits: &Limits, schema: Option<&EntitySchema>) -
     let shown_id = id_text.as_deref().filter(|_| id.is_some());
 
     let mut removed = false;
+    let mut based_on = None;
     let mut out = ObjectWriter::with_capacity(item.get().len());
     let mut field_count = 0;
     for (i, (key, value)) in pairs.iter().enumerate() {
@@ -217,7 +235,8 @@ fn parse_item(item: &RawValue, limits: &Limits, schema: Option<&EntitySchema>) -
             continue;
         }
         match key {
-            "id" | "_lastChange" => continue,
+            "id" => continue,
+            "_lastChange" => based_on = value.get().parse::<i64>().ok().filter(|n| *n >= 0).map(Cursor::from_millis),
             "_removed" => match value.get() {
                 "true" => removed = true,
                 "false" => {}
@@ -237,9 +256,11 @@ fn parse_item(item: &RawValue, limits: &Limits, schema: Option<&EntitySchema>) -
         faults.push(fault(shown_id, None, format!("more than {} fields", limits.max_fields)));
     }
     match id {
-        Some(id) if faults.is_empty() => {
-            Ok(if removed { Change::Remove { id } } else { Change::Upsert { id, fields: out.finish() } })
-        }
+        Some(id) if faults.is_empty() => Ok(if removed {
+            Change::Remove { id, based_on }
+        } else {
+            Change::Upsert { id, fields: out.finish(), based_on }
+        }),
         _ => Err(faults),
     }
 }
@@ -410,11 +431,17 @@ mod tests {
     }
 
     #[test]
-    fn removal_carries_only_the_id_and_last_change_is_ignored() {
+    fn removal_carries_only_the_id_and_last_change_is_kept_apart_from_the_fields() {
         let changes =
             parse(r#"[{"id":"A","_removed":true,"x":1},{"id":"B","_removed":false,"_lastChange":5,"x":2}]"#).unwrap();
-        assert_eq!(changes[0], Change::Remove { id: ObjectId::new("A", 10).unwrap() });
+        assert_eq!(changes[0], Change::Remove { id: ObjectId::new("A", 10).unwrap(), based_on: None });
         assert_eq!(upsert_fields(&changes[1]), r#"{"x":2}"#);
+        assert_eq!((changes[0].based_on(), changes[1].based_on()), (Cursor::ZERO, Cursor::from_millis(5)));
+        // Whatever a base client echoes, it is never refused: what is not a whole number is "new".
+        for odd in ["\"5\"", "-1", "1.5", "null", "{}"] {
+            let changes = parse(&format!(r#"[{{"id":"A","_lastChange":{odd}}}]"#)).unwrap();
+            assert_eq!(changes[0].based_on(), Cursor::ZERO, "{odd}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use sync_proto::{ErrorBody, ErrorCode, NameError, PushError};
+use sync_proto::{ConflictItem, ErrorBody, ErrorCode, NameError, PushError};
 
 use crate::auth::AuthError;
 use crate::budget::BudgetSpent;
@@ -111,6 +111,7 @@ impl ApiError {
             Self::Internal(_) => ErrorCode::Internal,
             Self::Store(StoreError::Unavailable { .. }) => ErrorCode::Unavailable,
             Self::Store(StoreError::IdempotencyKeyReused(_)) => ErrorCode::IdempotencyKeyReused,
+            Self::Store(StoreError::Conflict(_)) => ErrorCode::Conflict,
             Self::Store(StoreError::Internal { .. }) => ErrorCode::Internal,
         }
     }
@@ -127,9 +128,27 @@ impl ApiError {
                 ErrorCode::Unavailable,
                 "the store is unavailable or busy; retry shortly (an Idempotency-Key makes a retried push safe)",
             ),
+            Self::Store(StoreError::Conflict(conflicts)) => ErrorBody {
+                conflicts: conflicts.iter().map(conflict_item).collect(),
+                ..ErrorBody::new(ErrorCode::Conflict, self.to_string())
+            },
             other => ErrorBody::new(other.code(), other.to_string()),
         }
     }
+}
+
+/// A conflict as the `409` body lists it: the current version in the shape a pull returns.
+fn conflict_item(conflict: &crate::store::Conflict) -> ConflictItem {
+    let current = conflict.current.as_ref().map(|object| {
+        let mut shown = match &object.fields {
+            Some(fields) => serde_json::from_str(fields.as_json()).unwrap_or_default(),
+            None => serde_json::Map::from_iter([("_removed".to_owned(), serde_json::Value::Bool(true))]),
+        };
+        shown.insert("id".into(), object.id.clone().into());
+        shown.insert("_lastChange".into(), object.last_change.millis().into());
+        serde_json::Value::Object(shown)
+    });
+    ConflictItem { id: conflict.id.clone(), based_on: conflict.based_on.millis(), current }
 }
 
 /// An error with every cause after it (`a: b: c`), as logs show it.

@@ -2,7 +2,8 @@
 //! without trying them (see docs/PROTOCOL.md).
 
 use actix_web::{HttpResponse, web};
-use sync_proto::capabilities::{Capabilities, Extensions, Idempotency, LongPoll, Paging, Partitions};
+use sync_proto::PRECONDITIONS_HEADER;
+use sync_proto::capabilities::{Capabilities, Extensions, Idempotency, LongPoll, Paging, Partitions, Preconditions};
 
 use crate::state::AppState;
 
@@ -14,6 +15,7 @@ pub async fn capabilities(state: web::Data<AppState>) -> HttpResponse {
         idempotency: Some(Idempotency { retention_secs: state.idempotency_ttl.as_secs() }),
         partitions: state.auth.as_ref().map(|_| Partitions { authentication: "bearer".into() }),
         long_poll: state.live.max_wait_secs().map(|max_wait_secs| LongPoll { max_wait_secs }),
+        preconditions: Some(Preconditions { header: PRECONDITIONS_HEADER.into() }),
     };
     HttpResponse::Ok().json(Capabilities { extensions })
 }

@@ -2,7 +2,7 @@
 
 use actix_web::http::header;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
-use sync_proto::{IdempotencyKey, NameError, PushAnswer, parse_push};
+use sync_proto::{IdempotencyKey, NameError, PRECONDITIONS_HEADER, PushAnswer, parse_push};
 
 use super::body::read_body;
 use crate::budget::Reservation;
@@ -27,6 +27,7 @@ pub async fn push(
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(req)?;
+    let preconditions = preconditions(req)?;
     // Held until the push is answered: the body and what is parsed from it stay in memory until then.
     let mut reservation = Reservation::default();
     let body = tokio::time::timeout(state.body_timeout, read_body(req, payload, state, &mut reservation))
@@ -50,7 +51,7 @@ pub async fn push(
     for validator in state.validators.iter() {
         validator.validate(PushToValidate { scope, body: &body, request_id: request_id.as_deref() }).await?;
     }
-    let outcome = state.store.push(scope, Push { changes, idempotency, request_id }).await?;
+    let outcome = state.store.push(scope, Push { changes, idempotency, request_id, preconditions }).await?;
     tracing::debug!(items, now = %outcome.now, replayed = outcome.replayed, "pushed");
     state.metrics.push(items, outcome.replayed);
     if !outcome.replayed {
@@ -67,6 +68,16 @@ pub async fn push(
 }
 
 /// The `Idempotency-Key` header, if sent once; sent twice, or malformed, it is a `400`.
+/// Whether the push asks for preconditions (`Sync-Preconditions: on`, once).
+fn preconditions(req: &HttpRequest) -> Result<bool, ApiError> {
+    let mut values = req.headers().get_all(PRECONDITIONS_HEADER);
+    match (values.next(), values.next()) {
+        (None, _) => Ok(false),
+        (Some(value), None) if value.as_bytes().eq_ignore_ascii_case(b"on") => Ok(true),
+        _ => Err(ApiError::Header(NameError::Preconditions)),
+    }
+}
+
 fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
     let mut keys = req.headers().get_all("Idempotency-Key");
     match (keys.next(), keys.next()) {

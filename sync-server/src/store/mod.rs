@@ -126,13 +126,28 @@ pub struct Push {
     pub idempotency: Option<Idempotency>,
     /// The request id of the push, kept with its outbox events.
     pub request_id: Option<String>,
+    /// Whether each change must be based on the stored version ([`Change::based_on`]); if any
+    /// is not, nothing is applied ([`StoreError::Conflict`]).
+    pub preconditions: bool,
 }
 
 impl Push {
-    /// A push of these changes, without a key or a request id.
+    /// A push of these changes, without a key, a request id or preconditions.
     pub fn new(changes: Vec<Change>) -> Self {
-        Self { changes, idempotency: None, request_id: None }
+        Self { changes, idempotency: None, request_id: None, preconditions: false }
     }
+}
+
+/// An object of a push with preconditions whose stored version is not the one the push was based
+/// on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// The object's id.
+    pub id: String,
+    /// The version the push was based on (0 for "new").
+    pub based_on: Cursor,
+    /// What is stored now; `None` when nothing is.
+    pub current: Option<StoredObject>,
 }
 
 /// What a push did.
@@ -166,6 +181,9 @@ pub enum StoreError {
     /// The idempotency key was used before for a push with another body.
     #[error("idempotency key {0:?} was already used for a different push")]
     IdempotencyKeyReused(String),
+    /// A push with preconditions was based on versions that changed since; nothing was applied.
+    #[error("{} object(s) of the push changed since the versions it was based on; nothing was applied", .0.len())]
+    Conflict(Vec<Conflict>),
     /// Stored data could not be read back, or the database failed in an unexpected way.
     #[error("store failure: {what}")]
     Internal {
@@ -208,7 +226,7 @@ impl StoreError {
         match self {
             Self::Unavailable { .. } => Some("unavailable"),
             Self::Internal { .. } => Some("internal"),
-            Self::IdempotencyKeyReused(_) => None,
+            Self::IdempotencyKeyReused(_) | Self::Conflict(_) => None,
         }
     }
 }

@@ -21,7 +21,7 @@ use sync_proto::{Change, Cursor, FieldsJson};
 
 use super::idempotency::{Idempotency, Remembered};
 use super::outbox::{NewEvent, Routes, event_ids};
-use super::{Push, PushOutcome, Scope, StoreError};
+use super::{Conflict, Push, PushOutcome, Scope, StoreError, StoredObject};
 use crate::clock::{Clock, next_timestamp};
 use sync_proto::webhook::Operation;
 
@@ -70,6 +70,8 @@ pub(crate) struct Found {
     pub(crate) earlier: Option<Remembered>,
     /// What is stored for the ids asked for; ids not in it are absent.
     pub(crate) stored: HashMap<String, ObjectState>,
+    /// The `_lastChange` of each id in `stored`, when asked for (a push with preconditions).
+    pub(crate) versions: HashMap<String, Cursor>,
 }
 
 /// One row a push writes.
@@ -115,8 +117,15 @@ pub(crate) trait PushTx {
     /// is new) and returns its last timestamp.
     async fn lock_clock(&mut self, scope: &Scope) -> Result<i64, Self::Error>;
 
-    /// The push remembered under the key (if still valid), and what is stored for `ids`.
-    async fn read(&mut self, scope: &Scope, key: Option<KeyLookup<'_>>, ids: &[&str]) -> Result<Found, Self::Error>;
+    /// The push remembered under the key (if still valid), and what is stored for `ids` (with
+    /// each one's `_lastChange` when `versions`).
+    async fn read(
+        &mut self,
+        scope: &Scope,
+        key: Option<KeyLookup<'_>>,
+        ids: &[&str],
+        versions: bool,
+    ) -> Result<Found, Self::Error>;
 
     /// Writes the clock, every row, the key, and the events.
     async fn write(&mut self, scope: &Scope, writes: &Writes<'_>) -> Result<(), Self::Error>;
@@ -137,9 +146,15 @@ pub(crate) async fn apply<T: PushTx>(
     let key = push.idempotency.as_ref();
     let ids = unique_ids(&push.changes);
     let lookup = key.map(|key| KeyLookup { key, valid_from_ms: key.valid_from_ms(wall_ms) });
-    let found = tx.read(scope, lookup, &ids).await?;
+    let found = tx.read(scope, lookup, &ids, push.preconditions).await?;
     if let (Some(key), Some(earlier)) = (key, &found.earlier) {
         return Ok(key.replay(earlier)?);
+    }
+    if push.preconditions {
+        let conflicts = conflicts(&push.changes, &found);
+        if !conflicts.is_empty() {
+            return Err(StoreError::Conflict(conflicts).into());
+        }
     }
     let now = next_timestamp(wall_ms, last);
     let rows = plan_writes(&push.changes, found.stored);
@@ -150,6 +165,32 @@ pub(crate) async fn apply<T: PushTx>(
     let writes = Writes { now, rows: &rows, key, wall_ms, subscriptions: &subscriptions, events: &events, request_id };
     tx.write(scope, &writes).await?;
     Ok(PushOutcome { now: Cursor::from_millis(now), replayed: false })
+}
+
+/// The changes whose stated base is not the stored version, each id once (its first change: later
+/// ones in the same push build on it).
+fn conflicts(changes: &[Change], found: &Found) -> Vec<Conflict> {
+    let mut seen = HashSet::new();
+    changes
+        .iter()
+        .filter(|change| seen.insert(change.id().as_str()))
+        .filter_map(|change| {
+            let id = change.id().as_str();
+            let stored = found.versions.get(id).copied().unwrap_or(Cursor::ZERO);
+            (change.based_on() != stored).then(|| Conflict {
+                id: id.to_owned(),
+                based_on: change.based_on(),
+                current: found.stored.get(id).map(|state| StoredObject {
+                    id: id.to_owned(),
+                    last_change: stored,
+                    fields: match state {
+                        ObjectState::Live(fields) => Some(fields.clone()),
+                        ObjectState::Removed | ObjectState::Absent => None,
+                    },
+                }),
+            })
+        })
+        .collect()
 }
 
 /// One event per written row (`event_ids[i]` for `rows[i]`; none when `event_ids` is empty).
@@ -195,11 +236,15 @@ mod tests {
     use sync_proto::ObjectId;
 
     fn upsert(id: &str, json: &str) -> Change {
-        Change::Upsert { id: ObjectId::new(id, 64).unwrap(), fields: FieldsJson::from_stored(json.into()) }
+        Change::Upsert {
+            id: ObjectId::new(id, 64).unwrap(),
+            fields: FieldsJson::from_stored(json.into()),
+            based_on: None,
+        }
     }
 
     fn remove(id: &str) -> Change {
-        Change::Remove { id: ObjectId::new(id, 64).unwrap() }
+        Change::Remove { id: ObjectId::new(id, 64).unwrap(), based_on: None }
     }
 
     fn live(json: &str) -> ObjectState {

@@ -122,6 +122,7 @@ fn every_error_code_is_documented_with_its_status() {
         | ErrorCode::TooManyItems
         | ErrorCode::InvalidHeader
         | ErrorCode::IdempotencyKeyReused
+        | ErrorCode::Conflict
         | ErrorCode::Unavailable
         | ErrorCode::Internal => code,
     };
@@ -143,6 +144,7 @@ fn every_error_code_is_documented_with_its_status() {
         ErrorCode::TooManyItems,
         ErrorCode::InvalidHeader,
         ErrorCode::IdempotencyKeyReused,
+        ErrorCode::Conflict,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ]

@@ -23,6 +23,7 @@ mod long_poll;
 mod multi_instance;
 mod outbox;
 mod outbox_examples;
+mod preconditions;
 mod protocol;
 mod store_clock;
 mod stores;

@@ -347,6 +347,7 @@ async fn capabilities_tell_the_extensions_offered(backend: Backend) {
     assert_eq!(body["extensions"]["paging"], json!({"max_limit": 321}));
     assert_eq!(body["extensions"]["idempotency"], json!({"retention_secs": 3600}));
     assert_eq!(body["extensions"]["long_poll"], json!({"max_wait_secs": 55}));
+    assert_eq!(body["extensions"]["preconditions"], json!({"header": "Sync-Preconditions"}));
     let partitions = &body["extensions"]["partitions"];
     if backend.auth {
         assert_eq!(*partitions, json!({"authentication": "bearer"}));

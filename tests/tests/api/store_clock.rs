@@ -19,7 +19,7 @@ impl Clock for ManualClock {
 }
 
 fn upsert(id: &str) -> Change {
-    Change::Upsert { id: ObjectId::new(id, 64).unwrap(), fields: FieldsJson::empty() }
+    Change::Upsert { id: ObjectId::new(id, 64).unwrap(), fields: FieldsJson::empty(), based_on: None }
 }
 
 async fn push(store: &Arc<dyn Store>, entity: &Scope, changes: Vec<Change>) -> i64 {

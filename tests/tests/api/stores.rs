@@ -103,7 +103,12 @@ async fn an_idempotent_push_is_applied_once_and_its_key_is_bound_to_its_body(bac
     let store = db.open_store().await;
     let task = backend.scope("Task");
     let key = IdempotencyKey::new("push-1").unwrap();
-    let first = Push { changes: changes(r#"[{"id":"a","v":1}]"#), idempotency: key_for(&key, "f1"), request_id: None };
+    let first = Push {
+        changes: changes(r#"[{"id":"a","v":1}]"#),
+        idempotency: key_for(&key, "f1"),
+        request_id: None,
+        preconditions: false,
+    };
     let applied = store.push(&task, first.clone()).await.unwrap();
     assert!(!applied.replayed);
     let later = push(&store, &task, r#"[{"id":"a","v":2}]"#).await;
@@ -114,12 +119,18 @@ async fn an_idempotent_push_is_applied_once_and_its_key_is_bound_to_its_body(bac
     assert_eq!(rows(&page), [("a".to_owned(), later, Some(r#"{"v":2}"#.to_owned()))]);
     assert_eq!(page.now.millis(), later, "a replay does not advance the clock");
 
-    let other_body = Push { changes: changes(r#"[{"id":"b"}]"#), idempotency: key_for(&key, "f2"), request_id: None };
+    let other_body = Push {
+        changes: changes(r#"[{"id":"b"}]"#),
+        idempotency: key_for(&key, "f2"),
+        request_id: None,
+        preconditions: false,
+    };
     assert!(matches!(store.push(&task, other_body).await, Err(StoreError::IdempotencyKeyReused(k)) if k == "push-1"));
     assert!(pull(&store, &task, later, None).await.objects.is_empty(), "a refused push applies nothing");
 
     // Keys are per entity.
-    let elsewhere = Push { changes: changes("[]"), idempotency: key_for(&key, "f3"), request_id: None };
+    let elsewhere =
+        Push { changes: changes("[]"), idempotency: key_for(&key, "f3"), request_id: None, preconditions: false };
     assert!(!store.push(&backend.scope("Other"), elsewhere).await.unwrap().replayed);
 }
 
@@ -133,6 +144,7 @@ async fn an_expired_idempotency_key_is_never_replayed_and_is_purged(backend: Bac
         changes: changes(r#"[{"id":"a","v":1}]"#),
         idempotency: Some(Idempotency::new(key.clone(), b"same body", ttl)),
         request_id: None,
+        preconditions: false,
     };
     let first = store.push(&task, push_with_key()).await.unwrap();
     assert!(store.push(&task, push_with_key()).await.unwrap().replayed, "within its time to live, a replay");
@@ -179,8 +191,12 @@ async fn partitions_share_nothing_not_even_ids_clocks_or_keys(backend: Backend) 
     assert!(b1 > 0);
 
     let key = IdempotencyKey::new("k").unwrap();
-    let keyed =
-        |body: &str| Push { changes: changes(body), idempotency: key_for(&key, "same bytes"), request_id: None };
+    let keyed = |body: &str| Push {
+        changes: changes(body),
+        idempotency: key_for(&key, "same bytes"),
+        request_id: None,
+        preconditions: false,
+    };
     let first = store.push(&alice, keyed(r#"[{"id":"k1"}]"#)).await.unwrap();
     let other = store.push(&bob, keyed(r#"[{"id":"k1"}]"#)).await.unwrap();
     assert!(!other.replayed, "another partition's key never replays someone else's answer");

@@ -32,7 +32,7 @@ const FIND_KEY: &str = "SELECT now, fingerprint FROM sync_idempotency
 /// `entity = $1 AND partition = $2 AND id = ANY($3)` the planner takes the
 /// `(entity, partition, last_change)` index whenever it underestimates a partition (a new or a
 /// fast-growing one), and then each push reads the whole partition.
-const LOAD_OBJECTS: &str = "SELECT id, removed, fields FROM sync_objects
+const LOAD_OBJECTS: &str = "SELECT id, removed, fields, last_change FROM sync_objects
     WHERE (entity, partition, id) IN (SELECT $1::text, $2::text, unnest($3::bytea[]))";
 /// Every write of a push in one statement: the clock, the idempotency key (when `$7` is not
 /// null; an expired key not purged yet is replaced), the push's row of the outbox log for each
@@ -85,9 +85,16 @@ impl PushTx for PgTx<'_> {
         Ok(row.try_get(0)?)
     }
 
-    async fn read(&mut self, scope: &Scope, key: Option<KeyLookup<'_>>, ids: &[&str]) -> Result<Found, Failure> {
-        let (earlier, stored) = try_join(remembered(self.tx, scope, key), load_objects(self.tx, scope, ids)).await?;
-        Ok(Found { earlier, stored })
+    async fn read(
+        &mut self,
+        scope: &Scope,
+        key: Option<KeyLookup<'_>>,
+        ids: &[&str],
+        versions: bool,
+    ) -> Result<Found, Failure> {
+        let (earlier, (stored, found_versions)) =
+            try_join(remembered(self.tx, scope, key), load_objects(self.tx, scope, ids, versions)).await?;
+        Ok(Found { earlier, stored, versions: found_versions })
     }
 
     async fn write(&mut self, scope: &Scope, writes: &Writes<'_>) -> Result<(), Failure> {
@@ -137,23 +144,28 @@ async fn remembered(
     }
 }
 
-/// What is stored for `ids`; ids not returned are absent.
+/// What is stored for `ids` (ids not returned are absent), with each one's `_lastChange` when
+/// `versions`.
 async fn load_objects(
     tx: &Transaction<'_>,
     scope: &Scope,
     ids: &[&str],
-) -> Result<HashMap<String, ObjectState>, Failure> {
+    versions: bool,
+) -> Result<(HashMap<String, ObjectState>, HashMap<String, Cursor>), Failure> {
+    let (mut stored, mut found_versions) = (HashMap::with_capacity(ids.len()), HashMap::new());
     if ids.is_empty() {
-        return Ok(HashMap::new());
+        return Ok((stored, found_versions));
     }
     let keys: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes()).collect();
     let stmt = tx.prepare_cached(LOAD_OBJECTS).await?;
-    let mut stored = HashMap::with_capacity(ids.len());
     for row in tx.query(&stmt, &[&scope.key(), &scope.partition(), &keys]).await? {
         let id = super::reads::stored_id(row.try_get(0)?)?;
+        if versions {
+            found_versions.insert(id.clone(), Cursor::from_millis(row.try_get(3)?));
+        }
         stored.insert(id, ObjectState::from_row(row.try_get(1)?, row.try_get(2)?));
     }
-    Ok(stored)
+    Ok((stored, found_versions))
 }
 
 impl PostgresStore {

@@ -145,7 +145,13 @@ impl PushTx for SqliteTx<'_> {
         super::reads::clock_of(self.0, scope)
     }
 
-    async fn read(&mut self, scope: &Scope, key: Option<KeyLookup<'_>>, ids: &[&str]) -> Result<Found, StoreError> {
+    async fn read(
+        &mut self,
+        scope: &Scope,
+        key: Option<KeyLookup<'_>>,
+        ids: &[&str],
+        versions: bool,
+    ) -> Result<Found, StoreError> {
         let earlier = match key {
             None => None,
             Some(KeyLookup { key, valid_from_ms }) => self
@@ -164,21 +170,26 @@ impl PushTx for SqliteTx<'_> {
         };
         let mut stmt = self
             .0
-            .prepare_cached("SELECT removed, fields FROM objects WHERE entity = ?1 AND partition = ?2 AND id = ?3")
+            .prepare_cached(
+                "SELECT removed, fields, last_change FROM objects WHERE entity = ?1 AND partition = ?2 AND id = ?3",
+            )
             .map_err(classify)?;
-        let mut stored = HashMap::new();
+        let (mut stored, mut found_versions) = (HashMap::new(), HashMap::new());
         for id in ids {
             let row = stmt
                 .query_row(params![scope.key(), scope.partition(), id], |r| {
-                    Ok(ObjectState::from_row(r.get(0)?, r.get(1)?))
+                    Ok((ObjectState::from_row(r.get(0)?, r.get(1)?), r.get::<_, i64>(2)?))
                 })
                 .optional()
                 .map_err(classify)?;
-            if let Some(state) = row {
+            if let Some((state, last_change)) = row {
+                if versions {
+                    found_versions.insert((*id).to_owned(), sync_proto::Cursor::from_millis(last_change));
+                }
                 stored.insert((*id).to_owned(), state);
             }
         }
-        Ok(Found { earlier, stored })
+        Ok(Found { earlier, stored, versions: found_versions })
     }
 
     async fn write(&mut self, scope: &Scope, writes: &Writes<'_>) -> Result<(), StoreError> {
