@@ -76,6 +76,10 @@ pub struct EntityReport {
     pub pushed: usize,
     /// Pushes the server answered from an earlier application of the same idempotency key.
     pub replayed_pushes: usize,
+    /// Pushes the server refused (`409`, preconditions) because another device had changed an
+    /// object since this one's copy: each time the sync pulled again, merged (asking the handler
+    /// about fields changed on both sides) and pushed the result.
+    pub conflicted_pushes: usize,
     /// Objects received that could not be applied (unreadable, or with values that do not fit
     /// the declared types): set aside as received (see [`crate::Store::set_aside`]). The rest of
     /// the answer was applied and the cursor moved on.
@@ -183,7 +187,49 @@ impl Syncer {
             tracing::info!(key = %pending.key, "sending again a push that was not acknowledged");
             self.send(def, &pending, &mut report)?;
         }
+        // A push refused for a conflict is merged and pushed again, a bounded number of times:
+        // another device that keeps changing the same objects must not hold this sync forever.
+        loop {
+            self.pull(def, handler, &mut report)?;
+            let checked = self.transport.preconditions();
+            let upto = self.store.transaction(|tx| tracking::current_seq(tx.conn()))?;
+            let mut conflicted = false;
+            while let Some(pending) =
+                self.store.transaction(|tx| build_push(tx, def, upto, self.options.push_batch, checked))?
+            {
+                if self.send(def, &pending, &mut report)? == Sent::Conflicted {
+                    conflicted = true;
+                    break;
+                }
+            }
+            if !conflicted {
+                break;
+            }
+            if report.conflicted_pushes >= MAX_CONFLICTED_PUSHES {
+                return Err(SyncError::Protocol {
+                    entity: entity.to_owned(),
+                    reason: format!(
+                        "the server refused {MAX_CONFLICTED_PUSHES} pushes in a row as conflicting; \
+                         the next sync tries again"
+                    ),
+                });
+            }
+        }
 
+        report.duration = start.elapsed();
+        tracing::debug!(pulled = report.pulled, pushed = report.pushed, conflicts = report.conflicts.len(), "synced");
+        Ok(report)
+    }
+
+    /// Pulls every change since the stored cursor, page by page, merging each page and storing
+    /// its cursor in one local transaction.
+    fn pull<H: ConflictHandler + ?Sized>(
+        &self,
+        def: &EntityDef,
+        handler: &H,
+        report: &mut EntityReport,
+    ) -> Result<(), SyncError> {
+        let entity = def.name.as_str();
         let mut since = self.store.transaction(|tx| tracking::cursor(tx.conn(), entity))?;
         loop {
             let page = self
@@ -197,38 +243,42 @@ impl Syncer {
                 });
             }
             self.store.transaction(|tx| {
-                apply_page(tx, def, &page, handler, &mut report)?;
+                apply_page(tx, def, &page, handler, report)?;
                 tracking::set_cursor(tx.conn(), entity, page.now.millis()).map_err(SyncError::from)
             })?;
             since = page.now.millis();
             if !page.more {
-                break;
+                return Ok(());
             }
         }
-
-        let upto = self.store.transaction(|tx| tracking::current_seq(tx.conn()))?;
-        while let Some(pending) = self.store.transaction(|tx| build_push(tx, def, upto, self.options.push_batch))? {
-            self.send(def, &pending, &mut report)?;
-        }
-
-        report.duration = start.elapsed();
-        tracing::debug!(pulled = report.pulled, pushed = report.pushed, conflicts = report.conflicts.len(), "synced");
-        Ok(report)
     }
 
     /// Sends a recorded push and, once acknowledged, updates the base versions and marks clean
-    /// what was not written since the push was built.
-    fn send(&self, def: &EntityDef, pending: &PendingPush, report: &mut EntityReport) -> Result<(), SyncError> {
+    /// what was not written since the push was built. A push built with bases (`_lastChange` in
+    /// its items) asks the server to check them; refused for a conflict, it is forgotten (the
+    /// server applied nothing; its objects are still dirty) and [`Sent::Conflicted`] is returned.
+    fn send(&self, def: &EntityDef, pending: &PendingPush, report: &mut EntityReport) -> Result<Sent, SyncError> {
         let entity = def.name.as_str();
         let key = IdempotencyKey::new(pending.key.clone())
             .map_err(|e| StoreError::Corrupt(format!("pending push of {entity}: {e}")))?;
         let key = self.options.idempotency.then_some(&key);
-        match self.transport.push(&def.path, &pending.body, key) {
+        let sent = if has_bases(&pending.body) {
+            self.transport.push_checked(&def.path, &pending.body, key)
+        } else {
+            self.transport.push(&def.path, &pending.body, key)
+        };
+        match sent {
             Ok(ack) => {
                 let pushed = self.store.transaction(|tx| acknowledge(tx, def, pending, ack.now.millis()))?;
                 report.pushed += pushed;
                 report.replayed_pushes += usize::from(ack.replayed);
-                Ok(())
+                Ok(Sent::Acknowledged)
+            }
+            Err(source) if source.is_conflict() => {
+                tracing::info!(entity, "the server refused a push for a conflict; pulling, merging and pushing again");
+                self.store.transaction(|tx| tracking::clear_pending(tx.conn(), entity))?;
+                report.conflicted_pushes += 1;
+                Ok(Sent::Conflicted)
             }
             Err(source) => {
                 if source.is_rejected_body() {
@@ -241,6 +291,26 @@ impl Syncer {
         }
     }
 }
+
+/// The most pushes one sync sends again after a conflict, per entity.
+const MAX_CONFLICTED_PUSHES: usize = 10;
+
+/// How a push ended, when the server did not fail it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Acknowledged,
+    /// Refused for a conflict: nothing was applied.
+    Conflicted,
+}
+
+/// Whether a recorded push body was built with each item's base version (`_lastChange`).
+fn has_bases(body: &str) -> bool {
+    serde_json::from_str::<Vec<Fields>>(body)
+        .is_ok_and(|items| items.first().is_some_and(|item| item.contains_key(BASE_KEY)))
+}
+
+/// The key of an item's base version in a push body.
+const BASE_KEY: &str = "_lastChange";
 
 /// Merges one pulled page into the local store.
 fn apply_page<H: ConflictHandler + ?Sized>(
@@ -400,8 +470,16 @@ fn supersedes(new: &RemoteObject, old: &RemoteObject) -> bool {
 
 /// Builds the next push of `entity` from objects last written at or before `upto`, records it as
 /// pending, and returns it; `None` when nothing is left to push. Objects whose local version
-/// equals their base (changed and changed back) are marked clean instead.
-fn build_push(tx: &Tx<'_>, def: &EntityDef, upto: i64, batch: usize) -> Result<Option<PendingPush>, SyncError> {
+/// equals their base (changed and changed back) are marked clean instead. `with_bases` puts each
+/// object's base version in its item (`_lastChange`, 0 for one the server never sent), for a
+/// server that checks them.
+fn build_push(
+    tx: &Tx<'_>,
+    def: &EntityDef,
+    upto: i64,
+    batch: usize,
+    with_bases: bool,
+) -> Result<Option<PendingPush>, SyncError> {
     let entity = def.name.as_str();
     let conn = tx.conn();
     loop {
@@ -415,6 +493,9 @@ fn build_push(tx: &Tx<'_>, def: &EntityDef, upto: i64, batch: usize) -> Result<O
             let local = if state.local_removed { None } else { tx.read_local(def, &id)? };
             let mut item = Map::new();
             item.insert("id".into(), Value::String(id.clone()));
+            if with_bases {
+                item.insert(BASE_KEY.into(), Value::from(state.base.last_change().unwrap_or(0)));
+            }
             match (local, state.base.fields()) {
                 (None, _) => {
                     item.insert("_removed".into(), Value::Bool(true));
@@ -459,6 +540,7 @@ fn acknowledge(tx: &Tx<'_>, def: &EntityDef, pending: &PendingPush, now: i64) ->
     for mut item in items.iter().cloned() {
         let Some(Value::String(id)) = item.remove("id") else { return Err(corrupt("an item without id")) };
         let removed = item.remove("_removed") == Some(Value::Bool(true));
+        item.remove(BASE_KEY);
         let state = tracking::row_state(conn, entity, &id)?.unwrap_or(RowState {
             dirty_seq: None,
             local_removed: removed,

@@ -160,6 +160,12 @@ impl TransportError {
         }
     }
 
+    /// Whether the server refused a push with preconditions because objects changed since the
+    /// versions it was based on (`409 conflict`): it applied nothing of it.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Status { code: Some(ErrorCode::Conflict), .. })
+    }
+
     /// Whether the server refused the body of a push as invalid (malformed, too large, an invalid
     /// item, an idempotency key reused for another body): sending it again cannot succeed, and
     /// the server applied nothing of it.

@@ -33,10 +33,11 @@
 //! - It works with any server of the base protocol (no paging, no idempotency, an id sent twice)
 //!   and uses paging and idempotent push when the server offers them.
 //!
-//! One limit of the protocol remains: without preconditions, a change another device pushes
-//! between this device's pull and its push of the same field is overwritten by that push (as in
-//! persistence.js); the window is one sync's round trip, or longer when a push waits to be sent
-//! again after a failure.
+//! - No silent overwrite: with a server that offers preconditions, a push states the version each
+//!   object was based on; if another device changed one since, the server applies nothing
+//!   (`409`), and the sync pulls, asks the conflict handler, and pushes again. A base server
+//!   offers none: there, as in persistence.js, a change another device pushes between this
+//!   device's pull and its push of the same field is overwritten by that push.
 //!
 //! # Threads and async
 //! [`Store`] and [`Syncer`] are `Send + Sync`; share them with `Arc` or clone the store. The

@@ -18,7 +18,8 @@ use std::time::Duration;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::Value;
 use serde_json::value::RawValue;
-use sync_proto::{CAPABILITIES_PATH, Capabilities, Cursor, ErrorBody, IdempotencyKey};
+use sync_proto::capabilities::Extensions;
+use sync_proto::{CAPABILITIES_PATH, Capabilities, Cursor, ErrorBody, IdempotencyKey, PRECONDITIONS_HEADER};
 
 use crate::error::TransportError;
 use crate::schema::Fields;
@@ -86,6 +87,20 @@ pub trait Transport: Send + Sync {
     /// body under the same key again must be safe.
     fn push(&self, path: &str, body: &str, key: Option<&IdempotencyKey>) -> Result<PushAck, TransportError>;
 
+    /// Whether pushes may ask the server to check each item's `_lastChange` against the version
+    /// it holds ([`Transport::push_checked`]). The default, for transports and servers without
+    /// preconditions, is no.
+    fn preconditions(&self) -> bool {
+        false
+    }
+
+    /// As [`Transport::push`], asking the server to apply nothing unless every item's
+    /// `_lastChange` is the version it holds (`409 conflict` otherwise). The default sends a plain
+    /// push: a server without preconditions ignores `_lastChange`.
+    fn push_checked(&self, path: &str, body: &str, key: Option<&IdempotencyKey>) -> Result<PushAck, TransportError> {
+        self.push(path, body, key)
+    }
+
     /// Waits up to about `wait` for the server to hold changes after `since` at `path`
     /// (long-poll). The default, for transports and servers without it, is
     /// [`Waited::Unsupported`] at once.
@@ -118,6 +133,14 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
     fn wait_for_changes(&self, path: &str, since: Cursor, wait: Duration) -> Result<Waited, TransportError> {
         (**self).wait_for_changes(path, since, wait)
     }
+
+    fn preconditions(&self) -> bool {
+        (**self).preconditions()
+    }
+
+    fn push_checked(&self, path: &str, body: &str, key: Option<&IdempotencyKey>) -> Result<PushAck, TransportError> {
+        (**self).push_checked(path, body, key)
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for Box<T> {
@@ -131,6 +154,14 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
 
     fn wait_for_changes(&self, path: &str, since: Cursor, wait: Duration) -> Result<Waited, TransportError> {
         (**self).wait_for_changes(path, since, wait)
+    }
+
+    fn preconditions(&self) -> bool {
+        (**self).preconditions()
+    }
+
+    fn push_checked(&self, path: &str, body: &str, key: Option<&IdempotencyKey>) -> Result<PushAck, TransportError> {
+        (**self).push_checked(path, body, key)
     }
 }
 
@@ -415,7 +446,7 @@ impl HttpTransportBuilder {
             retry: self.retry,
             sleep: self.sleep,
             tokens: self.tokens,
-            max_wait_secs: OnceLock::new(),
+            extensions: OnceLock::new(),
         })
     }
 }
@@ -430,8 +461,8 @@ pub struct HttpTransport {
     retry: RetryPolicy,
     sleep: Sleep,
     tokens: Option<Arc<dyn TokenProvider>>,
-    /// The longest wait the server honours, once its capabilities were read (`None`: no long-poll).
-    max_wait_secs: OnceLock<Option<u64>>,
+    /// The server's extensions, once read (`None`: a base server, or one that does not say).
+    extensions: OnceLock<Option<Extensions>>,
 }
 
 impl std::fmt::Debug for HttpTransport {
@@ -536,6 +567,41 @@ impl HttpTransport {
 }
 
 impl HttpTransport {
+    fn send_push(
+        &self,
+        path: &str,
+        body: &str,
+        key: Option<&IdempotencyKey>,
+        checked: bool,
+    ) -> Result<PushAck, TransportError> {
+        let url = format!("{}{path}", self.base_url);
+        let (replayed, answer) = self.exchange(&url, |client| {
+            let mut request = client
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .header("Accept", "application/json")
+                .body(body.to_owned());
+            if let Some(key) = key {
+                request = request.header("Idempotency-Key", key.as_str());
+            }
+            if checked {
+                request = request.header(PRECONDITIONS_HEADER, "on");
+            }
+            request
+        })?;
+        let now = parse_push_answer(&answer).map_err(|reason| TransportError::InvalidAnswer { url, reason })?;
+        Ok(PushAck { now, replayed })
+    }
+
+    /// The server's extensions, read once from its capabilities (see [`HttpTransport::capabilities`]).
+    fn extensions(&self) -> Result<Option<&Extensions>, TransportError> {
+        if let Some(known) = self.extensions.get() {
+            return Ok(known.as_ref());
+        }
+        let read = self.capabilities()?.map(|c| c.extensions);
+        Ok(self.extensions.get_or_init(|| read).as_ref())
+    }
+
     /// The extensions the server offers (`GET /_sync/capabilities`), or `None` from a server that
     /// does not say (a base server answers that path `404`): it then offers nothing beyond the
     /// base protocol, and the client's use of paging and idempotency keys stays harmless there.
@@ -562,17 +628,12 @@ impl Transport for HttpTransport {
         parse_pull_answer(&body).map_err(|reason| TransportError::InvalidAnswer { url: url.clone(), reason })
     }
 
-    /// Asks the server's capabilities once; a server without long-poll (a base server among them,
-    /// which would answer `wait=` at once) is [`Waited::Unsupported`].
+    /// A server without long-poll (a base server among them, which would answer `wait=` at once)
+    /// is [`Waited::Unsupported`].
     fn wait_for_changes(&self, path: &str, since: Cursor, wait: Duration) -> Result<Waited, TransportError> {
-        let max = match self.max_wait_secs.get() {
-            Some(max) => *max,
-            None => {
-                let offered = self.capabilities()?.and_then(|c| c.extensions.long_poll).map(|l| l.max_wait_secs);
-                *self.max_wait_secs.get_or_init(|| offered)
-            }
+        let Some(max) = self.extensions()?.and_then(|e| e.long_poll.as_ref()).map(|l| l.max_wait_secs) else {
+            return Ok(Waited::Unsupported);
         };
-        let Some(max) = max else { return Ok(Waited::Unsupported) };
         let secs = wait.as_secs().clamp(1, max.max(1));
         let url = format!("{}{path}?since={since}&limit=1&wait={secs}", self.base_url);
         let timeout = self.timeout + Duration::from_secs(secs);
@@ -585,20 +646,17 @@ impl Transport for HttpTransport {
     }
 
     fn push(&self, path: &str, body: &str, key: Option<&IdempotencyKey>) -> Result<PushAck, TransportError> {
-        let url = format!("{}{path}", self.base_url);
-        let (replayed, answer) = self.exchange(&url, |client| {
-            let request = client
-                .post(&url)
-                .header("Content-Type", "application/json")
-                .header("Accept", "application/json")
-                .body(body.to_owned());
-            match key {
-                Some(key) => request.header("Idempotency-Key", key.as_str()),
-                None => request,
-            }
-        })?;
-        let now = parse_push_answer(&answer).map_err(|reason| TransportError::InvalidAnswer { url, reason })?;
-        Ok(PushAck { now, replayed })
+        self.send_push(path, body, key, false)
+    }
+
+    /// Whether the server's capabilities announce preconditions; read once, and `false` while
+    /// they cannot be read (a push built then carries no bases, which is always safe).
+    fn preconditions(&self) -> bool {
+        self.extensions().ok().flatten().is_some_and(|e| e.preconditions.is_some())
+    }
+
+    fn push_checked(&self, path: &str, body: &str, key: Option<&IdempotencyKey>) -> Result<PushAck, TransportError> {
+        self.send_push(path, body, key, self.preconditions())
     }
 }
 

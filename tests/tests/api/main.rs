@@ -12,6 +12,7 @@ mod auth;
 mod bad_input;
 mod client_base_protocol;
 mod client_live;
+mod client_preconditions;
 mod client_random;
 mod client_sync;
 mod concurrency;
