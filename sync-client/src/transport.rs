@@ -594,11 +594,20 @@ impl HttpTransport {
     }
 
     /// The server's extensions, read once from its capabilities (see [`HttpTransport::capabilities`]).
+    /// A server that answers anything but capabilities there (some base servers answer every path)
+    /// offers none; only a failure that may pass (the server unreachable) is asked about again.
     fn extensions(&self) -> Result<Option<&Extensions>, TransportError> {
         if let Some(known) = self.extensions.get() {
             return Ok(known.as_ref());
         }
-        let read = self.capabilities()?.map(|c| c.extensions);
+        let read = match self.capabilities() {
+            Ok(capabilities) => capabilities.map(|c| c.extensions),
+            Err(e) if e.is_retryable() => return Err(e),
+            Err(e) => {
+                tracing::info!(error = %e, "the server's capabilities are unreadable; using the base protocol only");
+                None
+            }
+        };
         Ok(self.extensions.get_or_init(|| read).as_ref())
     }
 

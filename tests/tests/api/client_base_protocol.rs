@@ -108,6 +108,9 @@ async fn scripted_server(answers: Vec<String>) -> (String, actix_web::dev::Serve
     let server = HttpServer::new(move || {
         App::new().app_data(answers.clone()).default_service(web::to(
             |req: HttpRequest, answers: web::Data<(Mutex<usize>, Vec<String>)>| async move {
+                if !req.path().ends_with("Changes") {
+                    return HttpResponse::NotFound().finish();
+                }
                 if req.method() == actix_web::http::Method::POST {
                     return HttpResponse::Ok().json(json!({"status": "ok", "now": 9_000}));
                 }
