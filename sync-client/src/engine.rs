@@ -209,7 +209,7 @@ impl Syncer {
                 return Err(SyncError::Protocol {
                     entity: entity.to_owned(),
                     reason: format!(
-                        "the server refused {MAX_CONFLICTED_PUSHES} pushes in a row as conflicting; \
+                        "the server refused {MAX_CONFLICTED_PUSHES} pushes of this sync as conflicting; \
                          the next sync tries again"
                     ),
                 });
@@ -547,7 +547,8 @@ fn acknowledge(tx: &Tx<'_>, def: &EntityDef, pending: &PendingPush, now: i64) ->
             base: Base::Unknown,
         });
         let base = if removed {
-            Base::Removed { last_change: Some(now) }
+            // The server wrote no tombstone if it held none live: the version is not `now`.
+            Base::Removed { last_change: None }
         } else {
             let mut fields = def.complete(state.base.fields().unwrap_or(&Fields::new()));
             fields.extend(item);

@@ -4,7 +4,8 @@
 //!
 //! One thread per entity waits on the server ([`Transport::wait_for_changes`]); after it saw a
 //! change it waits for the next sync to finish before asking again, so one change causes one sync.
-//! The calling thread runs the syncs, one at a time, and hands each outcome to the app.
+//! Where the server cannot wait, those threads end and the syncing thread polls. The calling
+//! thread runs the syncs, one at a time, and hands each outcome to the app.
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +21,9 @@ use crate::error::SyncError;
 use crate::store::Store;
 use crate::tracking;
 use crate::transport::{Transport, Waited};
+
+/// A long-poll that ends with no change sooner than this was not a wait.
+const EARLY: Duration = Duration::from_secs(1);
 
 /// How [`Syncer::sync_live`] decides when to sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,13 +117,20 @@ impl Shared {
                     Cursor::ZERO
                 }
             };
+            let asked = Instant::now();
             match self.transport.wait_for_changes(path, since, self.options.wait) {
-                Ok(Waited::Unchanged) => failures = 0,
-                Ok(outcome) => {
+                Ok(Waited::Unchanged) => {
                     failures = 0;
-                    if outcome == Waited::Unsupported {
-                        self.pause(self.options.poll);
+                    // A server that stops waiting (it is shutting down, or turned long-poll off)
+                    // answers at once: do not ask it again at once.
+                    if asked.elapsed() < EARLY {
+                        self.pause(self.options.min_backoff);
                     }
+                }
+                // The syncing thread polls on its own.
+                Ok(Waited::Unsupported) => return,
+                Ok(Waited::Changed) => {
+                    failures = 0;
                     if changed.send(()).is_err() {
                         return;
                     }
@@ -169,6 +180,8 @@ impl Syncer {
         drop(changed);
         let mut failures = 0;
         loop {
+            // Changes seen before this sync starts are pulled by it.
+            while changes.try_recv().is_ok() {}
             let outcome = self.sync_all(handler);
             shared.syncs.finished();
             let flow = on_sync(&outcome);
@@ -190,7 +203,7 @@ impl Syncer {
                     Err(mpsc::RecvTimeoutError::Timeout) if self.local_changes_wait() => break,
                     Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() >= poll_at => break,
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    // No waiting thread could start: poll.
+                    // No thread waits on the server (none could start, or it cannot wait): poll.
                     Err(mpsc::RecvTimeoutError::Disconnected) => {
                         shared.pause(options.local_check);
                         if self.local_changes_wait() || Instant::now() >= poll_at {

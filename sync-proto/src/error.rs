@@ -117,16 +117,26 @@ pub struct ErrorBody {
 }
 
 /// An object a push with preconditions was wrong about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConflictItem {
     /// The object's id.
     pub id: String,
     /// The `_lastChange` the push said its copy was based on (0 for "new").
     pub based_on: i64,
     /// What the server holds now, as a pull would return it (an object or a tombstone, with its
-    /// `_lastChange`); `null` when it holds nothing for the id.
-    pub current: Option<serde_json::Value>,
+    /// `_lastChange`), its values exactly as stored; `null` when it holds nothing for the id.
+    pub current: Option<Box<serde_json::value::RawValue>>,
 }
+
+/// Equal when they say the same: the same id, base, and current text.
+impl PartialEq for ConflictItem {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.id, self.based_on, self.current.as_ref().map(|c| c.get()))
+            == (&other.id, other.based_on, other.current.as_ref().map(|c| c.get()))
+    }
+}
+
+impl Eq for ConflictItem {}
 
 impl ErrorBody {
     /// An error body without item details.

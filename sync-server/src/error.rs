@@ -137,16 +137,17 @@ impl ApiError {
     }
 }
 
-/// A conflict as the `409` body lists it: the current version in the shape a pull returns.
+/// A conflict as the `409` body lists it: the current version as a pull writes it (the stored
+/// fields spliced verbatim, so that every number keeps its digits).
 fn conflict_item(conflict: &crate::store::Conflict) -> ConflictItem {
-    let current = conflict.current.as_ref().map(|object| {
-        let mut shown = match &object.fields {
-            Some(fields) => serde_json::from_str(fields.as_json()).unwrap_or_default(),
-            None => serde_json::Map::from_iter([("_removed".to_owned(), serde_json::Value::Bool(true))]),
-        };
-        shown.insert("id".into(), object.id.clone().into());
-        shown.insert("_lastChange".into(), object.last_change.millis().into());
-        serde_json::Value::Object(shown)
+    let current = conflict.current.as_ref().and_then(|object| {
+        let mut writer = sync_proto::PullWriter::new();
+        writer.take(); // the answer's opening: only the object is wanted
+        match &object.fields {
+            Some(fields) => writer.object(&object.id, fields, object.last_change),
+            None => writer.tombstone(&object.id, object.last_change),
+        }
+        serde_json::value::RawValue::from_string(writer.take()).ok()
     });
     ConflictItem { id: conflict.id.clone(), based_on: conflict.based_on.millis(), current }
 }

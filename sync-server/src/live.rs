@@ -28,6 +28,9 @@ use crate::metrics::Metrics;
 use crate::store::{Scope, Store, StoreError};
 use crate::tasks::Tasks;
 
+/// How long the announcer waits before sending again announcements that failed.
+const ANNOUNCE_RETRY: Duration = Duration::from_secs(1);
+
 /// The `[long_poll]` section: how long and how many pulls may wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -92,9 +95,13 @@ impl Feed {
     }
 
     /// The waited scopes whose waiters have read, each with the lowest `now` they found nothing
-    /// after: a clock past it means a commit they have not seen.
-    pub fn waited(&self) -> Vec<(Scope, Cursor)> {
-        self.scopes().iter().filter_map(|(scope, w)| w.seen.map(|seen| (scope.clone(), seen))).collect()
+    /// after (a clock past it means a commit they have not seen), and whether every waited scope
+    /// is among them (`false` while a waiter is still reading: its read may predate a commit).
+    pub fn waited(&self) -> (Vec<(Scope, Cursor)>, bool) {
+        let scopes = self.scopes();
+        let seen: Vec<_> = scopes.iter().filter_map(|(scope, w)| w.seen.map(|seen| (scope.clone(), seen))).collect();
+        let complete = seen.len() == scopes.len();
+        (seen, complete)
     }
 
     /// Whether no pull is waiting.
@@ -143,11 +150,12 @@ impl Drop for Listener {
 }
 
 /// Wakes the waiters of every waited scope whose clock moved past what they saw: how commits made
-/// elsewhere are found when nobody announces them.
-pub async fn wake_changed(store: &dyn Store, feed: &Feed) -> Result<(), StoreError> {
-    let waited = feed.waited();
+/// elsewhere are found when nobody announces them. Returns whether every waited scope was
+/// compared (see [`Feed::waited`]); if not, compare again later.
+pub async fn wake_changed(store: &dyn Store, feed: &Feed) -> Result<bool, StoreError> {
+    let (waited, complete) = feed.waited();
     if waited.is_empty() {
-        return Ok(());
+        return Ok(complete);
     }
     let scopes: Vec<Scope> = waited.iter().map(|(scope, _)| scope.clone()).collect();
     let clocks = store.clocks(&scopes).await?;
@@ -156,7 +164,7 @@ pub async fn wake_changed(store: &dyn Store, feed: &Feed) -> Result<(), StoreErr
             feed.wake(scope);
         }
     }
-    Ok(())
+    Ok(complete)
 }
 
 /// The long-polls of one instance.
@@ -210,9 +218,12 @@ impl LongPolls {
                 }
                 let scopes: Vec<Scope> = std::mem::take(&mut *lock(&polls.unannounced)).into_iter().collect();
                 if let Err(e) = announcing.announce(polls.origin, &scopes).await {
-                    // Other instances' waiters find the commit by their clocks or at the end of
-                    // their wait; nothing is lost.
-                    tracing::warn!(error = %crate::error::chain(&e), "cannot announce commits to other instances");
+                    tracing::warn!(error = %crate::error::chain(&e), "cannot announce commits to other instances; retrying");
+                    lock(&polls.unannounced).extend(scopes);
+                    tokio::select! {
+                        _ = shutdown.requested() => return Ok(()),
+                        () = tokio::time::sleep(ANNOUNCE_RETRY) => polls.announce.notify_one(),
+                    }
                 }
             }
         });
@@ -375,12 +386,12 @@ mod tests {
     fn the_waited_scopes_carry_the_lowest_now_seen_until_a_wake() {
         let feed = Feed::default();
         let (a, b) = (feed.listen(&scope("Task", "")), feed.listen(&scope("Task", "")));
-        assert!(feed.waited().is_empty(), "nobody has read yet");
+        assert_eq!(feed.waited(), (vec![], false), "nobody has read yet");
         a.saw(Cursor::from_millis(9));
         b.saw(Cursor::from_millis(7));
-        assert_eq!(feed.waited(), [(scope("Task", ""), Cursor::from_millis(7))]);
+        assert_eq!(feed.waited(), (vec![(scope("Task", ""), Cursor::from_millis(7))], true));
         feed.wake(&scope("Task", ""));
-        assert!(feed.waited().is_empty(), "the woken read again");
+        assert_eq!(feed.waited(), (vec![], false), "the woken read again");
         drop(a);
         assert!(!feed.is_idle());
         drop(b);
@@ -394,12 +405,12 @@ mod tests {
         listener.saw(Cursor::from_millis(1));
         let payload = Announcement::payload(7, &scope("Task", "user:al"));
         Announcement::wake(&payload, 7, &feed);
-        assert_eq!(feed.waited().len(), 1, "an instance's own announcement wakes nothing");
+        assert_eq!(feed.waited().0.len(), 1, "an instance's own announcement wakes nothing");
         Announcement::wake(&payload, 8, &feed);
-        assert!(feed.waited().is_empty(), "another instance's wakes the scope");
+        assert!(feed.waited().0.is_empty(), "another instance's wakes the scope");
         listener.saw(Cursor::from_millis(1));
         Announcement::wake("not json", 8, &feed);
-        assert!(feed.waited().is_empty(), "an unreadable payload wakes everyone");
+        assert!(feed.waited().0.is_empty(), "an unreadable payload wakes everyone");
         let long = Announcement::payload(7, &scope("Task", &"p".repeat(9_000)));
         assert!(long.len() < Announcement::MAX_BYTES);
         assert_eq!(serde_json::from_str::<Announcement>(&long).unwrap().scope, None);

@@ -70,7 +70,11 @@ impl OriginPolicy {
         Cors::default()
             .allowed_origin_fn(|_, _| true)
             .allowed_methods(["GET", "POST"])
-            .allowed_headers([header::CONTENT_TYPE, header::HeaderName::from_static("idempotency-key")])
+            .allowed_headers([
+                header::CONTENT_TYPE,
+                header::HeaderName::from_static("idempotency-key"),
+                header::HeaderName::from_static("sync-preconditions"),
+            ])
             .expose_headers([REQUEST_ID_HEADER, "idempotency-replayed"])
             .max_age(CORS_MAX_AGE_SECS)
     }

@@ -168,7 +168,8 @@ pub(crate) async fn apply<T: PushTx>(
 }
 
 /// The changes whose stated base is not the stored version, each id once (its first change: later
-/// ones in the same push build on it).
+/// ones in the same push build on it). "New" (0) matches a tombstone too: re-creating a removed
+/// object overwrites no one's data, and a client may have forgotten the tombstone it pulled.
 fn conflicts(changes: &[Change], found: &Found) -> Vec<Conflict> {
     let mut seen = HashSet::new();
     changes
@@ -177,7 +178,9 @@ fn conflicts(changes: &[Change], found: &Found) -> Vec<Conflict> {
         .filter_map(|change| {
             let id = change.id().as_str();
             let stored = found.versions.get(id).copied().unwrap_or(Cursor::ZERO);
-            (change.based_on() != stored).then(|| Conflict {
+            let removed = matches!(found.stored.get(id), Some(ObjectState::Removed));
+            let current = change.based_on() == stored || (removed && change.based_on() == Cursor::ZERO);
+            (!current).then(|| Conflict {
                 id: id.to_owned(),
                 based_on: change.based_on(),
                 current: found.stored.get(id).map(|state| StoredObject {

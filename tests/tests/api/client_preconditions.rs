@@ -106,7 +106,27 @@ async fn an_edit_between_pull_and_push_asks_the_handler_and_keeps_local(backend:
     assert_eq!(text, "this device's", "kept by the handler's decision, not by a silent overwrite");
 }
 
+/// An object removed and re-created under the same id (an undo) is pushed as new, and accepted:
+/// the client forgot the tombstone, and the server's tombstone is no one's data.
+async fn a_removed_object_created_again_is_pushed(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
+    let endpoint = server.endpoint();
+    let device = Device::new("undo", &endpoint);
+    device.add("t1", "first");
+    device.sync(PreferRemote).await;
+    device.store.remove("Todo", "t1").unwrap();
+    device.sync(PreferRemote).await;
+    device.sync(PreferRemote).await; // pulls the echo of its own removal
+    assert!(!server_objects(&endpoint, "/todoChanges").await.contains_key("t1"));
+    device.add("t1", "again");
+    let report = device.sync(PreferRemote).await;
+    assert_eq!((report.pushed(), report.entities[0].conflicted_pushes), (1, 0), "{report:?}");
+    assert_eq!(server_objects(&endpoint, "/todoChanges").await["t1"]["text"], "again");
+    server.stop().await;
+}
+
 backend_tests!(
+    a_removed_object_created_again_is_pushed,
     an_edit_between_pull_and_push_asks_the_handler_and_takes_remote,
     an_edit_between_pull_and_push_asks_the_handler_and_keeps_local,
 );

@@ -28,10 +28,15 @@ async fn a_push_based_on_the_stored_versions_is_applied(backend: Backend) {
     let second = body["now"].as_i64().unwrap();
     let (status, body) = push_checked(&api, json!([{"id": "b", "v": 3, "_lastChange": second}])).await;
     assert_eq!(status, 200, "a tombstone's version is its removal's: {body}");
+    let third = body["now"].as_i64().unwrap();
+    let (status, body) = push_checked(&api, json!([{"id": "b", "_removed": true, "_lastChange": third}])).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = push_checked(&api, json!([{"id": "b", "v": 4}])).await;
+    assert_eq!(status, 200, "re-creating a removed object as new overwrites nothing: {body}");
     let pulled = api.pull("/taskChanges", 0).await;
     let a = pulled.updates.iter().find(|u| u["id"] == "a").unwrap();
     let b = pulled.updates.iter().find(|u| u["id"] == "b").unwrap();
-    assert_eq!((a["v"].clone(), b["v"].clone()), (json!(2), json!(3)));
+    assert_eq!((a["v"].clone(), b["v"].clone()), (json!(2), json!(4)));
     server.stop().await;
 }
 

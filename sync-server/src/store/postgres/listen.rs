@@ -3,8 +3,9 @@
 //!
 //! Notifications are sent after commit, by a task of their own, never inside a push's transaction:
 //! PostgreSQL serializes the commits of transactions that notify, and pushes must not wait on it.
-//! While the listening connection is down, commits of other instances are found by comparing the
-//! clocks of the waited scopes every poll, and the connection is opened again.
+//! While the listening connection is down (closed, or not answering a check every 5 s), commits of
+//! other instances are found by comparing the clocks of the waited scopes every poll for a second,
+//! and then once more as the connection is opened again.
 
 use std::time::Duration;
 
@@ -22,6 +23,9 @@ pub(super) const CHANNEL: &str = "sync_changes";
 
 /// How long to wait before opening the listening connection again after a failure.
 const RECONNECT: Duration = Duration::from_secs(1);
+
+/// How often the listening connection is asked whether it still answers, and how long it has to.
+const CHECK_EVERY: Duration = Duration::from_secs(5);
 
 impl PostgresStore {
     /// Sends one notification per scope, in one statement.
@@ -97,10 +101,22 @@ impl PostgresStore {
         tracing::debug!("listening for other instances' commits");
         // Commits announced before LISTEN took effect were not heard: look for them once.
         wake_changed(self, feed).await?;
-        while let Some(payload) = received.recv().await {
-            Announcement::wake(&payload, origin, feed);
+        // A connection whose network path died silently says nothing: ask it, now and then.
+        let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + CHECK_EVERY, CHECK_EVERY);
+        loop {
+            tokio::select! {
+                payload = received.recv() => match payload {
+                    Some(payload) => Announcement::wake(&payload, origin, feed),
+                    None => return Ok(()),
+                },
+                _ = checks.tick() => {
+                    let answered = tokio::time::timeout(CHECK_EVERY, client.simple_query("SELECT 1")).await;
+                    if !matches!(answered, Ok(Ok(_))) {
+                        driver.abort();
+                        return Err(StoreError::unavailable_because("the listening connection stopped answering"));
+                    }
+                }
+            }
         }
-        drop(client);
-        Ok(())
     }
 }

@@ -45,10 +45,15 @@ impl SqliteStore {
                     continue;
                 }
             };
-            if last.replace(version) != Some(version)
-                && let Err(e) = wake_changed(self, &feed).await
-            {
-                tracing::debug!(error = %e, "cannot compare the clocks of waited scopes");
+            if last == Some(version) {
+                continue;
+            }
+            // The version is taken as seen only once every waited scope was compared: a failed
+            // comparison, or a waiter still reading, is compared again at the next poll.
+            match wake_changed(self, &feed).await {
+                Ok(true) => last = Some(version),
+                Ok(false) => {}
+                Err(e) => tracing::debug!(error = %e, "cannot compare the clocks of waited scopes"),
             }
         }
     }
