@@ -19,6 +19,7 @@
 //! server does not have live): the server merges fields, so an edit on another device to another
 //! field is never overwritten.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -86,6 +87,12 @@ pub struct EntityReport {
     pub set_aside: Vec<SetAside>,
     /// The conflicts met, in order, with their resolutions.
     pub conflicts: Vec<ResolvedConflict>,
+    /// The server answered with the whole entity (a reset: this device's cursor was older than
+    /// the server's tombstone retention).
+    pub reset: bool,
+    /// Objects dropped locally after a reset, because the server no longer has them (objects with
+    /// local changes are kept and pushed).
+    pub dropped: usize,
     /// How long the sync took.
     pub duration: Duration,
 }
@@ -244,6 +251,9 @@ impl Syncer {
             }
             self.store.transaction(|tx| {
                 apply_page(tx, def, &page, handler, report)?;
+                if page.reset {
+                    forget_missing(tx, def, &page, report)?;
+                }
                 tracking::set_cursor(tx.conn(), entity, page.now.millis()).map_err(SyncError::from)
             })?;
             since = page.now.millis();
@@ -311,6 +321,35 @@ fn has_bases(body: &str) -> bool {
 
 /// The key of an item's base version in a push body.
 const BASE_KEY: &str = "_lastChange";
+
+/// After a reset answer (the whole scope): drops each local object the server no longer has,
+/// unless it has local changes; those are kept, and pushed as new objects (their base is
+/// forgotten: the server holds no version of them).
+fn forget_missing(tx: &Tx<'_>, def: &EntityDef, page: &PullPage, report: &mut EntityReport) -> Result<(), SyncError> {
+    let entity = def.name.as_str();
+    report.reset = true;
+    let present: HashSet<&str> = page.updates.iter().map(|u| u.id.as_str()).collect();
+    let local: Vec<String> = tx.query(&crate::store::Query::new(entity))?.into_iter().map(|r| r.id).collect();
+    let dirty = tracking::dirty_rows(tx.conn(), entity, i64::MAX, usize::MAX)?;
+    for id in local.iter().chain(&dirty) {
+        if present.contains(id.as_str()) {
+            continue;
+        }
+        match tracking::row_state(tx.conn(), entity, id)? {
+            Some(state) if state.dirty_seq.is_some() => {
+                tracking::set_row_state(tx.conn(), entity, id, &RowState { base: Base::Unknown, ..state })?;
+            }
+            _ => {
+                if tx.delete_local(def, id)? {
+                    report.dropped += 1;
+                }
+                tracking::delete_row_state(tx.conn(), entity, id)?;
+            }
+        }
+    }
+    tracing::info!(entity, dropped = report.dropped, "the server answered in full (a reset)");
+    Ok(())
+}
 
 /// Merges one pulled page into the local store.
 fn apply_page<H: ConflictHandler + ?Sized>(
@@ -584,7 +623,13 @@ mod tests {
 
     impl Transport for Misbehaving {
         fn pull(&self, _: &str, since: Cursor, _: Option<usize>) -> Result<PullPage, TransportError> {
-            Ok(PullPage { updates: Vec::new(), now: since, more: since == Cursor::ZERO, unreadable: Vec::new() })
+            Ok(PullPage {
+                updates: Vec::new(),
+                now: since,
+                more: since == Cursor::ZERO,
+                unreadable: Vec::new(),
+                reset: false,
+            })
         }
 
         fn push(&self, _: &str, _: &str, _: Option<&IdempotencyKey>) -> Result<PushAck, TransportError> {

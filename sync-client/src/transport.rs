@@ -66,6 +66,9 @@ pub struct PullPage {
     /// Updates that could not be read as objects (a number beyond any float, no string `id`,
     /// ...), as received; the rest of the page is applied without them.
     pub unreadable: Vec<SetAside>,
+    /// The answer is the whole scope, because the cursor was older than the server's purge
+    /// horizon (`"reset": true`): objects it does not hold are gone from the server.
+    pub reset: bool,
 }
 
 /// The server's acknowledgement of a push.
@@ -175,6 +178,7 @@ pub fn parse_pull_answer(text: &str) -> Result<PullPage, String> {
         updates: Option<Vec<&'a RawValue>>,
         now: Option<Value>,
         more: Option<Value>,
+        reset: Option<Value>,
     }
     let repaired;
     let answer: Answer<'_> = match serde_json::from_str(text) {
@@ -195,11 +199,17 @@ pub fn parse_pull_answer(text: &str) -> Result<PullPage, String> {
         Some(Value::Bool(more)) => more,
         Some(_) => return Err("\"more\" is not a boolean".into()),
     };
+    let reset = match answer.reset {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(reset)) => reset,
+        Some(_) => return Err("\"reset\" is not a boolean".into()),
+    };
     let mut page = PullPage {
         updates: Vec::with_capacity(updates.len()),
         now: Cursor::from_millis(now),
         more,
         unreadable: Vec::new(),
+        reset,
     };
     for raw in updates {
         let read = match serde_json::from_str::<Value>(raw.get()) {
@@ -629,7 +639,8 @@ impl HttpTransport {
 
 impl Transport for HttpTransport {
     fn pull(&self, path: &str, since: Cursor, limit: Option<usize>) -> Result<PullPage, TransportError> {
-        let mut url = format!("{}{path}?since={since}", self.base_url);
+        // `reset=1`: this client understands reset answers (a base server ignores it).
+        let mut url = format!("{}{path}?since={since}&reset=1", self.base_url);
         if let Some(limit) = limit {
             url.push_str(&format!("&limit={limit}"));
         }

@@ -35,6 +35,17 @@ pub struct Extensions {
     /// or nothing is applied and the answer is `409 conflict`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preconditions: Option<Preconditions>,
+    /// Tombstones are purged after a while; a pull from before a scope's purge horizon is
+    /// answered in full, marked `"reset": true` for clients that send `reset=1`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reset: Option<Reset>,
+}
+
+/// The reset extension's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Reset {
+    /// How long tombstones are kept, in days.
+    pub tombstone_retention_days: u64,
 }
 
 /// The preconditions extension's settings.

@@ -21,6 +21,9 @@ pub enum NameError {
     /// A page size must be a non-negative decimal integer.
     #[error("invalid limit {0:?}: expected a whole number of updates")]
     Limit(String),
+    /// `reset` must be `1`, `true`, `0` or `false`.
+    #[error("invalid reset {0:?}: expected 1 or 0")]
+    Reset(String),
     /// `Sync-Preconditions` must be `on`.
     #[error("invalid Sync-Preconditions: expected on")]
     Preconditions,

@@ -18,6 +18,10 @@ pub struct PullQuery {
     /// When nothing changed after `since`, hold the answer up to this many seconds (the server
     /// lowers it to its own maximum) until something does. Read by the HTTP layer; stores ignore it.
     pub wait: Option<u64>,
+    /// The client understands reset answers (`reset=1`): a pull from before the scope's purge
+    /// horizon is answered in full and marked `"reset": true`. Without it the same full answer
+    /// comes unmarked.
+    pub resets: bool,
 }
 
 impl PullQuery {
@@ -34,6 +38,13 @@ impl PullQuery {
                     parsed.limit = Some(usize::try_from(n).unwrap_or(usize::MAX).clamp(1, limits.max_page));
                 }
                 "wait" => parsed.wait = Some(whole_number(&value).ok_or_else(|| NameError::Wait(excerpt(&value)))?),
+                "reset" => {
+                    parsed.resets = match &*value {
+                        "1" | "true" => true,
+                        "0" | "false" => false,
+                        _ => return Err(NameError::Reset(excerpt(&value))),
+                    }
+                }
                 _ => {}
             }
         }
@@ -58,6 +69,7 @@ fn excerpt(value: &str) -> String {
 pub struct PullWriter {
     buf: String,
     first: bool,
+    reset: bool,
 }
 
 impl Default for PullWriter {
@@ -69,7 +81,7 @@ impl Default for PullWriter {
 impl PullWriter {
     /// Starts an answer.
     pub fn new() -> Self {
-        Self { buf: String::from("{\"updates\":["), first: true }
+        Self { buf: String::from("{\"updates\":["), first: true, reset: false }
     }
 
     fn begin(&mut self, id: &str) {
@@ -126,12 +138,21 @@ impl PullWriter {
         std::mem::take(&mut self.buf)
     }
 
+    /// Marks the answer as a reset: the whole scope, for a client whose cursor was older than the
+    /// purge horizon (`"reset": true`).
+    pub fn mark_reset(&mut self) {
+        self.reset = true;
+    }
+
     /// Closes the answer with its cursor; `more` is written only for a paged pull.
     pub fn finish(mut self, now: Cursor, more: Option<bool>) -> String {
         self.buf.push_str("],\"now\":");
         push_int(&mut self.buf, now.millis());
         if let Some(more) = more {
             self.buf.push_str(if more { ",\"more\":true" } else { ",\"more\":false" });
+        }
+        if self.reset {
+            self.buf.push_str(",\"reset\":true");
         }
         self.buf.push('}');
         self.buf
@@ -176,7 +197,13 @@ mod tests {
     #[test]
     fn query_defaults_and_limits() {
         let l = Limits::default();
-        assert_eq!(PullQuery::parse("", &l).unwrap(), PullQuery { since: Cursor::ZERO, limit: None, wait: None });
+        assert_eq!(
+            PullQuery::parse("", &l).unwrap(),
+            PullQuery { since: Cursor::ZERO, limit: None, wait: None, resets: false }
+        );
+        assert!(PullQuery::parse("reset=1", &l).unwrap().resets);
+        assert!(!PullQuery::parse("reset=0", &l).unwrap().resets);
+        assert!(matches!(PullQuery::parse("reset=yes", &l), Err(NameError::Reset(_))));
         let q = PullQuery::parse("since=42&limit=5&_=1", &l).unwrap();
         assert_eq!((q.since.millis(), q.limit), (42, Some(5)));
         assert_eq!(PullQuery::parse("limit=999999999", &l).unwrap().limit, Some(l.max_page));

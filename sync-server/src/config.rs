@@ -56,6 +56,10 @@ pub struct Config {
     pub body_timeout_secs: u64,
     /// How long an `Idempotency-Key` (and the answer it replays) is remembered.
     pub idempotency_ttl_secs: u64,
+    /// How long tombstones (removed objects) are kept, in days; 0 keeps them for ever. A client
+    /// whose cursor is older than the newest purged tombstone of its scope gets the whole scope
+    /// again (a reset).
+    pub tombstone_retention_days: u64,
     /// Web origins allowed to call the server from a browser (CORS), such as
     /// `https://app.example.com`, or `*` for any. Empty (the default): no origin is checked and no
     /// CORS header is sent (see [`crate::origin`]).
@@ -100,6 +104,7 @@ impl Default for Config {
             head_timeout_secs: 30,
             body_timeout_secs: 60,
             idempotency_ttl_secs: 24 * 3600,
+            tombstone_retention_days: 0,
             cors_origins: Vec::new(),
             limits: Limits::default(),
             sqlite: SqliteOptions::default(),

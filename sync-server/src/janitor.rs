@@ -1,6 +1,10 @@
-//! The janitors: periodic clean-up of what the store keeps only for a while, each a
-//! [`Tasks::every`] job that works in small batches, so that no transaction holds the writer or
-//! a lock for long.
+//! The janitors: periodic clean-up of what the store keeps only for a while (idempotency keys,
+//! and tombstones when `tombstone_retention_days` is set), each a [`Tasks::every`] job that works
+//! in small batches, so that no transaction holds the writer or a lock for long.
+//!
+//! A purged tombstone moves its scope's purge horizon past it; a pull whose cursor is older than
+//! the horizon might miss removals, so it is answered with the whole scope instead (a reset, see
+//! docs/PROTOCOL.md).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,12 +21,47 @@ pub const IDEMPOTENCY_PURGE_PERIOD: Duration = Duration::from_secs(60);
 /// Rows one janitor statement deletes at most.
 pub const PURGE_BATCH: usize = 1_000;
 
-/// Starts the janitor of idempotency keys older than `ttl`.
-pub fn start(tasks: &mut Tasks, store: Arc<dyn Store>, ttl: Duration, clock: Arc<dyn Clock>) {
+/// How often tombstones past their retention are purged.
+pub const TOMBSTONE_PURGE_PERIOD: Duration = Duration::from_secs(60);
+
+/// Starts the janitor of idempotency keys older than `ttl`, and, when `tombstone_retention` is
+/// set, the one of tombstones older than it.
+pub fn start(
+    tasks: &mut Tasks,
+    store: Arc<dyn Store>,
+    ttl: Duration,
+    tombstone_retention: Option<Duration>,
+    clock: Arc<dyn Clock>,
+) {
+    let (keys, keys_clock) = (Arc::clone(&store), Arc::clone(&clock));
     tasks.every("idempotency-janitor", IDEMPOTENCY_PURGE_PERIOD, move || {
-        let (store, clock) = (Arc::clone(&store), Arc::clone(&clock));
+        let (store, clock) = (Arc::clone(&keys), Arc::clone(&keys_clock));
         async move { purge_idempotency_keys(&*store, expiry_horizon(clock.now_ms(), ttl)).await }
     });
+    if let Some(retention) = tombstone_retention {
+        tasks.every("tombstone-janitor", TOMBSTONE_PURGE_PERIOD, move || {
+            let (store, clock) = (Arc::clone(&store), Arc::clone(&clock));
+            let before_ms = clock.now_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+            async move { purge_tombstones(&*store, before_ms).await }
+        });
+    }
+}
+
+/// Deletes every tombstone older than `before_ms`, batch by batch, each batch its own short
+/// transaction.
+pub async fn purge_tombstones(store: &dyn Store, before_ms: i64) -> Result<(), String> {
+    let mut purged = 0;
+    loop {
+        let n = store.purge_tombstones(before_ms, PURGE_BATCH).await.map_err(|e| crate::error::chain(&e))?;
+        if n == 0 {
+            break;
+        }
+        purged += n;
+    }
+    if purged > 0 {
+        tracing::info!(purged, "tombstones past their retention purged");
+    }
+    Ok(())
 }
 
 /// Deletes every idempotency key remembered before `before_ms`, batch by batch.

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::store::{Scope, Store, StoreError};
+use crate::store::{PullPage, Scope, Store, StoreError};
 use crate::tasks::Tasks;
 
 /// How long the announcer waits before sending again announcements that failed.
@@ -257,8 +257,8 @@ impl LongPolls {
     pub async fn wait(&self, store: &dyn Store, scope: &Scope, query: PullQuery) -> Result<(), ApiError> {
         let Some(wait) = query.wait.filter(|_| self.config.max_wait_secs > 0) else { return Ok(()) };
         let deadline = Instant::now() + Duration::from_secs(wait.min(self.config.max_wait_secs));
-        let probe = PullQuery { since: query.since, limit: Some(1), wait: None };
-        if !store.pull(scope, probe).await?.objects.is_empty() {
+        let probe = PullQuery { since: query.since, limit: Some(1), ..PullQuery::default() };
+        if answers_now(&store.pull(scope, probe).await?) {
             return Ok(());
         }
         let _slot = self.park()?;
@@ -272,7 +272,7 @@ impl LongPolls {
             let mut woken = std::pin::pin!(woken);
             woken.as_mut().enable();
             let page = store.pull(scope, probe).await?;
-            if !page.objects.is_empty() {
+            if answers_now(&page) {
                 return Ok(());
             }
             listener.saw(page.now);
@@ -298,6 +298,11 @@ impl LongPolls {
             }
         }
     }
+}
+
+/// Whether a pull has something to answer: changes, or a reset.
+fn answers_now(page: &PullPage) -> bool {
+    !page.objects.is_empty() || page.reset
 }
 
 /// One of the [`LongPollConfig::max_waiting`] places, given back when dropped.

@@ -77,7 +77,9 @@ impl Application {
 
         let mut tasks = Tasks::new();
         let ttl = Duration::from_secs(config.idempotency_ttl_secs);
-        janitor::start(&mut tasks, Arc::clone(&store), ttl, clock::system());
+        let retention = (config.tombstone_retention_days > 0)
+            .then(|| Duration::from_secs(config.tombstone_retention_days.saturating_mul(24 * 3600)));
+        janitor::start(&mut tasks, Arc::clone(&store), ttl, retention, clock::system());
         let metrics = Metrics::new();
         let outbox = outbox::worker::Context {
             store: Arc::clone(&store),
@@ -114,6 +116,7 @@ impl Application {
             tasks: tasks.health(),
             auth: validated.auth.clone(),
             live: Arc::clone(&live),
+            tombstone_retention_days: config.tombstone_retention_days,
         });
         let policy = state.origins.clone();
         let mut server = HttpServer::new(move || {

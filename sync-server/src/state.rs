@@ -54,4 +54,6 @@ pub struct AppState {
     pub validators: Arc<Vec<Arc<dyn PushValidator>>>,
     /// Pulls waiting for changes, and the wake-ups of pushes.
     pub live: Arc<LongPolls>,
+    /// How long tombstones are kept; 0 for ever.
+    pub tombstone_retention_days: u64,
 }

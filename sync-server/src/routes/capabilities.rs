@@ -3,7 +3,9 @@
 
 use actix_web::{HttpResponse, web};
 use sync_proto::PRECONDITIONS_HEADER;
-use sync_proto::capabilities::{Capabilities, Extensions, Idempotency, LongPoll, Paging, Partitions, Preconditions};
+use sync_proto::capabilities::{
+    Capabilities, Extensions, Idempotency, LongPoll, Paging, Partitions, Preconditions, Reset,
+};
 
 use crate::state::AppState;
 
@@ -16,6 +18,8 @@ pub async fn capabilities(state: web::Data<AppState>) -> HttpResponse {
         partitions: state.auth.as_ref().map(|_| Partitions { authentication: "bearer".into() }),
         long_poll: state.live.max_wait_secs().map(|max_wait_secs| LongPoll { max_wait_secs }),
         preconditions: Some(Preconditions { header: PRECONDITIONS_HEADER.into() }),
+        reset: (state.tombstone_retention_days > 0)
+            .then(|| Reset { tombstone_retention_days: state.tombstone_retention_days }),
     };
     HttpResponse::Ok().json(Capabilities { extensions })
 }

@@ -13,7 +13,8 @@ use crate::store::Scope;
 
 /// Answers a pull. A paged pull (`limit`) is built whole; an unpaged one that fits in one chunk
 /// goes out with a `Content-Length`, and a larger one is streamed chunk by chunk as the store
-/// reads it, so memory stays bounded whatever the answer's size.
+/// reads it, so memory stays bounded whatever the answer's size. A pull from before the scope's
+/// purge horizon is answered with the whole scope, unpaged (see [`crate::janitor`]).
 #[tracing::instrument(skip_all, fields(entity = %entity.name))]
 pub async fn pull(
     req: &HttpRequest,
@@ -25,10 +26,14 @@ pub async fn pull(
     state.live.wait(state.store.as_ref(), scope, query).await?;
     if query.limit.is_some() {
         let page = state.store.pull(scope, query).await?;
-        tracing::debug!(since = %query.since, now = %page.now, updates = page.objects.len(), "pulled a page");
-        return Ok(json_answer().body(page.to_json(true)));
+        if !page.reset {
+            tracing::debug!(since = %query.since, now = %page.now, updates = page.objects.len(), "pulled a page");
+            return Ok(json_answer().body(page.to_json(true)));
+        }
+        // A cursor older than the purge horizon: the whole scope, streamed, however it was asked.
+        tracing::info!(since = %query.since, "a cursor older than the purge horizon; answering the whole scope");
     }
-    let mut chunks = state.store.pull_stream(scope, query.since).await?;
+    let mut chunks = state.store.pull_stream(scope, query).await?;
     let first = chunks.recv().await.transpose()?.unwrap_or_default();
     let Some(second) = chunks.recv().await else {
         return Ok(json_answer().body(first));

@@ -46,6 +46,11 @@ impl ChunkedAnswer {
         (self.writer.len() >= CHUNK_BYTES).then(|| Bytes::from(self.writer.take()))
     }
 
+    /// Marks the answer as a reset (see [`sync_proto::PullWriter::mark_reset`]).
+    pub(crate) fn mark_reset(&mut self) {
+        self.writer.mark_reset();
+    }
+
     /// Closes the answer with its cursor; returns the last chunk.
     pub(crate) fn finish(&mut self, now: Cursor) -> Bytes {
         Bytes::from(std::mem::take(&mut self.writer).finish(now, None))

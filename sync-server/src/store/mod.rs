@@ -101,6 +101,9 @@ pub struct PullPage {
     pub now: Cursor,
     /// Whether changes past `now` were left for the next page (only a paged pull leaves any).
     pub more: bool,
+    /// The cursor was older than the scope's purge horizon: this page holds nothing, and the
+    /// answer is the whole scope ([`Store::pull_stream`] gives it).
+    pub reset: bool,
 }
 
 impl PullPage {
@@ -237,9 +240,16 @@ pub trait Store: Outbox + Send + Sync + 'static {
     /// Changes in `scope` after `query.since`, with the high-water mark read in the same snapshot.
     async fn pull(&self, scope: &Scope, query: PullQuery) -> Result<PullPage, StoreError>;
 
-    /// The complete answer to an unpaged pull, streamed, so that its size does not bound memory.
-    /// Returns once the snapshot is taken (errors before that are returned here).
-    async fn pull_stream(&self, scope: &Scope, since: Cursor) -> Result<AnswerStream, StoreError>;
+    /// The complete answer to an unpaged pull, streamed, so that its size does not bound memory:
+    /// from `query.since`, or the whole scope when the cursor is older than its purge horizon
+    /// (marked `"reset": true` when `query.resets`). Returns once the snapshot is taken (errors
+    /// before that are returned here).
+    async fn pull_stream(&self, scope: &Scope, query: PullQuery) -> Result<AnswerStream, StoreError>;
+
+    /// Deletes at most `batch` tombstones older than `before_ms` (their `_lastChange`), in one
+    /// short transaction, moving each scope's purge horizon past them; returns how many. Never
+    /// deletes a live object, whatever pushes run meanwhile; on one instance at a time.
+    async fn purge_tombstones(&self, before_ms: i64, batch: usize) -> Result<u64, StoreError>;
 
     /// Applies a push atomically under a fresh, unique timestamp, or replays the answer of an
     /// earlier push with the same idempotency key.

@@ -29,4 +29,5 @@ mod protocol;
 mod store_clock;
 mod stores;
 mod todo_cli;
+mod tombstones;
 mod validation;

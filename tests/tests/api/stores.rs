@@ -25,7 +25,7 @@ async fn push(store: &Arc<dyn Store>, entity: &Scope, body: &str) -> i64 {
 }
 
 async fn pull(store: &Arc<dyn Store>, entity: &Scope, since: i64, limit: Option<usize>) -> PullPage {
-    store.pull(entity, PullQuery { since: Cursor::from_millis(since), limit, wait: None }).await.unwrap()
+    store.pull(entity, PullQuery { since: Cursor::from_millis(since), limit, ..PullQuery::default() }).await.unwrap()
 }
 
 /// `(id, last_change, fields JSON or None)` of each object of a page.
@@ -238,7 +238,7 @@ async fn a_streamed_pull_is_the_same_answer_in_chunks(backend: Backend) {
     let removed = push(&store, &task, r#"[{"id":"0-0","_removed":true}]"#).await;
     let page = pull(&store, &task, 0, None).await;
 
-    let mut chunks = store.pull_stream(&task, Cursor::ZERO).await.unwrap();
+    let mut chunks = store.pull_stream(&task, PullQuery::default()).await.unwrap();
     let mut answer = Vec::new();
     let mut count = 0;
     while let Some(chunk) = chunks.recv().await {
@@ -254,7 +254,10 @@ async fn a_streamed_pull_is_the_same_answer_in_chunks(backend: Backend) {
     assert_eq!(answer["updates"][0]["text"], text.as_str());
 
     // A streamed pull from the last cursor is empty, with the same high-water mark.
-    let mut chunks = store.pull_stream(&task, Cursor::from_millis(removed)).await.unwrap();
+    let mut chunks = store
+        .pull_stream(&task, PullQuery { since: Cursor::from_millis(removed), ..PullQuery::default() })
+        .await
+        .unwrap();
     let tail = chunks.recv().await.unwrap().unwrap();
     assert_eq!(
         serde_json::from_slice::<serde_json::Value>(&tail).unwrap(),

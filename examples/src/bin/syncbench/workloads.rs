@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use memchr::memmem;
 use rand::Rng;
-use sync_proto::{Cursor, EntityName, Limits, parse_push};
+use sync_proto::{Cursor, EntityName, Limits, PullQuery, parse_push};
 use sync_server::store::{Push, Scope, Store};
 
 use crate::data::push_body;
@@ -439,7 +439,10 @@ impl Endpoint {
     }
 
     async fn direct_pull(&self, entity: &Scope, since: i64) -> anyhow::Result<AnswerScan> {
-        let mut chunks = self.store.pull_stream(entity, Cursor::from_millis(since)).await?;
+        let mut chunks = self
+            .store
+            .pull_stream(entity, PullQuery { since: Cursor::from_millis(since), ..PullQuery::default() })
+            .await?;
         let mut scan = AnswerScan::default();
         while let Some(chunk) = chunks.recv().await {
             scan.feed(&chunk?);

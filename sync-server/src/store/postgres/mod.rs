@@ -23,6 +23,7 @@ mod listen;
 mod outbox;
 mod reads;
 mod schema;
+mod tombstones;
 mod writes;
 
 use std::sync::Arc;
@@ -141,7 +142,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(skip(self), fields(scope = %scope), err)]
-    async fn pull_stream(&self, scope: &Scope, since: Cursor) -> Result<AnswerStream, StoreError> {
+    async fn pull_stream(&self, scope: &Scope, query: PullQuery) -> Result<AnswerStream, StoreError> {
         let wait = Duration::from_millis(self.inner.options.wait_timeout_ms);
         let slot = tokio::time::timeout(wait, Arc::clone(&self.inner.streams).acquire_owned())
             .await
@@ -149,7 +150,7 @@ impl Store for PostgresStore {
             .and_then(Result::ok)
             .ok_or_else(|| StoreError::unavailable_because("too many full pulls in progress"))?;
         let (client, open) = with_connection(&self.inner.pool, |client| async move {
-            let open = reads::open_stream(&client, scope, since).await;
+            let open = reads::open_stream(&client, scope, query).await;
             (client, open)
         })
         .await
@@ -191,6 +192,16 @@ impl Store for PostgresStore {
             Err(Failure::CommitLost { xid, now, error }) => self.resolve_commit(xid, now, error).await,
             Err(failure) => Err(failure.into_store_error()),
         }
+    }
+
+    async fn purge_tombstones(&self, before_ms: i64, batch: usize) -> Result<u64, StoreError> {
+        with_connection(&self.inner.pool, |mut client| async move {
+            let purged = tombstones::purge(&mut client, before_ms, batch).await;
+            (client, purged)
+        })
+        .await
+        .map(|(_, n)| n)
+        .map_err(Failure::into_store_error)
     }
 
     async fn purge_idempotency_keys(&self, before_ms: i64, batch: usize) -> Result<u64, StoreError> {

@@ -145,6 +145,14 @@ pub const MIGRATIONS: &[Migration] = &[
         ALTER TABLE sync_outbox_subscriptions ADD COLUMN lease_until_ms BIGINT;
     "#,
     },
+    Migration {
+        version: 5,
+        description: "tombstone retention: each scope's purge horizon, tombstones by age",
+        sql: r#"
+        ALTER TABLE sync_clocks ADD COLUMN purged_through BIGINT NOT NULL DEFAULT 0;
+        CREATE INDEX sync_objects_tombstones ON sync_objects (last_change) WHERE removed;
+    "#,
+    },
 ];
 
 /// The advisory lock that serializes migrations between instances ("sync-mig" in ASCII).

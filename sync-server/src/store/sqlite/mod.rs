@@ -9,6 +9,7 @@ mod connection;
 mod outbox;
 mod reads;
 mod schema;
+mod tombstones;
 mod watch;
 mod writer;
 
@@ -147,7 +148,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(skip(self), fields(scope = %scope), err)]
-    async fn pull_stream(&self, scope: &Scope, since: Cursor) -> Result<AnswerStream, StoreError> {
+    async fn pull_stream(&self, scope: &Scope, query: PullQuery) -> Result<AnswerStream, StoreError> {
         let (mut answer, stream) = answer::channel();
         let (ready, opened) = oneshot::channel();
         let inner = Arc::clone(&self.inner);
@@ -158,7 +159,7 @@ impl Store for SqliteStore {
                 .stream_readers
                 .get()
                 .map_err(no_reader)
-                .and_then(|mut conn| reads::stream(&mut conn, &scope, since, &mut ready, &mut answer));
+                .and_then(|mut conn| reads::stream(&mut conn, &scope, query, &mut ready, &mut answer));
             if let Err(e) = streamed {
                 // Before the snapshot was taken the caller can still answer with an error status;
                 // after, the error ends the stream and the client sees a truncated answer.
@@ -180,6 +181,11 @@ impl Store for SqliteStore {
 
     async fn purge_idempotency_keys(&self, before_ms: i64, batch: usize) -> Result<u64, StoreError> {
         self.write(|reply| Job::Purge { before_ms, batch, reply }).await
+    }
+
+    async fn purge_tombstones(&self, before_ms: i64, batch: usize) -> Result<u64, StoreError> {
+        // On the writer, between commit groups: no push runs meanwhile.
+        self.on_writer(move |conn| tombstones::purge(conn, before_ms, batch)).await
     }
 
     async fn health(&self) -> Result<(), StoreError> {

@@ -3,12 +3,12 @@
 //! (WAL mode lets readers run beside the writer).
 
 use rusqlite::{Connection, OptionalExtension, params};
-use sync_proto::{Cursor, FieldsJson};
+use sync_proto::{Cursor, FieldsJson, PullQuery};
 use tokio::sync::oneshot;
 
 use super::connection::{classify, unreadable};
 use crate::store::answer::ChunkedAnswer;
-use crate::store::read::{ReadTx, Rows};
+use crate::store::read::{ReadTx, Rows, resets};
 use crate::store::{Scope, StoreError, StoredObject};
 
 /// The last timestamp given in `scope` (0 before its first push).
@@ -19,6 +19,20 @@ pub(super) fn clock_of(conn: &Connection, scope: &Scope) -> Result<i64, StoreErr
         .map_err(classify)
 }
 
+/// The scope's clock and purge horizon (0 and 0 before its first push).
+fn clock_and_horizon(conn: &Connection, scope: &Scope) -> Result<(Cursor, Cursor), StoreError> {
+    conn.prepare_cached("SELECT last, purged_through FROM clocks WHERE entity = ?1 AND partition = ?2")
+        .and_then(|mut stmt| {
+            stmt.query_row([scope.key(), scope.partition()], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+                .optional()
+        })
+        .map(|row| {
+            let (last, purged) = row.unwrap_or_default();
+            (Cursor::from_millis(last), Cursor::from_millis(purged))
+        })
+        .map_err(classify)
+}
+
 /// The reads of [`crate::store::read::page`] in one transaction's snapshot.
 pub(super) struct SqliteRead<'c>(pub(super) &'c Connection);
 
@@ -26,7 +40,9 @@ impl ReadTx for SqliteRead<'_> {
     type Error = StoreError;
 
     async fn rows_after(&mut self, scope: &Scope, since: Cursor, fetch: Option<usize>) -> Result<Rows, StoreError> {
-        let high_water = Cursor::from_millis(clock_of(self.0, scope)?);
+        let (high_water, horizon) = clock_and_horizon(self.0, scope)?;
+        let reset = resets(since, horizon);
+        let since = if reset { Cursor::ZERO } else { since };
         let fetch = fetch.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
         let rows = select_rows(
             self.0,
@@ -34,7 +50,7 @@ impl ReadTx for SqliteRead<'_> {
              WHERE entity = ?1 AND partition = ?2 AND last_change > ?3 ORDER BY last_change, id LIMIT ?4",
             params![scope.key(), scope.partition(), since.millis(), fetch],
         )?;
-        Ok((high_water, rows))
+        Ok(Rows { high_water, reset, rows })
     }
 
     async fn rows_at(&mut self, scope: &Scope, at: Cursor) -> Result<Vec<StoredObject>, StoreError> {
@@ -68,12 +84,20 @@ fn select_rows(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Res
 pub(super) fn stream(
     conn: &mut Connection,
     scope: &Scope,
-    since: Cursor,
+    query: PullQuery,
     ready: &mut Option<oneshot::Sender<Result<(), StoreError>>>,
     answer: &mut ChunkedAnswer,
 ) -> Result<(), StoreError> {
     let tx = conn.transaction().map_err(classify)?;
-    let now = Cursor::from_millis(clock_of(&tx, scope)?);
+    let (now, horizon) = clock_and_horizon(&tx, scope)?;
+    let since = if resets(query.since, horizon) {
+        if query.resets {
+            answer.mark_reset();
+        }
+        Cursor::ZERO
+    } else {
+        query.since
+    };
     if let Some(ready) = ready.take()
         && ready.send(Ok(())).is_err()
     {

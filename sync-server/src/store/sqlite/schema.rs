@@ -139,6 +139,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE outbox_subscriptions ADD COLUMN lease_token INTEGER;
     ALTER TABLE outbox_subscriptions ADD COLUMN lease_until_ms INTEGER;
 "#,
+    r#"
+    -- Tombstone retention: the newest _lastChange of a purged tombstone, per scope (a pull from
+    -- before it is answered in full), and the tombstones in the order they are purged.
+    ALTER TABLE clocks ADD COLUMN purged_through INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX objects_tombstones ON objects (last_change) WHERE removed = 1;
+"#,
 ];
 
 /// Opens the writing connection of the file at `path`: WAL, `synchronous = FULL` (every
