@@ -192,7 +192,8 @@ impl Syncer {
 
         if let Some(pending) = self.store.transaction(|tx| tracking::pending(tx.conn(), entity))? {
             tracing::info!(key = %pending.key, "sending again a push that was not acknowledged");
-            self.send(def, &pending, &mut report)?;
+            // Recorded by an earlier run: whether it was built with bases is in its body.
+            self.send(def, &pending, has_bases(&pending.body), &mut report)?;
         }
         // A push refused for a conflict is merged and pushed again, a bounded number of times:
         // another device that keeps changing the same objects must not hold this sync forever.
@@ -204,7 +205,7 @@ impl Syncer {
             while let Some(pending) =
                 self.store.transaction(|tx| build_push(tx, def, upto, self.options.push_batch, checked))?
             {
-                if self.send(def, &pending, &mut report)? == Sent::Conflicted {
+                if self.send(def, &pending, checked, &mut report)? == Sent::Conflicted {
                     conflicted = true;
                     break;
                 }
@@ -264,15 +265,21 @@ impl Syncer {
     }
 
     /// Sends a recorded push and, once acknowledged, updates the base versions and marks clean
-    /// what was not written since the push was built. A push built with bases (`_lastChange` in
+    /// what was not written since the push was built. A push built `with_bases` (`_lastChange` in
     /// its items) asks the server to check them; refused for a conflict, it is forgotten (the
     /// server applied nothing; its objects are still dirty) and [`Sent::Conflicted`] is returned.
-    fn send(&self, def: &EntityDef, pending: &PendingPush, report: &mut EntityReport) -> Result<Sent, SyncError> {
+    fn send(
+        &self,
+        def: &EntityDef,
+        pending: &PendingPush,
+        with_bases: bool,
+        report: &mut EntityReport,
+    ) -> Result<Sent, SyncError> {
         let entity = def.name.as_str();
         let key = IdempotencyKey::new(pending.key.clone())
             .map_err(|e| StoreError::Corrupt(format!("pending push of {entity}: {e}")))?;
         let key = self.options.idempotency.then_some(&key);
-        let sent = if has_bases(&pending.body) {
+        let sent = if with_bases {
             self.transport.push_checked(&def.path, &pending.body, key)
         } else {
             self.transport.push(&def.path, &pending.body, key)
@@ -313,7 +320,8 @@ enum Sent {
     Conflicted,
 }
 
-/// Whether a recorded push body was built with each item's base version (`_lastChange`).
+/// Whether a recorded push body was built with each item's base version (`_lastChange`): read
+/// only for a push recorded by an earlier run, since a run knows how it builds its own.
 fn has_bases(body: &str) -> bool {
     serde_json::from_str::<Vec<Fields>>(body)
         .is_ok_and(|items| items.first().is_some_and(|item| item.contains_key(BASE_KEY)))

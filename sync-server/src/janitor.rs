@@ -50,14 +50,7 @@ pub fn start(
 /// Deletes every tombstone older than `before_ms`, batch by batch, each batch its own short
 /// transaction.
 pub async fn purge_tombstones(store: &dyn Store, before_ms: i64) -> Result<(), String> {
-    let mut purged = 0;
-    loop {
-        let n = store.purge_tombstones(before_ms, PURGE_BATCH).await.map_err(|e| crate::error::chain(&e))?;
-        if n == 0 {
-            break;
-        }
-        purged += n;
-    }
+    let purged = in_batches(|| store.purge_tombstones(before_ms, PURGE_BATCH)).await?;
     if purged > 0 {
         tracing::info!(purged, "tombstones past their retention purged");
     }
@@ -66,16 +59,25 @@ pub async fn purge_tombstones(store: &dyn Store, before_ms: i64) -> Result<(), S
 
 /// Deletes every idempotency key remembered before `before_ms`, batch by batch.
 async fn purge_idempotency_keys(store: &dyn Store, before_ms: i64) -> Result<(), String> {
-    let mut purged = 0;
-    loop {
-        let n = store.purge_idempotency_keys(before_ms, PURGE_BATCH).await.map_err(|e| crate::error::chain(&e))?;
-        purged += n;
-        if n < PURGE_BATCH as u64 {
-            break;
-        }
-    }
+    let purged = in_batches(|| store.purge_idempotency_keys(before_ms, PURGE_BATCH)).await?;
     if purged > 0 {
         tracing::debug!(purged, "expired idempotency keys purged");
     }
     Ok(())
+}
+
+/// Runs `batch` until one deletes nothing (a batch may delete fewer than [`PURGE_BATCH`] while
+/// more is left: PostgreSQL purges tombstones one scope per batch); returns how many in all.
+async fn in_batches<F, Fut>(mut batch: F) -> Result<u64, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, crate::store::StoreError>>,
+{
+    let mut purged = 0;
+    loop {
+        match batch().await.map_err(|e| crate::error::chain(&e))? {
+            0 => return Ok(purged),
+            n => purged += n,
+        }
+    }
 }

@@ -202,11 +202,6 @@ impl LongPolls {
         (self.config.max_wait_secs > 0).then_some(self.config.max_wait_secs)
     }
 
-    /// How many pulls are waiting now.
-    pub fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
-    }
-
     /// Starts the tasks that announce this instance's commits and bring in everyone else's.
     pub fn start(self: &Arc<Self>, tasks: &mut Tasks, store: Arc<dyn Store>) {
         let (polls, announcing) = (Arc::clone(self), Arc::clone(&store));
@@ -258,11 +253,9 @@ impl LongPolls {
         let Some(wait) = query.wait.filter(|_| self.config.max_wait_secs > 0) else { return Ok(()) };
         let deadline = Instant::now() + Duration::from_secs(wait.min(self.config.max_wait_secs));
         let probe = PullQuery { since: query.since, limit: Some(1), ..PullQuery::default() };
-        if answers_now(&store.pull(scope, probe).await?) {
-            return Ok(());
-        }
-        let _slot = self.park()?;
         let mut closing = self.closing.subscribe();
+        // Taken once the first read found nothing: a pull with something to answer needs none.
+        let mut slot = None;
         loop {
             if *closing.borrow_and_update() || Instant::now() >= deadline {
                 return Ok(());
@@ -274,6 +267,9 @@ impl LongPolls {
             let page = store.pull(scope, probe).await?;
             if answers_now(&page) {
                 return Ok(());
+            }
+            if slot.is_none() {
+                slot = Some(self.park()?);
             }
             listener.saw(page.now);
             tokio::select! {

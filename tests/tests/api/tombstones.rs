@@ -56,7 +56,10 @@ async fn a_cursor_older_than_the_purge_horizon_gets_the_whole_scope(backend: Bac
         (paged["reset"].clone(), ids(&parse_pull(&paged).updates)),
         (json!(true), vec!["a".to_owned(), "c".to_owned()])
     );
-    let (_, waited) = api.get(&format!("/taskChanges?since={before}&reset=1&wait=30")).await;
+    let waiting = format!("/taskChanges?since={before}&reset=1&wait=30");
+    let (_, waited) = tokio::time::timeout(std::time::Duration::from_secs(10), api.get(&waiting))
+        .await
+        .expect("a reset waits for nothing");
     assert_eq!(waited["reset"], true, "a reset is answered at once: {waited}");
     // From 0, a full answer as always, marked: the client may hold objects it never pulled.
     let (_, full) = api.get("/taskChanges?since=0&reset=1").await;
