@@ -230,7 +230,9 @@ impl Syncer {
     }
 
     /// Pulls every change since the stored cursor, page by page, merging each page and storing
-    /// its cursor in one local transaction.
+    /// its cursor in one local transaction. The next page is fetched while one is merged, so the
+    /// network and the local database work at the same time; a page's transaction does not wait
+    /// for the disk (a page lost to a power cut is pulled again, since its cursor goes with it).
     fn pull<H: ConflictHandler + ?Sized>(
         &self,
         def: &EntityDef,
@@ -238,32 +240,60 @@ impl Syncer {
         report: &mut EntityReport,
     ) -> Result<(), SyncError> {
         let entity = def.name.as_str();
-        let mut since = self.store.transaction(|tx| tracking::cursor(tx.conn(), entity))?;
+        let since = self.store.transaction(|tx| tracking::cursor(tx.conn(), entity))?;
+        let (pages, fetched) = std::sync::mpsc::sync_channel(1);
+        std::thread::scope(|scope| {
+            scope.spawn(move || self.fetch_pages(def, since, &pages));
+            for page in fetched {
+                let page = page?;
+                self.store.transaction_unsynced(|tx| {
+                    apply_page(tx, def, &page, handler, report)?;
+                    if page.reset {
+                        forget_missing(tx, def, &page, report)?;
+                    }
+                    tracking::set_cursor(tx.conn(), entity, page.now.millis()).map_err(SyncError::from)
+                })?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Fetches the pages after `since` in order into `pages`, until the last one, an error (sent
+    /// as the last item), or the receiver is gone.
+    fn fetch_pages(
+        &self,
+        def: &EntityDef,
+        mut since: i64,
+        pages: &std::sync::mpsc::SyncSender<Result<PullPage, SyncError>>,
+    ) {
+        let entity = def.name.as_str();
         loop {
             let page = self
                 .transport
                 .pull(&def.path, Cursor::from_millis(since), self.options.page_size)
-                .map_err(|source| SyncError::Transport { entity: entity.to_owned(), source })?;
-            if page.more && page.now.millis() <= since {
-                return Err(SyncError::Protocol {
-                    entity: entity.to_owned(),
-                    reason: format!("a page with more to come did not advance the cursor past {since}"),
+                .map_err(|source| SyncError::Transport { entity: entity.to_owned(), source })
+                .and_then(|page| {
+                    if page.more && page.now.millis() <= since {
+                        return Err(SyncError::Protocol {
+                            entity: entity.to_owned(),
+                            reason: format!("a page with more to come did not advance the cursor past {since}"),
+                        });
+                    }
+                    Ok(page)
                 });
+            let next = match &page {
+                Ok(page) if page.more => Some(page.now.millis()),
+                _ => None,
+            };
+            if pages.send(page).is_err() {
+                return;
             }
-            self.store.transaction(|tx| {
-                apply_page(tx, def, &page, handler, report)?;
-                if page.reset {
-                    forget_missing(tx, def, &page, report)?;
-                }
-                tracking::set_cursor(tx.conn(), entity, page.now.millis()).map_err(SyncError::from)
-            })?;
-            since = page.now.millis();
-            if !page.more {
-                return Ok(());
+            match next {
+                Some(now) => since = now,
+                None => return,
             }
         }
     }
-
     /// Sends a recorded push and, once acknowledged, updates the base versions and marks clean
     /// what was not written since the push was built. A push built `with_bases` (`_lastChange` in
     /// its items) asks the server to check them; refused for a conflict, it is forgotten (the
@@ -343,7 +373,7 @@ fn forget_missing(tx: &Tx<'_>, def: &EntityDef, page: &PullPage, report: &mut En
         if present.contains(id.as_str()) {
             continue;
         }
-        match tracking::row_state(tx.conn(), entity, id)? {
+        match tracking::row_state(tx.conn(), def, id)? {
             Some(state) if state.dirty_seq.is_some() => {
                 tracking::set_row_state(tx.conn(), entity, id, &RowState { base: Base::Unknown, ..state })?;
             }
@@ -378,6 +408,7 @@ fn apply_page<H: ConflictHandler + ?Sized>(
     for bad in &page.unreadable {
         set_aside(bad.clone())?;
     }
+    let any_aside = tracking::any_aside(tx.conn(), entity)?;
     for remote in collapse_duplicates(&page.updates) {
         report.pulled += 1;
         let remote_version = if remote.removed {
@@ -391,32 +422,39 @@ fn apply_page<H: ConflictHandler + ?Sized>(
                 }
             }
         };
-        let state = tracking::row_state(tx.conn(), entity, &remote.id)?;
-        let known = state.as_ref().and_then(|s| s.base.last_change());
+        if matches!(remote_version, Version::Live(_))
+            && tracking::insert_synced(tx.conn(), entity, &remote.id, remote.last_change)?
+        {
+            // New to this device (nothing local, nothing set aside to forget): taken as it is.
+            write_version(tx, def, &remote.id, &remote_version)?;
+            if any_aside {
+                tracking::clear_aside(tx.conn(), entity, &remote.id)?;
+            }
+            continue;
+        }
+        let head = tracking::row_head(tx.conn(), entity, &remote.id)?;
+        let known = head.and_then(|h| h.last_change);
         if matches!((remote.last_change, known), (Some(seen), Some(known)) if seen < known) {
             // An older version than the one this device already knows (from its own push).
             continue;
         }
-        tracking::clear_aside(tx.conn(), entity, &remote.id)?;
-        let new_base = match &remote_version {
-            Version::Live(fields) => Base::Live { last_change: remote.last_change, fields: fields.clone() },
-            Version::Removed => Base::Removed { last_change: remote.last_change },
-        };
-        let dirty_seq = state.as_ref().and_then(|s| s.dirty_seq);
-        let Some(dirty_seq) = dirty_seq else {
-            // No local change: the server's version is taken as it is.
+        if any_aside {
+            tracking::clear_aside(tx.conn(), entity, &remote.id)?;
+        }
+        let Some(dirty_seq) = head.and_then(|h| h.dirty_seq) else {
+            // No local change: the server's version is taken as it is, and is the new base.
             write_version(tx, def, &remote.id, &remote_version)?;
             match remote_version {
-                Version::Live(_) => tracking::set_row_state(
-                    tx.conn(),
-                    entity,
-                    &remote.id,
-                    &RowState { dirty_seq: None, local_removed: false, base: new_base },
-                )?,
+                Version::Live(_) => tracking::set_synced(tx.conn(), entity, &remote.id, remote.last_change)?,
                 Version::Removed => tracking::delete_row_state(tx.conn(), entity, &remote.id)?,
             }
             continue;
         };
+        let new_base = match &remote_version {
+            Version::Live(fields) => Base::Live { last_change: remote.last_change, fields: fields.clone() },
+            Version::Removed => Base::Removed { last_change: remote.last_change },
+        };
+        let state = tracking::row_state(tx.conn(), def, &remote.id)?;
         let (old_base, local_removed) = state.map_or((Base::Unknown, false), |s| (s.base, s.local_removed));
         let local = match tx.read_local(def, &remote.id)? {
             Some(fields) if !local_removed => Version::Live(fields),
@@ -536,7 +574,7 @@ fn build_push(
         }
         let mut items = Vec::with_capacity(ids.len());
         for id in ids {
-            let Some(state) = tracking::row_state(conn, entity, &id)? else { continue };
+            let Some(state) = tracking::row_state(conn, def, &id)? else { continue };
             let local = if state.local_removed { None } else { tx.read_local(def, &id)? };
             let mut item = Map::new();
             item.insert("id".into(), Value::String(id.clone()));
@@ -588,7 +626,7 @@ fn acknowledge(tx: &Tx<'_>, def: &EntityDef, pending: &PendingPush, now: i64) ->
         let Some(Value::String(id)) = item.remove("id") else { return Err(corrupt("an item without id")) };
         let removed = item.remove("_removed") == Some(Value::Bool(true));
         item.remove(BASE_KEY);
-        let state = tracking::row_state(conn, entity, &id)?.unwrap_or(RowState {
+        let state = tracking::row_state(conn, def, &id)?.unwrap_or(RowState {
             dirty_seq: None,
             local_removed: removed,
             base: Base::Unknown,

@@ -62,6 +62,43 @@ pub struct EntityDef {
     pub path: String,
     /// Its fields, in declaration order.
     pub fields: Vec<FieldDef>,
+    /// The statements that read and write its table, written once.
+    pub(crate) sql: TableSql,
+}
+
+/// The SQL of the statements on an entity's table that every object read or write runs, built
+/// once per schema rather than once per object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TableSql {
+    /// `"id"` then every field's column, quoted: what a read selects.
+    pub(crate) columns: String,
+    /// The row with `id = ?1`.
+    pub(crate) select: String,
+    /// Writes every column (`?1` the id, then the fields in order), creating the row if needed.
+    pub(crate) upsert: String,
+    /// Deletes the row with `id = ?1`.
+    pub(crate) delete: String,
+}
+
+impl TableSql {
+    fn new(table: &str, fields: &[FieldDef]) -> Self {
+        let table = quoted(table);
+        let names: Vec<String> = fields.iter().map(|f| quoted(&f.name)).collect();
+        let columns = std::iter::once("\"id\"".to_owned()).chain(names.iter().cloned()).collect::<Vec<_>>().join(", ");
+        let params = (1..=names.len() + 1).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+        let on_conflict = if names.is_empty() {
+            "NOTHING".to_owned()
+        } else {
+            let sets: Vec<String> = names.iter().map(|n| format!("{n} = excluded.{n}")).collect();
+            format!("UPDATE SET {}", sets.join(", "))
+        };
+        Self {
+            select: format!("SELECT {columns} FROM {table} WHERE \"id\" = ?1"),
+            upsert: format!("INSERT INTO {table} ({columns}) VALUES ({params}) ON CONFLICT (\"id\") DO {on_conflict}"),
+            delete: format!("DELETE FROM {table} WHERE \"id\" = ?1"),
+            columns,
+        }
+    }
 }
 
 /// One checked field.
@@ -160,7 +197,8 @@ impl Schema {
                 }
                 fields.push(FieldDef { name: field, ty });
             }
-            out.push(EntityDef { name, path, fields });
+            let sql = TableSql::new(name.as_str(), &fields);
+            out.push(EntityDef { name, path, fields, sql });
         }
         Ok(Self { entities: out })
     }

@@ -228,6 +228,30 @@ impl Store {
         Ok(value)
     }
 
+    /// Like [`Store::transaction`], but its commit does not wait for the disk
+    /// (`synchronous = NORMAL` for this transaction alone): for writes that can be made again, as
+    /// a pulled page with its cursor is. It is still applied whole or not at all; a power loss
+    /// may undo it (and only it and later ones like it, since every ordinary commit after it
+    /// reaches the disk with it).
+    pub(crate) fn transaction_unsynced<T, E>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let mut conn = self.lock();
+        let setting = StoreError::sqlite("setting durability");
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(setting)?;
+        let result = (|| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(StoreError::sqlite("starting a transaction"))?;
+            let value = f(&Tx { conn: &tx, schema: &self.shared.schema })?;
+            tx.commit().map_err(StoreError::sqlite("committing a transaction"))?;
+            Ok(value)
+        })();
+        conn.pragma_update(None, "synchronous", "FULL").map_err(StoreError::sqlite("setting durability"))?;
+        result
+    }
+
     /// Creates an object with a fresh id (32 upper-case hex digits, as persistence.js makes) and
     /// returns the id. Fields not given are `null`.
     pub fn insert(&self, entity: &str, fields: Value) -> Result<String, StoreError> {
@@ -322,6 +346,7 @@ impl Tx<'_> {
         if self.read_local(def, id)?.is_some() {
             return Err(StoreError::AlreadyExists { entity: entity.into(), id: id.into() });
         }
+        tracking::keep_base(self.conn, def, id)?;
         self.write_local(def, id, &def.complete(&given))?;
         tracking::record_local_write(self.conn, def.name.as_str(), id, false)
     }
@@ -333,6 +358,7 @@ impl Tx<'_> {
         let Some(mut current) = self.read_local(def, id)? else {
             return Err(StoreError::NotFound { entity: entity.into(), id: id.into() });
         };
+        tracking::keep_base(self.conn, def, id)?;
         current.extend(given);
         self.write_local(def, id, &current)?;
         tracking::record_local_write(self.conn, def.name.as_str(), id, false)
@@ -341,6 +367,7 @@ impl Tx<'_> {
     /// See [`Store::remove`].
     pub fn remove(&self, entity: &str, id: &str) -> Result<(), StoreError> {
         let def = self.schema.entity(entity)?;
+        tracking::keep_base(self.conn, def, id)?;
         if !self.delete_local(def, id)? {
             return Err(StoreError::NotFound { entity: entity.into(), id: id.into() });
         }
@@ -364,7 +391,7 @@ impl Tx<'_> {
                 .map(Some)
                 .ok_or_else(|| StoreError::UnknownField { entity: def.name.to_string(), field: name.into() })
         };
-        let mut sql = format!("SELECT {} FROM {}", select_list(def), quoted(def.name.as_str()));
+        let mut sql = format!("SELECT {} FROM {}", def.sql.columns, quoted(def.name.as_str()));
         let mut args = Vec::new();
         for (i, (name, value)) in query.filters.iter().enumerate() {
             sql.push_str(if i == 0 { " WHERE " } else { " AND " });
@@ -411,39 +438,15 @@ impl Tx<'_> {
 
     /// The declared fields of a live local object.
     pub(crate) fn read_local(&self, def: &EntityDef, id: &str) -> Result<Option<Fields>, StoreError> {
-        let sql = format!("SELECT {} FROM {} WHERE \"id\" = ?1", select_list(def), quoted(def.name.as_str()));
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(StoreError::sqlite("reading an object"))?;
-        let mut rows = stmt.query([id]).map_err(StoreError::sqlite("reading an object"))?;
-        match rows.next().map_err(StoreError::sqlite("reading an object"))? {
-            Some(row) => read_fields(def, row).map(Some),
-            None => Ok(None),
-        }
+        read_row(self.conn, def, id)
     }
 
     /// Writes every declared field of a local object, creating it if needed. Not tracked.
     pub(crate) fn write_local(&self, def: &EntityDef, id: &str, fields: &Fields) -> Result<(), StoreError> {
-        let names: Vec<String> = def.fields.iter().map(|f| quoted(&f.name)).collect();
-        let mut sql = format!("INSERT INTO {} (\"id\"", quoted(def.name.as_str()));
-        for name in &names {
-            sql.push_str(", ");
-            sql.push_str(name);
-        }
-        sql.push_str(") VALUES (?1");
-        for i in 0..names.len() {
-            sql.push_str(&format!(", ?{}", i + 2));
-        }
-        sql.push_str(") ON CONFLICT (\"id\") DO ");
-        if names.is_empty() {
-            sql.push_str("NOTHING");
-        } else {
-            sql.push_str("UPDATE SET ");
-            let sets: Vec<String> = names.iter().map(|n| format!("{n} = excluded.{n}")).collect();
-            sql.push_str(&sets.join(", "));
-        }
-        let mut args = vec![rusqlite::types::Value::Text(id.to_owned())];
-        args.extend(def.fields.iter().map(|f| schema::to_sql(f.ty, fields.get(&f.name).unwrap_or(&Value::Null))));
+        let values = def.fields.iter().map(|f| schema::to_sql(f.ty, fields.get(&f.name).unwrap_or(&Value::Null)));
+        let args = std::iter::once(rusqlite::types::Value::Text(id.to_owned())).chain(values);
         self.conn
-            .prepare_cached(&sql)
+            .prepare_cached(&def.sql.upsert)
             .and_then(|mut stmt| stmt.execute(params_from_iter(args)))
             .map(drop)
             .map_err(StoreError::sqlite("writing an object"))
@@ -451,9 +454,8 @@ impl Tx<'_> {
 
     /// Deletes a local object; returns whether it existed. Not tracked.
     pub(crate) fn delete_local(&self, def: &EntityDef, id: &str) -> Result<bool, StoreError> {
-        let sql = format!("DELETE FROM {} WHERE \"id\" = ?1", quoted(def.name.as_str()));
         self.conn
-            .prepare_cached(&sql)
+            .prepare_cached(&def.sql.delete)
             .and_then(|mut stmt| stmt.execute([id]))
             .map(|n| n > 0)
             .map_err(StoreError::sqlite("removing an object"))
@@ -462,6 +464,16 @@ impl Tx<'_> {
     /// The connection, for the bookkeeping of the sync engine.
     pub(crate) fn conn(&self) -> &Connection {
         self.conn
+    }
+}
+
+/// The declared fields of the local row of `id`, if there is one.
+pub(crate) fn read_row(conn: &Connection, def: &EntityDef, id: &str) -> Result<Option<Fields>, StoreError> {
+    let mut stmt = conn.prepare_cached(&def.sql.select).map_err(StoreError::sqlite("reading an object"))?;
+    let mut rows = stmt.query([id]).map_err(StoreError::sqlite("reading an object"))?;
+    match rows.next().map_err(StoreError::sqlite("reading an object"))? {
+        Some(row) => read_fields(def, row).map(Some),
+        None => Ok(None),
     }
 }
 
@@ -482,15 +494,6 @@ fn as_object(def: &EntityDef, fields: Value) -> Result<Fields, StoreError> {
         Value::Null => Ok(Fields::new()),
         _ => Err(StoreError::NotAnObject { entity: def.name.to_string() }),
     }
-}
-
-fn select_list(def: &EntityDef) -> String {
-    let mut list = String::from("\"id\"");
-    for field in &def.fields {
-        list.push_str(", ");
-        list.push_str(&quoted(&field.name));
-    }
-    list
 }
 
 fn read_fields(def: &EntityDef, row: &rusqlite::Row<'_>) -> Result<Fields, StoreError> {

@@ -20,7 +20,8 @@ use serde_json::Value;
 use sync_proto::FieldType;
 
 use crate::error::StoreError;
-use crate::schema::Fields;
+use crate::schema::{EntityDef, Fields};
+use crate::store;
 
 /// The bookkeeping tables; every statement is idempotent.
 const BOOKKEEPING: &str = "
@@ -28,7 +29,7 @@ const BOOKKEEPING: &str = "
         key   TEXT PRIMARY KEY,
         value INTEGER NOT NULL
     ) WITHOUT ROWID;
-    INSERT OR IGNORE INTO _sync_meta (key, value) VALUES ('change_counter', 0), ('format', 1);
+    INSERT OR IGNORE INTO _sync_meta (key, value) VALUES ('change_counter', 0), ('format', 2);
     CREATE TABLE IF NOT EXISTS _sync_fields (
         entity TEXT NOT NULL,
         field  TEXT NOT NULL,
@@ -40,7 +41,7 @@ const BOOKKEEPING: &str = "
         id               TEXT    NOT NULL,
         dirty_seq        INTEGER,             -- NULL: no local change to push
         local_removed    INTEGER NOT NULL DEFAULT 0,
-        base_state       INTEGER NOT NULL DEFAULT 0,  -- 0 unknown, 1 live, 2 removed
+        base_state       INTEGER NOT NULL DEFAULT 0,  -- 0 unknown, 1 live, 2 removed, 3 live as the local row
         base_last_change INTEGER,
         base_fields      TEXT,                -- JSON object, when base_state = 1
         PRIMARY KEY (entity, id)
@@ -66,8 +67,10 @@ const BOOKKEEPING: &str = "
     ) WITHOUT ROWID;
 ";
 
-/// The bookkeeping format this code reads and writes.
-const FORMAT: i64 = 1;
+/// The bookkeeping format this code reads and writes. Format 2 added base state 3 (a clean object
+/// whose base is its local row, stored once); format 1 files are upgraded when opened, and a
+/// client that reads only format 1 refuses the file instead of misreading it.
+const FORMAT: i64 = 2;
 
 /// Creates the bookkeeping tables if needed and checks their format.
 pub(crate) fn init(conn: &Connection) -> Result<(), StoreError> {
@@ -75,10 +78,14 @@ pub(crate) fn init(conn: &Connection) -> Result<(), StoreError> {
     let format: i64 = conn
         .query_row("SELECT value FROM _sync_meta WHERE key = 'format'", [], |r| r.get(0))
         .map_err(StoreError::sqlite("reading the sync format"))?;
-    if format != FORMAT {
-        return Err(StoreError::Corrupt(format!("sync tables have format {format}, this client reads {FORMAT}")));
+    match format {
+        FORMAT => Ok(()),
+        1 => conn
+            .execute("UPDATE _sync_meta SET value = ?1 WHERE key = 'format'", [FORMAT])
+            .map(drop)
+            .map_err(StoreError::sqlite("upgrading the sync format")),
+        other => Err(StoreError::Corrupt(format!("sync tables have format {other}, this client reads {FORMAT}"))),
     }
-    Ok(())
 }
 
 /// The declared type recorded for a field, if it was declared before.
@@ -103,10 +110,9 @@ pub(crate) fn record_type(conn: &Connection, entity: &str, field: &str, ty: Fiel
 
 /// Takes the next value of the local change counter.
 pub(crate) fn next_seq(conn: &Connection) -> Result<i64, StoreError> {
-    conn.query_row("UPDATE _sync_meta SET value = value + 1 WHERE key = 'change_counter' RETURNING value", [], |r| {
-        r.get(0)
-    })
-    .map_err(StoreError::sqlite("advancing the change counter"))
+    conn.prepare_cached("UPDATE _sync_meta SET value = value + 1 WHERE key = 'change_counter' RETURNING value")
+        .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
+        .map_err(StoreError::sqlite("advancing the change counter"))
 }
 
 /// The current value of the local change counter: every local write so far has a value at most this.
@@ -166,8 +172,17 @@ pub(crate) struct RowState {
 /// A `_sync_rows` row as stored: dirty_seq, local_removed, base_state, base_last_change, base_fields.
 type RawRow = (Option<i64>, bool, i64, Option<i64>, Option<String>);
 
+/// The base states as stored.
+const UNKNOWN: i64 = 0;
+const LIVE: i64 = 1;
+const REMOVED: i64 = 2;
+/// Live, with the fields of the object's local row (which has no local change): the base of
+/// every object a sync brought and nothing changed since, kept without a second copy.
+const LIVE_AS_LOCAL: i64 = 3;
+
 /// The bookkeeping of one object, if it has any.
-pub(crate) fn row_state(conn: &Connection, entity: &str, id: &str) -> Result<Option<RowState>, StoreError> {
+pub(crate) fn row_state(conn: &Connection, def: &EntityDef, id: &str) -> Result<Option<RowState>, StoreError> {
+    let entity = def.name.as_str();
     let raw: Option<RawRow> = conn
         .prepare_cached(
             "SELECT dirty_seq, local_removed, base_state, base_last_change, base_fields
@@ -180,23 +195,108 @@ pub(crate) fn row_state(conn: &Connection, entity: &str, id: &str) -> Result<Opt
         .map_err(StoreError::sqlite("reading sync state"))?;
     let Some((dirty_seq, local_removed, state, last_change, fields)) = raw else { return Ok(None) };
     let base = match (state, fields) {
-        (0, _) => Base::Unknown,
-        (1, Some(text)) => match serde_json::from_str::<Value>(&text) {
+        (UNKNOWN, _) => Base::Unknown,
+        (LIVE, Some(text)) => match serde_json::from_str::<Value>(&text) {
             Ok(Value::Object(fields)) => Base::Live { last_change, fields },
             _ => return Err(StoreError::Corrupt(format!("base version of {entity} {id:?} is not a JSON object"))),
         },
-        (2, _) => Base::Removed { last_change },
+        (REMOVED, _) => Base::Removed { last_change },
+        // A local row removed behind the store's back leaves nothing known of the base.
+        (LIVE_AS_LOCAL, _) => match store::read_row(conn, def, id)? {
+            Some(fields) => Base::Live { last_change, fields },
+            None => Base::Unknown,
+        },
         (other, _) => return Err(StoreError::Corrupt(format!("base state {other} of {entity} {id:?}"))),
     };
     Ok(Some(RowState { dirty_seq, local_removed, base }))
 }
 
+/// What a pulled version is checked against first, read without the base itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RowHead {
+    /// The counter value of the object's last local change not pushed; `None` when clean.
+    pub(crate) dirty_seq: Option<i64>,
+    /// The base's `_lastChange`.
+    pub(crate) last_change: Option<i64>,
+}
+
+/// The [`RowHead`] of an object, if it has bookkeeping.
+pub(crate) fn row_head(conn: &Connection, entity: &str, id: &str) -> Result<Option<RowHead>, StoreError> {
+    conn.prepare_cached("SELECT dirty_seq, base_last_change FROM _sync_rows WHERE entity = ?1 AND id = ?2")
+        .and_then(|mut stmt| {
+            stmt.query_row(params![entity, id], |r| Ok(RowHead { dirty_seq: r.get(0)?, last_change: r.get(1)? }))
+                .optional()
+        })
+        .map_err(StoreError::sqlite("reading sync state"))
+}
+
+/// Records that an object has no local change and its base is its local row, as the server
+/// sent it at `last_change`.
+pub(crate) fn set_synced(
+    conn: &Connection,
+    entity: &str,
+    id: &str,
+    last_change: Option<i64>,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO _sync_rows (entity, id, dirty_seq, local_removed, base_state, base_last_change, base_fields)
+         VALUES (?1, ?2, NULL, 0, 3, ?3, NULL)
+         ON CONFLICT (entity, id) DO UPDATE SET dirty_seq = NULL, local_removed = 0, base_state = 3,
+             base_last_change = excluded.base_last_change, base_fields = NULL",
+    )
+    .and_then(|mut stmt| stmt.execute(params![entity, id, last_change]))
+    .map(drop)
+    .map_err(StoreError::sqlite("writing sync state"))
+}
+
+/// [`set_synced`] for an object this device has no bookkeeping of (the common case of a first
+/// sync); returns `false`, writing nothing, when it has some.
+pub(crate) fn insert_synced(
+    conn: &Connection,
+    entity: &str,
+    id: &str,
+    last_change: Option<i64>,
+) -> Result<bool, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO _sync_rows (entity, id, dirty_seq, local_removed, base_state, base_last_change, base_fields)
+         VALUES (?1, ?2, NULL, 0, 3, ?3, NULL) ON CONFLICT (entity, id) DO NOTHING",
+    )
+    .and_then(|mut stmt| stmt.execute(params![entity, id, last_change]))
+    .map(|inserted| inserted == 1)
+    .map_err(StoreError::sqlite("writing sync state"))
+}
+
+/// Before a local write changes an object's row: a base kept as the local row is copied out, so
+/// the write does not change the base with it.
+pub(crate) fn keep_base(conn: &Connection, def: &EntityDef, id: &str) -> Result<(), StoreError> {
+    let entity = def.name.as_str();
+    let state: Option<i64> = conn
+        .prepare_cached("SELECT base_state FROM _sync_rows WHERE entity = ?1 AND id = ?2")
+        .and_then(|mut stmt| stmt.query_row(params![entity, id], |r| r.get(0)).optional())
+        .map_err(StoreError::sqlite("reading sync state"))?;
+    if state != Some(LIVE_AS_LOCAL) {
+        return Ok(());
+    }
+    let (code, fields) = match store::read_row(conn, def, id)? {
+        // Serializing a map of JSON values to a string cannot fail.
+        Some(fields) => (LIVE, Some(serde_json::to_string(&fields).unwrap_or_default())),
+        None => (UNKNOWN, None),
+    };
+    conn.prepare_cached("UPDATE _sync_rows SET base_state = ?3, base_fields = ?4 WHERE entity = ?1 AND id = ?2")
+        .and_then(|mut stmt| stmt.execute(params![entity, id, code, fields]))
+        .map(drop)
+        .map_err(StoreError::sqlite("writing sync state"))
+}
+
 /// Writes the bookkeeping of one object.
 pub(crate) fn set_row_state(conn: &Connection, entity: &str, id: &str, state: &RowState) -> Result<(), StoreError> {
     let (code, last_change, fields) = match &state.base {
-        Base::Unknown => (0, None, None),
-        Base::Live { last_change, fields } => (1, *last_change, Some(Value::Object(fields.clone()).to_string())),
-        Base::Removed { last_change } => (2, *last_change, None),
+        Base::Unknown => (UNKNOWN, None, None),
+        Base::Live { last_change, fields } => {
+            // Serializing a map of JSON values to a string cannot fail.
+            (LIVE, *last_change, Some(serde_json::to_string(fields).unwrap_or_default()))
+        }
+        Base::Removed { last_change } => (REMOVED, *last_change, None),
     };
     conn.prepare_cached(
         "INSERT INTO _sync_rows (entity, id, dirty_seq, local_removed, base_state, base_last_change, base_fields)
@@ -332,6 +432,14 @@ pub(crate) fn set_aside(
     Ok(())
 }
 
+/// Whether any update of `entity` is set aside (so that applying a page asks once, not once per
+/// object).
+pub(crate) fn any_aside(conn: &Connection, entity: &str) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM _sync_set_aside WHERE entity = ?1)")
+        .and_then(|mut stmt| stmt.query_row(params![entity], |r| r.get(0)))
+        .map_err(StoreError::sqlite("reading the objects set aside"))
+}
+
 /// Forgets the update of `id` set aside, once a version of it was applied.
 pub(crate) fn clear_aside(conn: &Connection, entity: &str, id: &str) -> Result<(), StoreError> {
     conn.prepare_cached("DELETE FROM _sync_set_aside WHERE entity = ?1 AND key = ?2")
@@ -364,7 +472,44 @@ mod tests {
     fn conn() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
         init(&conn).unwrap();
+        conn.execute_batch(r#"CREATE TABLE "Todo" ("id" TEXT PRIMARY KEY NOT NULL, "t" TEXT)"#).unwrap();
         conn
+    }
+
+    fn todo() -> EntityDef {
+        let schema = crate::schema::Schema::new([crate::Entity::new("Todo").field("t", FieldType::Text)]).unwrap();
+        schema.entities()[0].clone()
+    }
+
+    #[test]
+    fn a_synced_base_is_the_local_row_until_a_local_write_copies_it_out() {
+        let conn = conn();
+        conn.execute(r#"INSERT INTO "Todo" VALUES ('a', 'x')"#, []).unwrap();
+        set_synced(&conn, "Todo", "a", Some(7)).unwrap();
+        let synced = Base::Live { last_change: Some(7), fields: json!({"t": "x"}).as_object().unwrap().clone() };
+        let state = row_state(&conn, &todo(), "a").unwrap().unwrap();
+        assert_eq!((state.dirty_seq, &state.base), (None, &synced));
+        let stored: Option<String> =
+            conn.query_row("SELECT base_fields FROM _sync_rows WHERE id = 'a'", [], |r| r.get(0)).unwrap();
+        assert_eq!(stored, None, "the base is not stored a second time");
+
+        keep_base(&conn, &todo(), "a").unwrap();
+        conn.execute(r#"UPDATE "Todo" SET "t" = 'y' WHERE "id" = 'a'"#, []).unwrap();
+        record_local_write(&conn, "Todo", "a", false).unwrap();
+        let state = row_state(&conn, &todo(), "a").unwrap().unwrap();
+        assert_eq!((state.dirty_seq, state.base), (Some(1), synced), "the local write left the base as it was");
+    }
+
+    #[test]
+    fn a_format_1_file_is_upgraded_and_a_later_format_refused() {
+        let conn = conn();
+        conn.execute("UPDATE _sync_meta SET value = 1 WHERE key = 'format'", []).unwrap();
+        init(&conn).unwrap();
+        let format: i64 =
+            conn.query_row("SELECT value FROM _sync_meta WHERE key = 'format'", [], |r| r.get(0)).unwrap();
+        assert_eq!(format, FORMAT);
+        conn.execute("UPDATE _sync_meta SET value = 3 WHERE key = 'format'", []).unwrap();
+        assert!(matches!(init(&conn), Err(StoreError::Corrupt(reason)) if reason.contains("format 3")));
     }
 
     #[test]
@@ -375,7 +520,7 @@ mod tests {
         record_local_write(&conn, "Todo", "b", false).unwrap();
         record_local_write(&conn, "Todo", "a", true).unwrap();
         assert_eq!(current_seq(&conn).unwrap(), 3);
-        let a = row_state(&conn, "Todo", "a").unwrap().unwrap();
+        let a = row_state(&conn, &todo(), "a").unwrap().unwrap();
         assert_eq!((a.dirty_seq, a.local_removed, a.base), (Some(3), true, Base::Unknown));
         assert_eq!(dirty_rows(&conn, "Todo", 2, 10).unwrap(), vec!["b".to_owned()]);
         assert_eq!(dirty_rows(&conn, "Todo", 3, 10).unwrap(), vec!["b".to_owned(), "a".to_owned()]);
@@ -389,7 +534,7 @@ mod tests {
         set_row_state(&conn, "Todo", "a", &RowState { dirty_seq: None, local_removed: false, base: base.clone() })
             .unwrap();
         record_local_write(&conn, "Todo", "a", false).unwrap();
-        let state = row_state(&conn, "Todo", "a").unwrap().unwrap();
+        let state = row_state(&conn, &todo(), "a").unwrap().unwrap();
         assert_eq!(state.base, base);
         assert_eq!(state.dirty_seq, Some(1));
     }

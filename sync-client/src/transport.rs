@@ -216,7 +216,7 @@ pub fn parse_pull_answer(text: &str) -> Result<PullPage, String> {
             Err(e) if e.is_syntax() => serde_json::from_str(&replace_lone_surrogates(raw.get())),
             read => read,
         };
-        let read = read.map_err(|e| format!("not readable JSON: {e}")).and_then(|value| parse_update(&value));
+        let read = read.map_err(|e| format!("not readable JSON: {e}")).and_then(parse_update);
         match read {
             Ok(update) => page.updates.push(update),
             Err(reason) => page.unreadable.push(SetAside { id: id_of(raw), raw: raw.get().to_owned(), reason }),
@@ -234,9 +234,8 @@ fn id_of(raw: &RawValue) -> Option<String> {
     serde_json::from_str::<Id>(raw.get()).ok().map(|i| i.id).filter(|id| !id.is_empty())
 }
 
-fn parse_update(update: &Value) -> Result<RemoteObject, String> {
-    let Value::Object(object) = update else { return Err("not an object".into()) };
-    let mut fields = object.clone();
+fn parse_update(update: Value) -> Result<RemoteObject, String> {
+    let Value::Object(mut fields) = update else { return Err("not an object".into()) };
     let id = match fields.remove("id") {
         Some(Value::String(id)) if !id.is_empty() => id,
         _ => return Err("no string \"id\"".into()),

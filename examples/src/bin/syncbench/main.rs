@@ -11,8 +11,10 @@
 //! cargo run --release -p examples --bin syncbench -- --db postgres://postgres@127.0.0.1/bench --only W6
 //! cargo run --release -p examples --bin syncbench -- --only W7           # the outbox's cost and lag
 //! cargo run --release -p examples --bin syncbench -- --only W9           # long-poll wake-ups, memory
+//! cargo run --release -p examples --bin syncbench -- --only C1           # the client: first sync, local writes
 //! ```
 
+mod client;
 mod data;
 mod live;
 mod outbox;
@@ -125,6 +127,9 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         let second = server::Server::spawn(&db).await?;
         live::w9(&bench.server, &second, &bench.tag(), bench.runs).await?;
         second.stop();
+    }
+    if selected("C1") || selected("C2") {
+        bench.client().await?;
     }
     if selected("W7") {
         // Servers with a webhook subscription, beside the plain one, over the same store.

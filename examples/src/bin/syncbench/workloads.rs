@@ -76,10 +76,16 @@ impl Bench {
         self.tag.clone()
     }
 
-    fn entity(&self, name: &str) -> (Scope, String) {
+    /// This session's entity `name`, as a scope and as its path.
+    pub(crate) fn entity(&self, name: &str) -> (Scope, String) {
         let entity = EntityName::new(format!("B{}{name}", self.tag)).expect("valid entity name");
         let path = format!("/b{}{name}Changes", self.tag);
         (Scope::entity(entity), path)
+    }
+
+    /// Pushes `body` to `scope` through the store directly; returns the push's `now`.
+    pub(crate) async fn direct_push(&self, scope: &Scope, body: &[u8]) -> anyhow::Result<i64> {
+        self.endpoint.direct_push(scope, body).await
     }
 
     /// W1: push 10,000 objects in batches of 1,000 and in one batch; W2: pull them all since 0.

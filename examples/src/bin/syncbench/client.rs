@@ -1,0 +1,160 @@
+//! C1 and C2: the Rust client. C1 is a first sync of 100,000 objects into an empty local store,
+//! beside the same pages pulled and parsed by the client's transport without being applied, and
+//! the same rows inserted by plain rusqlite; C2 is local writes with change tracking against
+//! plain rusqlite inserts. Every figure of a run is measured against a baseline of the same run.
+
+use std::time::{Duration, Instant};
+
+use anyhow::ensure;
+use rusqlite::params;
+use serde_json::json;
+use sync_client::transport::Transport;
+use sync_client::{Cursor, Entity, FieldType, HttpTransport, PreferRemote, Store, SyncOptions, Syncer};
+
+use crate::data::push_body;
+use crate::stats::{median, ms, per_sec, rate};
+use crate::workloads::Bench;
+
+/// Objects in C1's first sync.
+const FIRST_SYNC: usize = 100_000;
+/// Local writes in C2.
+const LOCAL_WRITES: usize = 10_000;
+
+/// The benchmark's objects as a client declares them (see `data::push_body`).
+fn entity(name: &str) -> Entity {
+    Entity::new(name)
+        .field("title", FieldType::Text)
+        .field("done", FieldType::Bool)
+        .field("priority", FieldType::Int)
+        .field("due", FieldType::Int)
+}
+
+/// A plain table of the same shape as the client's, for the rusqlite baselines.
+fn plain_table(path: &std::path::Path) -> anyhow::Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+         CREATE TABLE t (id TEXT PRIMARY KEY, title TEXT, done INTEGER, priority INTEGER, due INTEGER);",
+    )?;
+    Ok(conn)
+}
+
+impl Bench {
+    /// C1 and C2.
+    pub async fn client(&self) -> anyhow::Result<()> {
+        let (scope, path) = self.entity("C1");
+        for start in (0..FIRST_SYNC).step_by(10_000) {
+            self.direct_push(&scope, &push_body(start, 10_000, 0)).await?;
+        }
+        let (name, base_url, runs) = (scope.entity_name().to_string(), self.server.base_url.clone(), self.runs);
+        tokio::task::spawn_blocking(move || first_sync(&name, &path, &base_url, runs)).await??;
+        tokio::task::spawn_blocking(move || local_writes(runs)).await??;
+        Ok(())
+    }
+}
+
+fn first_sync(name: &str, path: &str, base_url: &str, runs: usize) -> anyhow::Result<()> {
+    let (mut synced, mut pulled, mut plain) = (Vec::new(), Vec::new(), Vec::new());
+    let page_size = SyncOptions::default().page_size;
+    for run in 0..runs {
+        let dir = tempfile::tempdir()?;
+
+        let transport = HttpTransport::new(base_url)?;
+        let started = Instant::now();
+        let (mut since, mut objects) = (Cursor::from_millis(0), 0);
+        loop {
+            let page = transport.pull(path, since, page_size)?;
+            objects += page.updates.len();
+            since = page.now;
+            if !page.more {
+                break;
+            }
+        }
+        pulled.push(started.elapsed());
+        ensure!(objects == FIRST_SYNC, "C1 pulled {objects} objects, expected {FIRST_SYNC}");
+
+        let store = Store::open(dir.path().join(format!("client{run}.db")), [entity(name).path(path)])?;
+        let syncer = Syncer::new(store.clone(), HttpTransport::new(base_url)?);
+        let started = Instant::now();
+        let report = syncer.sync_all(&PreferRemote)?;
+        synced.push(started.elapsed());
+        ensure!(report.pulled() == FIRST_SYNC, "C1 synced {} objects, expected {FIRST_SYNC}", report.pulled());
+        let count = store.query(&sync_client::Query::new(name))?.len();
+        ensure!(count == FIRST_SYNC, "C1 left {count} objects in the local store");
+
+        let conn = plain_table(&dir.path().join(format!("plain{run}.db")))?;
+        let started = Instant::now();
+        let tx = conn.unchecked_transaction()?;
+        {
+            let mut insert = tx.prepare("INSERT INTO t VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            for i in 0..FIRST_SYNC {
+                let id = format!("{:032X}", i as u128 * 0x9E37_79B9_7F4A_7C15);
+                let title = format!("Write the quarterly report, part {i}");
+                insert.execute(params![id, title, false, (i % 5) as i64, 1_790_000_000 + i as i64])?;
+            }
+        }
+        tx.commit()?;
+        plain.push(started.elapsed());
+    }
+    let (synced, pulled, plain) = (median(&synced), median(&pulled), median(&plain));
+    println!(
+        "C1 first sync of {FIRST_SYNC} into an empty client store {:>12} ({})",
+        per_sec(rate(FIRST_SYNC, synced)),
+        ms(synced)
+    );
+    println!(
+        "C1 the same pages pulled and parsed, not applied {:>12} ({})   sync/pull {:.2}",
+        per_sec(rate(FIRST_SYNC, pulled)),
+        ms(pulled),
+        pulled.as_secs_f64() / synced.as_secs_f64()
+    );
+    println!(
+        "C1 the same rows by plain rusqlite, one transaction {:>10} ({})   sync/rusqlite {:.2}",
+        per_sec(rate(FIRST_SYNC, plain)),
+        ms(plain),
+        plain.as_secs_f64() / synced.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn local_writes(runs: usize) -> anyhow::Result<()> {
+    let (mut tracked, mut plain): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path().join("client.db"), [entity("Task")])?;
+        let started = Instant::now();
+        store.transaction(|tx| {
+            for i in 0..LOCAL_WRITES {
+                tx.insert("Task", json!({"title": format!("part {i}"), "done": false, "priority": 3, "due": i}))?;
+            }
+            Ok::<_, sync_client::StoreError>(())
+        })?;
+        tracked.push(started.elapsed());
+        ensure!(store.pending_changes("Task")? == LOCAL_WRITES, "C2 tracked fewer writes than it made");
+
+        let conn = plain_table(&dir.path().join(format!("plain{run}.db")))?;
+        let started = Instant::now();
+        let tx = conn.unchecked_transaction()?;
+        {
+            let mut insert = tx.prepare("INSERT INTO t VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            for i in 0..LOCAL_WRITES {
+                insert.execute(params![sync_client::new_id(), format!("part {i}"), false, 3, i as i64])?;
+            }
+        }
+        tx.commit()?;
+        plain.push(started.elapsed());
+    }
+    let (tracked, plain) = (median(&tracked), median(&plain));
+    println!(
+        "C2 {LOCAL_WRITES} local inserts with change tracking, one transaction {:>10} ({})",
+        per_sec(rate(LOCAL_WRITES, tracked)),
+        ms(tracked)
+    );
+    println!(
+        "C2 the same by plain rusqlite, one transaction {:>24} ({})   tracked/plain {:.2}",
+        per_sec(rate(LOCAL_WRITES, plain)),
+        ms(plain),
+        plain.as_secs_f64() / tracked.as_secs_f64()
+    );
+    Ok(())
+}
