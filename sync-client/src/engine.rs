@@ -528,7 +528,7 @@ fn write_version(tx: &Tx<'_>, def: &EntityDef, id: &str, version: &Version) -> R
 /// later entry on a tie.
 fn collapse_duplicates(updates: &[RemoteObject]) -> Vec<&RemoteObject> {
     let mut out: Vec<&RemoteObject> = Vec::with_capacity(updates.len());
-    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::with_capacity(updates.len());
     for update in updates {
         match index.get(update.id.as_str()) {
             None => {

@@ -76,6 +76,8 @@ pub(crate) struct TableSql {
     pub(crate) select: String,
     /// Writes every column (`?1` the id, then the fields in order), creating the row if needed.
     pub(crate) upsert: String,
+    /// Creates the row from every column, or does nothing when one with that id exists.
+    pub(crate) insert: String,
     /// Deletes the row with `id = ?1`.
     pub(crate) delete: String,
 }
@@ -95,6 +97,7 @@ impl TableSql {
         Self {
             select: format!("SELECT {columns} FROM {table} WHERE \"id\" = ?1"),
             upsert: format!("INSERT INTO {table} ({columns}) VALUES ({params}) ON CONFLICT (\"id\") DO {on_conflict}"),
+            insert: format!("INSERT INTO {table} ({columns}) VALUES ({params}) ON CONFLICT (\"id\") DO NOTHING"),
             delete: format!("DELETE FROM {table} WHERE \"id\" = ?1"),
             columns,
         }

@@ -343,11 +343,9 @@ impl Tx<'_> {
         let def = self.schema.entity(entity)?;
         check_id(id)?;
         let given = def.check_partial(&as_object(def, fields)?)?;
-        if self.read_local(def, id)?.is_some() {
+        if !self.create_local(def, id, &def.complete(&given))? {
             return Err(StoreError::AlreadyExists { entity: entity.into(), id: id.into() });
         }
-        tracking::keep_base(self.conn, def, id)?;
-        self.write_local(def, id, &def.complete(&given))?;
         tracking::record_local_write(self.conn, def.name.as_str(), id, false)
     }
 
@@ -443,12 +441,19 @@ impl Tx<'_> {
 
     /// Writes every declared field of a local object, creating it if needed. Not tracked.
     pub(crate) fn write_local(&self, def: &EntityDef, id: &str, fields: &Fields) -> Result<(), StoreError> {
-        let values = def.fields.iter().map(|f| schema::to_sql(f.ty, fields.get(&f.name).unwrap_or(&Value::Null)));
-        let args = std::iter::once(rusqlite::types::Value::Text(id.to_owned())).chain(values);
         self.conn
             .prepare_cached(&def.sql.upsert)
-            .and_then(|mut stmt| stmt.execute(params_from_iter(args)))
+            .and_then(|mut stmt| stmt.execute(params_from_iter(row_values(def, id, fields))))
             .map(drop)
+            .map_err(StoreError::sqlite("writing an object"))
+    }
+
+    /// Creates a local object unless one with this id exists; returns whether it did. Not tracked.
+    fn create_local(&self, def: &EntityDef, id: &str, fields: &Fields) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached(&def.sql.insert)
+            .and_then(|mut stmt| stmt.execute(params_from_iter(row_values(def, id, fields))))
+            .map(|created| created == 1)
             .map_err(StoreError::sqlite("writing an object"))
     }
 
@@ -465,6 +470,16 @@ impl Tx<'_> {
     pub(crate) fn conn(&self) -> &Connection {
         self.conn
     }
+}
+
+/// The values of a row's columns, in [`schema::TableSql`] order.
+fn row_values<'a>(
+    def: &'a EntityDef,
+    id: &str,
+    fields: &'a Fields,
+) -> impl Iterator<Item = rusqlite::types::Value> + 'a {
+    let values = def.fields.iter().map(|f| schema::to_sql(f.ty, fields.get(&f.name).unwrap_or(&Value::Null)));
+    std::iter::once(rusqlite::types::Value::Text(id.to_owned())).chain(values)
 }
 
 /// The declared fields of the local row of `id`, if there is one.

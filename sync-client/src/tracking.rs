@@ -266,8 +266,9 @@ pub(crate) fn insert_synced(
     .map_err(StoreError::sqlite("writing sync state"))
 }
 
-/// Before a local write changes an object's row: a base kept as the local row is copied out, so
-/// the write does not change the base with it.
+/// Before a local write changes or removes an object's row: a base kept as the local row is
+/// copied out, so the write does not change the base with it. (Creating an object where no row
+/// is needs none: [`record_local_write`] then forgets such a base.)
 pub(crate) fn keep_base(conn: &Connection, def: &EntityDef, id: &str) -> Result<(), StoreError> {
     let entity = def.name.as_str();
     let state: Option<i64> = conn
@@ -324,9 +325,12 @@ pub(crate) fn delete_row_state(conn: &Connection, entity: &str, id: &str) -> Res
 /// with it, as a live object or, when `removed`, as a tombstone. The base version is kept.
 pub(crate) fn record_local_write(conn: &Connection, entity: &str, id: &str, removed: bool) -> Result<(), StoreError> {
     let seq = next_seq(conn)?;
+    // A base still kept as the local row here was not copied out first (see `keep_base`): the
+    // object was created anew where none was, so its base is not known.
     conn.prepare_cached(
         "INSERT INTO _sync_rows (entity, id, dirty_seq, local_removed) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (entity, id) DO UPDATE SET dirty_seq = excluded.dirty_seq, local_removed = excluded.local_removed",
+         ON CONFLICT (entity, id) DO UPDATE SET dirty_seq = excluded.dirty_seq, local_removed = excluded.local_removed,
+             base_state = CASE base_state WHEN 3 THEN 0 ELSE base_state END",
     )
     .and_then(|mut stmt| stmt.execute(params![entity, id, seq, removed]))
     .map(drop)
@@ -498,6 +502,16 @@ mod tests {
         record_local_write(&conn, "Todo", "a", false).unwrap();
         let state = row_state(&conn, &todo(), "a").unwrap().unwrap();
         assert_eq!((state.dirty_seq, state.base), (Some(1), synced), "the local write left the base as it was");
+    }
+
+    #[test]
+    fn an_object_created_where_a_synced_row_had_gone_has_no_known_base() {
+        let conn = conn();
+        set_synced(&conn, "Todo", "b", Some(7)).unwrap();
+        conn.execute(r#"INSERT INTO "Todo" VALUES ('b', 'new')"#, []).unwrap();
+        record_local_write(&conn, "Todo", "b", false).unwrap();
+        let state = row_state(&conn, &todo(), "b").unwrap().unwrap();
+        assert_eq!((state.dirty_seq, state.base), (Some(1), Base::Unknown));
     }
 
     #[test]

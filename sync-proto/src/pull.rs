@@ -81,7 +81,14 @@ impl Default for PullWriter {
 impl PullWriter {
     /// Starts an answer.
     pub fn new() -> Self {
-        Self { buf: String::from("{\"updates\":["), first: true, reset: false }
+        Self::with_capacity(0)
+    }
+
+    /// An empty answer whose buffer holds `bytes` before it grows.
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut buf = String::with_capacity(bytes);
+        buf.push_str("{\"updates\":[");
+        Self { buf, first: true, reset: false }
     }
 
     fn begin(&mut self, id: &str) {
@@ -133,9 +140,11 @@ impl PullWriter {
         self.buf.is_empty()
     }
 
-    /// Takes what has been written so far, leaving the writer ready to continue.
+    /// Takes what has been written so far, leaving the writer ready to continue (with a buffer as
+    /// large as the one taken, since the next chunk will likely fill as much).
     pub fn take(&mut self) -> String {
-        std::mem::take(&mut self.buf)
+        let capacity = self.buf.capacity();
+        std::mem::replace(&mut self.buf, String::with_capacity(capacity))
     }
 
     /// Marks the answer as a reset: the whole scope, for a client whose cursor was older than the
@@ -161,9 +170,7 @@ impl PullWriter {
 
 /// Appends `n` in decimal, without the allocation of `to_string` (this runs once per object).
 fn push_int(out: &mut String, n: i64) {
-    use std::fmt::Write;
-    // Writing to a String cannot fail.
-    let _ = write!(out, "{n}");
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 /// The answer to a push: `{"status": "ok", "now": N}`.

@@ -18,6 +18,9 @@ pub type AnswerStream = mpsc::Receiver<Result<Bytes, StoreError>>;
 
 /// A streamed answer is handed to the HTTP layer in chunks of about this many bytes ...
 pub const CHUNK_BYTES: usize = 64 * 1024;
+/// The first chunk's buffer starts this large (most answers are one small chunk); the next ones
+/// start as large as the last one grew.
+const FIRST_CHUNK_BYTES: usize = 8 * 1024;
 /// ... with at most this many chunks waiting for a slow client ...
 const DEPTH: usize = 4;
 /// ... and a client that takes no chunk for this long is dropped.
@@ -32,7 +35,7 @@ pub(crate) struct ChunkedAnswer {
 /// A new streamed answer and the stream the HTTP layer reads it from.
 pub(crate) fn channel() -> (ChunkedAnswer, AnswerStream) {
     let (sink, stream) = mpsc::channel(DEPTH);
-    (ChunkedAnswer { writer: PullWriter::new(), sink }, stream)
+    (ChunkedAnswer { writer: PullWriter::with_capacity(FIRST_CHUNK_BYTES), sink }, stream)
 }
 
 impl ChunkedAnswer {
@@ -64,7 +67,12 @@ impl ChunkedAnswer {
 
     /// As [`ChunkedAnswer::send`], from a blocking thread of the runtime (`spawn_blocking`).
     pub(crate) fn blocking_send(&self, chunk: Result<Bytes, StoreError>) -> bool {
-        tokio::runtime::Handle::current().block_on(self.send(chunk))
+        // Nearly always there is room: waiting (and its timer) only for a client slow to read.
+        match self.sink.try_send(chunk) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(chunk)) => tokio::runtime::Handle::current().block_on(self.send(chunk)),
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 //! cargo run --release -p examples --bin syncbench -- --only W7           # the outbox's cost and lag
 //! cargo run --release -p examples --bin syncbench -- --only W9           # long-poll wake-ups, memory
 //! cargo run --release -p examples --bin syncbench -- --only C1           # the client: first sync, local writes
+//! cargo run --release -p examples --bin syncbench -- --only W10          # delta pulls at 32 connections
 //! ```
 
 mod client;
@@ -118,6 +119,9 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         let with_auth = server::Server::spawn_with(&db, &["--config", &config.display().to_string()]).await?;
         bench.w6(&with_auth, &secret).await?;
         with_auth.stop();
+    }
+    if selected("W10") {
+        bench.w10().await?;
     }
     if selected("W8") {
         bench.w8().await?;

@@ -350,6 +350,64 @@ impl Bench {
 }
 
 impl Bench {
+    /// W10: 32 connections pulling the same 50-object delta (10,000 objects stored, pushed 50 at a
+    /// time), 200 pulls each: the cost of a delta pull is per request, not per object.
+    pub async fn w10(&self) -> anyhow::Result<()> {
+        const CLIENTS: usize = 32;
+        const PULLS: usize = 200;
+        const SIZE: usize = 50;
+        let (entity, path) = self.entity("W10");
+        let mut since = 0;
+        for batch in 0..10_000 / SIZE {
+            let now = self.endpoint.direct_push(&entity, &push_body(batch * SIZE, SIZE, 0)).await?;
+            if batch + 1 < 10_000 / SIZE {
+                since = now;
+            }
+        }
+        let (mut walls, mut walls_direct, mut latencies) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..self.runs {
+            for direct in [false, true] {
+                let started = Instant::now();
+                let mut tasks = Vec::new();
+                for _ in 0..CLIENTS {
+                    let (me, entity, path) = (Arc::clone(&self.endpoint), entity.clone(), path.clone());
+                    tasks.push(tokio::spawn(async move {
+                        let mut lat = Vec::with_capacity(PULLS);
+                        for _ in 0..PULLS {
+                            let t = Instant::now();
+                            let scan = if direct {
+                                me.direct_pull(&entity, since).await?
+                            } else {
+                                me.http_pull(&path, since).await?
+                            };
+                            lat.push(t.elapsed());
+                            ensure!(scan.objects == SIZE, "W10 delta had {} objects", scan.objects);
+                        }
+                        anyhow::Ok(lat)
+                    }));
+                }
+                for task in tasks {
+                    let lat = task.await??;
+                    if !direct {
+                        latencies.extend(lat);
+                    }
+                }
+                if direct { walls_direct.push(started.elapsed()) } else { walls.push(started.elapsed()) }
+            }
+        }
+        let pulls = CLIENTS * PULLS;
+        let (h, d) = (median(&walls), median(&walls_direct));
+        println!(
+            "W10 32 connections x {PULLS} pulls of a {SIZE}-object delta   http {} pulls/s  p50 {}  p99 {}    direct {} pulls/s    http/direct {:.2}",
+            per_sec(rate(pulls, h)).trim_end_matches(" obj/s"),
+            ms(median(&latencies)),
+            ms(percentile(&latencies, 99.0)),
+            per_sec(rate(pulls, d)).trim_end_matches(" obj/s"),
+            d.as_secs_f64() / h.as_secs_f64().max(1e-9),
+        );
+        Ok(())
+    }
+
     /// W8: one plain keep-alive HTTP/1.1 client (a socket, as `http.client` or `curl` use one)
     /// pulling 10,000 objects 15 times in a row. An answer written in several segments that
     /// waited on the client's delayed ACK (Nagle's algorithm) shows as a median far above the

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sync_proto::{Cursor, PullQuery};
 use tokio::sync::{mpsc, oneshot};
 
-use self::connection::{classify, no_reader, reader_pool};
+use self::connection::{Snapshot, classify, no_reader, reader_pool};
 use self::reads::SqliteRead;
 use self::writer::{Job, Writer};
 use super::answer::{self, AnswerStream};
@@ -140,8 +140,8 @@ impl Store for SqliteStore {
     async fn pull(&self, scope: &Scope, query: PullQuery) -> Result<PullPage, StoreError> {
         let scope = scope.clone();
         self.blocking(move |inner| {
-            let mut conn = inner.readers.get().map_err(no_reader)?;
-            let tx = conn.transaction().map_err(classify)?;
+            let conn = inner.readers.get().map_err(no_reader)?;
+            let tx = Snapshot::begin(&conn)?;
             run_ready(read::page(&mut SqliteRead(&tx), &scope, query))
         })
         .await
@@ -159,7 +159,7 @@ impl Store for SqliteStore {
                 .stream_readers
                 .get()
                 .map_err(no_reader)
-                .and_then(|mut conn| reads::stream(&mut conn, &scope, query, &mut ready, &mut answer));
+                .and_then(|conn| reads::stream(&conn, &scope, query, &mut ready, &mut answer));
             if let Err(e) = streamed {
                 // Before the snapshot was taken the caller can still answer with an error status;
                 // after, the error ends the stream and the client sees a truncated answer.
@@ -202,8 +202,8 @@ impl Store for SqliteStore {
     async fn clocks(&self, scopes: &[Scope]) -> Result<Vec<Cursor>, StoreError> {
         let scopes = scopes.to_vec();
         self.blocking(move |inner| {
-            let mut conn = inner.readers.get().map_err(no_reader)?;
-            let tx = conn.transaction().map_err(classify)?;
+            let conn = inner.readers.get().map_err(no_reader)?;
+            let tx = Snapshot::begin(&conn)?;
             scopes.iter().map(|scope| reads::clock_of(&tx, scope).map(Cursor::from_millis)).collect()
         })
         .await

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sync_proto::{Cursor, FieldsJson, PullQuery};
 use tokio::sync::oneshot;
 
-use super::connection::{classify, unreadable};
+use super::connection::{Snapshot, classify, unreadable};
 use crate::store::answer::ChunkedAnswer;
 use crate::store::read::{ReadTx, Rows, resets};
 use crate::store::{Scope, StoreError, StoredObject};
@@ -84,13 +84,13 @@ fn select_rows(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Res
 /// `conn`; signals `ready` once the snapshot is taken (the HTTP status can still be chosen until
 /// then).
 pub(super) fn stream(
-    conn: &mut Connection,
+    conn: &Connection,
     scope: &Scope,
     query: PullQuery,
     ready: &mut Option<oneshot::Sender<Result<(), StoreError>>>,
     answer: &mut ChunkedAnswer,
 ) -> Result<(), StoreError> {
-    let tx = conn.transaction().map_err(classify)?;
+    let tx = Snapshot::begin(conn)?;
     let (now, horizon) = clock_and_horizon(&tx, scope)?;
     let since = if resets(query.since, horizon) {
         if query.resets {
