@@ -219,13 +219,7 @@ impl Store {
     where
         E: From<StoreError>,
     {
-        let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(StoreError::sqlite("starting a transaction"))?;
-        let value = f(&Tx { conn: &tx, schema: &self.shared.schema })?;
-        tx.commit().map_err(StoreError::sqlite("committing a transaction"))?;
-        Ok(value)
+        self.run_transaction(&mut self.lock(), f)
     }
 
     /// Like [`Store::transaction`], but its commit does not wait for the disk
@@ -240,16 +234,21 @@ impl Store {
         let mut conn = self.lock();
         let setting = StoreError::sqlite("setting durability");
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(setting)?;
-        let result = (|| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(StoreError::sqlite("starting a transaction"))?;
-            let value = f(&Tx { conn: &tx, schema: &self.shared.schema })?;
-            tx.commit().map_err(StoreError::sqlite("committing a transaction"))?;
-            Ok(value)
-        })();
+        let result = self.run_transaction(&mut conn, f);
         conn.pragma_update(None, "synchronous", "FULL").map_err(StoreError::sqlite("setting durability"))?;
         result
+    }
+
+    fn run_transaction<T, E>(&self, conn: &mut Connection, f: impl FnOnce(&Tx<'_>) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::sqlite("starting a transaction"))?;
+        let value = f(&Tx { conn: &tx, schema: &self.shared.schema })?;
+        tx.commit().map_err(StoreError::sqlite("committing a transaction"))?;
+        Ok(value)
     }
 
     /// Creates an object with a fresh id (32 upper-case hex digits, as persistence.js makes) and

@@ -29,14 +29,28 @@ fn entity(name: &str) -> Entity {
         .field("due", FieldType::Int)
 }
 
-/// A plain table of the same shape as the client's, for the rusqlite baselines.
-fn plain_table(path: &std::path::Path) -> anyhow::Result<rusqlite::Connection> {
+/// The rusqlite baseline: `rows` (id, title, priority, due; never done) inserted in one
+/// transaction into a new file at `path`, in a table of the client's shape; returns how long
+/// the inserts and the commit took.
+fn plain_inserts(
+    path: &std::path::Path,
+    rows: impl Iterator<Item = (String, String, i64, i64)>,
+) -> anyhow::Result<Duration> {
     let conn = rusqlite::Connection::open(path)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
          CREATE TABLE t (id TEXT PRIMARY KEY, title TEXT, done INTEGER, priority INTEGER, due INTEGER);",
     )?;
-    Ok(conn)
+    let started = Instant::now();
+    let tx = conn.unchecked_transaction()?;
+    {
+        let mut insert = tx.prepare("INSERT INTO t VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        for (id, title, priority, due) in rows {
+            insert.execute(params![id, title, false, priority, due])?;
+        }
+    }
+    tx.commit()?;
+    Ok(started.elapsed())
 }
 
 impl Bench {
@@ -82,19 +96,11 @@ fn first_sync(name: &str, path: &str, base_url: &str, runs: usize) -> anyhow::Re
         let count = store.query(&sync_client::Query::new(name))?.len();
         ensure!(count == FIRST_SYNC, "C1 left {count} objects in the local store");
 
-        let conn = plain_table(&dir.path().join(format!("plain{run}.db")))?;
-        let started = Instant::now();
-        let tx = conn.unchecked_transaction()?;
-        {
-            let mut insert = tx.prepare("INSERT INTO t VALUES (?1, ?2, ?3, ?4, ?5)")?;
-            for i in 0..FIRST_SYNC {
-                let id = format!("{:032X}", i as u128 * 0x9E37_79B9_7F4A_7C15);
-                let title = format!("Write the quarterly report, part {i}");
-                insert.execute(params![id, title, false, (i % 5) as i64, 1_790_000_000 + i as i64])?;
-            }
-        }
-        tx.commit()?;
-        plain.push(started.elapsed());
+        let rows = (0..FIRST_SYNC).map(|i| {
+            let id = format!("{:032X}", i as u128 * 0x9E37_79B9_7F4A_7C15);
+            (id, format!("Write the quarterly report, part {i}"), (i % 5) as i64, 1_790_000_000 + i as i64)
+        });
+        plain.push(plain_inserts(&dir.path().join(format!("plain{run}.db")), rows)?);
     }
     let (synced, pulled, plain) = (median(&synced), median(&pulled), median(&plain));
     println!(
@@ -132,17 +138,8 @@ fn local_writes(runs: usize) -> anyhow::Result<()> {
         tracked.push(started.elapsed());
         ensure!(store.pending_changes("Task")? == LOCAL_WRITES, "C2 tracked fewer writes than it made");
 
-        let conn = plain_table(&dir.path().join(format!("plain{run}.db")))?;
-        let started = Instant::now();
-        let tx = conn.unchecked_transaction()?;
-        {
-            let mut insert = tx.prepare("INSERT INTO t VALUES (?1, ?2, ?3, ?4, ?5)")?;
-            for i in 0..LOCAL_WRITES {
-                insert.execute(params![sync_client::new_id(), format!("part {i}"), false, 3, i as i64])?;
-            }
-        }
-        tx.commit()?;
-        plain.push(started.elapsed());
+        let rows = (0..LOCAL_WRITES).map(|i| (sync_client::new_id(), format!("part {i}"), 3, i as i64));
+        plain.push(plain_inserts(&dir.path().join(format!("plain{run}.db")), rows)?);
     }
     let (tracked, plain) = (median(&tracked), median(&plain));
     println!(

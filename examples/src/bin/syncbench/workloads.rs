@@ -216,11 +216,7 @@ impl Bench {
                             lat.push(t.elapsed());
                             nows.push(now);
                             let t = Instant::now();
-                            let scan = if direct {
-                                me.direct_pull(&entity, since).await?
-                            } else {
-                                me.http_pull(&path, since).await?
-                            };
+                            let scan = me.pull_via(direct, &entity, &path, since).await?;
                             lat.push(t.elapsed());
                             seen += scan.objects;
                             since = scan.now()?;
@@ -236,11 +232,7 @@ impl Bench {
                 // Everything is acknowledged now: one last pull per client must complete its view.
                 let mut all_nows = Vec::new();
                 for (since, seen, nows, lat) in results {
-                    let rest = if direct {
-                        self.endpoint.direct_pull(&entity, since).await?
-                    } else {
-                        self.endpoint.http_pull(&path, since).await?
-                    };
+                    let rest = self.endpoint.pull_via(direct, &entity, &path, since).await?;
                     ensure!(seen + rest.objects == total, "a client saw {} of {total} objects", seen + rest.objects);
                     all_nows.extend(nows);
                     if direct { latencies_direct.extend(lat) } else { latencies.extend(lat) }
@@ -375,11 +367,7 @@ impl Bench {
                         let mut lat = Vec::with_capacity(PULLS);
                         for _ in 0..PULLS {
                             let t = Instant::now();
-                            let scan = if direct {
-                                me.direct_pull(&entity, since).await?
-                            } else {
-                                me.http_pull(&path, since).await?
-                            };
+                            let scan = me.pull_via(direct, &entity, &path, since).await?;
                             lat.push(t.elapsed());
                             ensure!(scan.objects == SIZE, "W10 delta had {} objects", scan.objects);
                         }
@@ -500,6 +488,11 @@ impl Endpoint {
     async fn direct_push(&self, entity: &Scope, body: &[u8]) -> anyhow::Result<i64> {
         let changes = parse_push(body, &Limits::default(), None)?;
         Ok(self.store.push(entity, Push::new(changes)).await?.now.millis())
+    }
+
+    /// A pull through the store directly when `direct`, else through HTTP.
+    async fn pull_via(&self, direct: bool, entity: &Scope, path: &str, since: i64) -> anyhow::Result<AnswerScan> {
+        if direct { self.direct_pull(entity, since).await } else { self.http_pull(path, since).await }
     }
 
     async fn direct_pull(&self, entity: &Scope, since: i64) -> anyhow::Result<AnswerScan> {
