@@ -330,7 +330,8 @@ pub(crate) fn record_local_write(conn: &Connection, entity: &str, id: &str, remo
     conn.prepare_cached(
         "INSERT INTO _sync_rows (entity, id, dirty_seq, local_removed) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (entity, id) DO UPDATE SET dirty_seq = excluded.dirty_seq, local_removed = excluded.local_removed,
-             base_state = CASE base_state WHEN 3 THEN 0 ELSE base_state END",
+             base_state = CASE base_state WHEN 3 THEN 0 ELSE base_state END,
+             base_last_change = CASE base_state WHEN 3 THEN NULL ELSE base_last_change END",
     )
     .and_then(|mut stmt| stmt.execute(params![entity, id, seq, removed]))
     .map(drop)
@@ -512,6 +513,8 @@ mod tests {
         record_local_write(&conn, "Todo", "b", false).unwrap();
         let state = row_state(&conn, &todo(), "b").unwrap().unwrap();
         assert_eq!((state.dirty_seq, state.base), (Some(1), Base::Unknown));
+        let head = row_head(&conn, "Todo", "b").unwrap().unwrap();
+        assert_eq!(head.last_change, None, "nothing is known of the old version either");
     }
 
     #[test]
