@@ -422,17 +422,11 @@ fn apply_page<H: ConflictHandler + ?Sized>(
                 }
             }
         };
-        if matches!(remote_version, Version::Live(_))
-            && tracking::insert_synced(tx.conn(), entity, &remote.id, remote.last_change)?
-        {
-            // New to this device (nothing local, nothing set aside to forget): taken as it is.
-            write_version(tx, def, &remote.id, &remote_version)?;
-            if any_aside {
-                tracking::clear_aside(tx.conn(), entity, &remote.id)?;
-            }
-            continue;
-        }
-        let head = tracking::row_head(tx.conn(), entity, &remote.id)?;
+        // New to this device (the common case of a first sync): its bookkeeping is written at
+        // once, and the checks below find nothing to compare with.
+        let inserted = matches!(remote_version, Version::Live(_))
+            && tracking::insert_synced(tx.conn(), entity, &remote.id, remote.last_change)?;
+        let head = if inserted { None } else { tracking::row_head(tx.conn(), entity, &remote.id)? };
         let known = head.and_then(|h| h.last_change);
         if matches!((remote.last_change, known), (Some(seen), Some(known)) if seen < known) {
             // An older version than the one this device already knows (from its own push).
@@ -445,6 +439,7 @@ fn apply_page<H: ConflictHandler + ?Sized>(
             // No local change: the server's version is taken as it is, and is the new base.
             write_version(tx, def, &remote.id, &remote_version)?;
             match remote_version {
+                Version::Live(_) if inserted => {}
                 Version::Live(_) => tracking::set_synced(tx.conn(), entity, &remote.id, remote.last_change)?,
                 Version::Removed => tracking::delete_row_state(tx.conn(), entity, &remote.id)?,
             }

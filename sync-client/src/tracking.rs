@@ -266,9 +266,9 @@ pub(crate) fn insert_synced(
     .map_err(StoreError::sqlite("writing sync state"))
 }
 
-/// Before a local write changes or removes an object's row: a base kept as the local row is
-/// copied out, so the write does not change the base with it. (Creating an object where no row
-/// is needs none: [`record_local_write`] then forgets such a base.)
+/// Before a local write creates, changes or removes an object's row: a base kept as the local row
+/// is copied out, so the write does not change the base with it. Where the row is gone (removed
+/// behind the store's back), nothing is known of the base, nor of its `_lastChange`.
 pub(crate) fn keep_base(conn: &Connection, def: &EntityDef, id: &str) -> Result<(), StoreError> {
     let entity = def.name.as_str();
     let state: Option<i64> = conn
@@ -278,15 +278,19 @@ pub(crate) fn keep_base(conn: &Connection, def: &EntityDef, id: &str) -> Result<
     if state != Some(LIVE_AS_LOCAL) {
         return Ok(());
     }
-    let (code, fields) = match store::read_row(conn, def, id)? {
+    let (code, fields, known) = match store::read_row(conn, def, id)? {
         // Serializing a map of JSON values to a string cannot fail.
-        Some(fields) => (LIVE, Some(serde_json::to_string(&fields).unwrap_or_default())),
-        None => (UNKNOWN, None),
+        Some(fields) => (LIVE, Some(serde_json::to_string(&fields).unwrap_or_default()), true),
+        None => (UNKNOWN, None, false),
     };
-    conn.prepare_cached("UPDATE _sync_rows SET base_state = ?3, base_fields = ?4 WHERE entity = ?1 AND id = ?2")
-        .and_then(|mut stmt| stmt.execute(params![entity, id, code, fields]))
-        .map(drop)
-        .map_err(StoreError::sqlite("writing sync state"))
+    conn.prepare_cached(
+        "UPDATE _sync_rows SET base_state = ?3, base_fields = ?4,
+             base_last_change = CASE WHEN ?5 THEN base_last_change END
+         WHERE entity = ?1 AND id = ?2",
+    )
+    .and_then(|mut stmt| stmt.execute(params![entity, id, code, fields, known]))
+    .map(drop)
+    .map_err(StoreError::sqlite("writing sync state"))
 }
 
 /// Writes the bookkeeping of one object.
@@ -325,13 +329,9 @@ pub(crate) fn delete_row_state(conn: &Connection, entity: &str, id: &str) -> Res
 /// with it, as a live object or, when `removed`, as a tombstone. The base version is kept.
 pub(crate) fn record_local_write(conn: &Connection, entity: &str, id: &str, removed: bool) -> Result<(), StoreError> {
     let seq = next_seq(conn)?;
-    // A base still kept as the local row here was not copied out first (see `keep_base`): the
-    // object was created anew where none was, so its base is not known.
     conn.prepare_cached(
         "INSERT INTO _sync_rows (entity, id, dirty_seq, local_removed) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (entity, id) DO UPDATE SET dirty_seq = excluded.dirty_seq, local_removed = excluded.local_removed,
-             base_state = CASE base_state WHEN 3 THEN 0 ELSE base_state END,
-             base_last_change = CASE base_state WHEN 3 THEN NULL ELSE base_last_change END",
+         ON CONFLICT (entity, id) DO UPDATE SET dirty_seq = excluded.dirty_seq, local_removed = excluded.local_removed",
     )
     .and_then(|mut stmt| stmt.execute(params![entity, id, seq, removed]))
     .map(drop)
@@ -509,6 +509,7 @@ mod tests {
     fn an_object_created_where_a_synced_row_had_gone_has_no_known_base() {
         let conn = conn();
         set_synced(&conn, "Todo", "b", Some(7)).unwrap();
+        keep_base(&conn, &todo(), "b").unwrap();
         conn.execute(r#"INSERT INTO "Todo" VALUES ('b', 'new')"#, []).unwrap();
         record_local_write(&conn, "Todo", "b", false).unwrap();
         let state = row_state(&conn, &todo(), "b").unwrap().unwrap();

@@ -18,13 +18,13 @@ pub type AnswerStream = mpsc::Receiver<Result<Bytes, StoreError>>;
 
 /// A streamed answer is handed to the HTTP layer in chunks of about this many bytes ...
 pub const CHUNK_BYTES: usize = 64 * 1024;
-/// The first chunk's buffer starts this large (most answers are one small chunk); the next ones
-/// start as large as the last one grew.
-const FIRST_CHUNK_BYTES: usize = 8 * 1024;
 /// ... with at most this many chunks waiting for a slow client ...
 const DEPTH: usize = 4;
 /// ... and a client that takes no chunk for this long is dropped.
 pub const STALL: Duration = Duration::from_secs(60);
+/// The first chunk's buffer starts this large (most answers are one small chunk); the next ones
+/// start as large as the last one grew.
+const FIRST_CHUNK_BYTES: usize = 8 * 1024;
 
 /// The writing side of one streamed answer.
 pub(crate) struct ChunkedAnswer {

@@ -103,23 +103,9 @@ fn first_sync(name: &str, path: &str, base_url: &str, runs: usize) -> anyhow::Re
         plain.push(plain_inserts(&dir.path().join(format!("plain{run}.db")), rows)?);
     }
     let (synced, pulled, plain) = (median(&synced), median(&pulled), median(&plain));
-    println!(
-        "C1 first sync of {FIRST_SYNC} into an empty client store {:>12} ({})",
-        per_sec(rate(FIRST_SYNC, synced)),
-        ms(synced)
-    );
-    println!(
-        "C1 the same pages pulled and parsed, not applied {:>12} ({})   sync/pull {:.2}",
-        per_sec(rate(FIRST_SYNC, pulled)),
-        ms(pulled),
-        pulled.as_secs_f64() / synced.as_secs_f64()
-    );
-    println!(
-        "C1 the same rows by plain rusqlite, one transaction {:>10} ({})   sync/rusqlite {:.2}",
-        per_sec(rate(FIRST_SYNC, plain)),
-        ms(plain),
-        plain.as_secs_f64() / synced.as_secs_f64()
-    );
+    line(&format!("C1 first sync of {FIRST_SYNC} into an empty client store"), FIRST_SYNC, synced, None);
+    line("C1 the same pages pulled and parsed, not applied", FIRST_SYNC, pulled, Some(("sync/pull", synced)));
+    line("C1 the same rows by plain rusqlite, one transaction", FIRST_SYNC, plain, Some(("sync/rusqlite", synced)));
     Ok(())
 }
 
@@ -142,16 +128,21 @@ fn local_writes(runs: usize) -> anyhow::Result<()> {
         plain.push(plain_inserts(&dir.path().join(format!("plain{run}.db")), rows)?);
     }
     let (tracked, plain) = (median(&tracked), median(&plain));
-    println!(
-        "C2 {LOCAL_WRITES} local inserts with change tracking, one transaction {:>10} ({})",
-        per_sec(rate(LOCAL_WRITES, tracked)),
-        ms(tracked)
+    line(
+        &format!("C2 {LOCAL_WRITES} local inserts with change tracking, one transaction"),
+        LOCAL_WRITES,
+        tracked,
+        None,
     );
-    println!(
-        "C2 the same by plain rusqlite, one transaction {:>24} ({})   tracked/plain {:.2}",
-        per_sec(rate(LOCAL_WRITES, plain)),
-        ms(plain),
-        plain.as_secs_f64() / tracked.as_secs_f64()
-    );
+    line("C2 the same by plain rusqlite, one transaction", LOCAL_WRITES, plain, Some(("tracked/plain", tracked)));
     Ok(())
+}
+
+/// Prints one figure: `objects` in `took`, and with a baseline, `label` and how long the measured
+/// work took against it (the baseline's time over the measured one's).
+fn line(name: &str, objects: usize, took: Duration, against: Option<(&str, Duration)>) {
+    let ratio = against.map_or(String::new(), |(label, measured)| {
+        format!("   {label} {:.2}", took.as_secs_f64() / measured.as_secs_f64().max(1e-9))
+    });
+    println!("{name:<70} {:>16} ({}){ratio}", per_sec(rate(objects, took)), ms(took));
 }

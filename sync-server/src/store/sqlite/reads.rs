@@ -33,6 +33,12 @@ fn clock_and_horizon(conn: &Connection, scope: &Scope) -> Result<(Cursor, Cursor
         .map_err(classify)
 }
 
+/// Every object of one push (one `_lastChange`), in id order. Without statistics SQLite would
+/// rather walk the whole scope in id order than sort one push's objects: the index on
+/// `_lastChange` keeps this read to the push itself.
+const ROWS_AT: &str = "SELECT id, last_change, removed, fields FROM objects INDEXED BY objects_by_change
+     WHERE entity = ?1 AND partition = ?2 AND last_change = ?3 ORDER BY id";
+
 /// The reads of [`crate::store::read::page`] in one transaction's snapshot.
 pub(super) struct SqliteRead<'c>(pub(super) &'c Connection);
 
@@ -54,14 +60,7 @@ impl ReadTx for SqliteRead<'_> {
     }
 
     async fn rows_at(&mut self, scope: &Scope, at: Cursor) -> Result<Vec<StoredObject>, StoreError> {
-        // Without statistics SQLite would rather walk the whole scope in id order than sort one
-        // push's objects: the index on `_lastChange` keeps this read to the push itself.
-        select_rows(
-            self.0,
-            "SELECT id, last_change, removed, fields FROM objects INDEXED BY objects_by_change
-             WHERE entity = ?1 AND partition = ?2 AND last_change = ?3 ORDER BY id",
-            params![scope.key(), scope.partition(), at.millis()],
-        )
+        select_rows(self.0, ROWS_AT, params![scope.key(), scope.partition(), at.millis()])
     }
 }
 
@@ -126,4 +125,24 @@ pub(super) fn stream(
     let last = answer.finish(now);
     answer.blocking_send(Ok(last));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ROWS_AT;
+
+    #[test]
+    fn a_push_is_read_through_the_index_on_last_change_not_the_whole_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn =
+            super::super::schema::open_writer(&dir.path().join("plan.db"), std::time::Duration::from_secs(1)).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {ROWS_AT}"))
+            .unwrap()
+            .query_map(rusqlite::params!["e", "", 1], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(plan.iter().any(|step| step.contains("objects_by_change")), "{plan:?}");
+    }
 }
