@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 /// The path of the capabilities document.
 pub const CAPABILITIES_PATH: &str = "/_sync/capabilities";
 
+/// The path of the OpenAPI description of the server's HTTP API (`docs/openapi.yaml`).
+pub const OPENAPI_PATH: &str = "/_sync/openapi.yaml";
+
 /// The capabilities document. Readers ignore members they do not know, so that newer servers can
 /// announce more.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -21,7 +21,7 @@ pub mod pull;
 pub mod push;
 pub mod webhook;
 
-pub use capabilities::{CAPABILITIES_PATH, Capabilities};
+pub use capabilities::{CAPABILITIES_PATH, Capabilities, OPENAPI_PATH};
 pub use error::{ConflictItem, ErrorBody, ErrorCode, ItemError};
 pub use field::{EntitySchema, FieldType};
 pub use limits::Limits;

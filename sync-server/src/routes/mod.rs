@@ -5,6 +5,7 @@
 //! | `/healthz` | GET | [`health`] |
 //! | `/metrics` | GET | [`metrics`] |
 //! | `/_sync/capabilities` | GET | [`capabilities`] |
+//! | `/_sync/openapi.yaml` | GET | [`openapi`] |
 //! | `/admin/api/...` | GET, POST | [`crate::admin::api`] |
 //! | an entity's path (`/<name>Changes`, or a declared one) | GET, POST | [`changes`] → [`pull`], [`push`] |
 //!
@@ -16,6 +17,7 @@ pub mod capabilities;
 pub mod changes;
 pub mod health;
 pub mod metrics;
+pub mod openapi;
 pub mod pull;
 pub mod push;
 
@@ -43,6 +45,7 @@ pub fn configure(routes: &mut web::ServiceConfig) {
                 .get(capabilities::capabilities)
                 .default_service(web::to(get_only)),
         )
+        .service(web::resource(sync_proto::OPENAPI_PATH).get(openapi::openapi).default_service(web::to(get_only)))
         .configure(crate::admin::api::configure)
         .default_service(web::to(changes::changes));
 }
