@@ -33,6 +33,9 @@ pub fn next_timestamp(wall_ms: i64, last: i64) -> i64 {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

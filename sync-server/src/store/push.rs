@@ -234,6 +234,9 @@ fn plan_writes(changes: &[Change], mut stored: HashMap<String, ObjectState>) -> 
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use sync_proto::ObjectId;
