@@ -29,17 +29,21 @@ const DEFAULT_PAGE: usize = 50;
 
 /// The admin routes, under `/admin`.
 pub fn configure(routes: &mut web::ServiceConfig) {
+    // Each path is a resource of its own, so that another method on it is a `405` with `Allow`,
+    // as on every other path of the server, rather than the `404` of a path that names nothing.
+    let get = |path, handler| web::resource(path).route(handler).default_service(web::to(get_only));
+    let post = |path, handler| web::resource(path).route(handler).default_service(web::to(post_only));
     routes.service(
         web::scope("/admin")
-            .route("/api/subscriptions", web::get().to(subscriptions))
-            .route("/api/subscriptions/{name}/{action}", web::post().to(set_enabled))
-            .route("/api/events", web::get().to(events))
-            .route("/api/events/count", web::get().to(count))
-            .route("/api/events/{seq}", web::get().to(event))
-            .route("/api/events/{seq}/{action}", web::post().to(act_on_one))
-            .route("/api/redrive", web::post().to(redrive))
-            .route("/api/skip", web::post().to(skip))
-            .route("/api/audit", web::get().to(audit))
+            .service(get("/api/subscriptions", web::get().to(subscriptions)))
+            .service(post("/api/subscriptions/{name}/{action}", web::post().to(set_enabled)))
+            .service(get("/api/events", web::get().to(events)))
+            .service(get("/api/events/count", web::get().to(count)))
+            .service(get("/api/events/{seq}", web::get().to(event)))
+            .service(post("/api/events/{seq}/{action}", web::post().to(act_on_one)))
+            .service(post("/api/redrive", web::post().to(redrive)))
+            .service(post("/api/skip", web::post().to(skip)))
+            .service(get("/api/audit", web::get().to(audit)))
             .default_service(web::to(not_found)),
     );
 }
@@ -47,6 +51,18 @@ pub fn configure(routes: &mut web::ServiceConfig) {
 async fn not_found(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     operator(&req, &state, false).await?;
     Err(ApiError::NotFound(format!("no admin resource at {} {}", req.method(), req.path())))
+}
+
+/// Another method on a resource that only reads; told only to operators, like a missing path.
+async fn get_only(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    operator(&req, &state, false).await?;
+    Err(ApiError::MethodNotAllowed { method: req.method().to_string(), allow: "GET" })
+}
+
+/// Another method on a resource that only acts.
+async fn post_only(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    operator(&req, &state, false).await?;
+    Err(ApiError::MethodNotAllowed { method: req.method().to_string(), allow: "POST" })
 }
 
 /// The operator of a request; for a change, also checks that changes are allowed, that it is
@@ -151,8 +167,39 @@ struct Filter {
     object_id: Option<String>,
     partition: Option<String>,
     event_id: Option<String>,
-    from_ms: Option<i64>,
-    until_ms: Option<i64>,
+    from_ms: Option<Whole>,
+    until_ms: Option<Whole>,
+}
+
+/// An integer of a request, also when a JSON body writes it with a zero fraction (`5.0`): JSON
+/// Schema, in which docs/openapi.yaml describes the API, counts that as an integer, and so do
+/// clients generated from it.
+#[derive(Debug, Clone, Copy)]
+struct Whole(i64);
+
+impl<'de> Deserialize<'de> for Whole {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Whole;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an integer of 64 bits")
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Whole, E> {
+                Ok(Whole(n))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Whole, E> {
+                i64::try_from(n).map(Whole).map_err(|_| E::custom(format!("{n} is too large for 64 bits")))
+            }
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Whole, E> {
+                // 2^63 is the first float past i64::MAX; every float below it in magnitude converts exactly.
+                let fits =
+                    n.fract() == 0.0 && (-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18).contains(&n);
+                if fits { Ok(Whole(n as i64)) } else { Err(E::custom(format!("{n} is not an integer of 64 bits"))) }
+            }
+        }
+        deserializer.deserialize_i64(Visitor)
+    }
 }
 
 /// Where a page of events starts, and how long it is.
@@ -197,8 +244,8 @@ impl Filter {
             object_id: self.object_id.clone(),
             partition: self.partition.clone(),
             event_id: self.event_id.clone(),
-            from_ms: self.from_ms,
-            until_ms: self.until_ms,
+            from_ms: self.from_ms.map(|w| w.0),
+            until_ms: self.until_ms.map(|w| w.0),
         })
     }
 }
@@ -289,7 +336,7 @@ async fn act_on_one(
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct Selection {
-    seqs: Option<Vec<i64>>,
+    seqs: Option<Vec<Whole>>,
     filter: Option<Filter>,
 }
 
@@ -298,10 +345,13 @@ async fn redrive(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>)
     let selection: Selection = json_body(&body)?;
     let now = state.clock.now_ms();
     let (n, detail) = match selection {
-        Selection { seqs: Some(seqs), filter: None } => (
-            state.store.redrive(&EventFilter::default(), Some(&seqs), now).await.map_err(store_error)?,
-            format!("events {seqs:?}"),
-        ),
+        Selection { seqs: Some(seqs), filter: None } => {
+            let seqs: Vec<i64> = seqs.iter().map(|w| w.0).collect();
+            (
+                state.store.redrive(&EventFilter::default(), Some(&seqs), now).await.map_err(store_error)?,
+                format!("events {seqs:?}"),
+            )
+        }
         Selection { seqs: None, filter: Some(filter) } => {
             let filter = filter.filter()?;
             (state.store.redrive(&filter, None, now).await.map_err(store_error)?, format!("filter {filter:?}"))
@@ -323,6 +373,7 @@ async fn skip(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) ->
     let Selection { seqs: Some(seqs), filter: None } = json_body(&body)? else {
         return Err(ApiError::Invalid(ErrorCode::InvalidBody, "send {\"seqs\": [...]}".into()));
     };
+    let seqs: Vec<i64> = seqs.iter().map(|w| w.0).collect();
     let n = state.store.skip(&seqs, state.clock.now_ms()).await.map_err(store_error)?;
     audit_action(&state, &who, "skip", format!("events {seqs:?}: {n} skipped")).await?;
     Ok(HttpResponse::Ok().json(json!({ "skipped": n })))

@@ -22,6 +22,7 @@ mod durability;
 mod faults;
 mod long_poll;
 mod multi_instance;
+mod openapi;
 mod outbox;
 mod outbox_examples;
 mod preconditions;
