@@ -65,6 +65,11 @@ pub fn merge(declared: &[&str], base: Option<&Version>, local: &Version, remote:
     let base_fields = base.and_then(Version::fields);
     match (local, remote) {
         (Version::Removed, Version::Removed) => Merge::Clean { result: Version::Removed, dirty: false },
+        (Version::Removed, Version::Live(_)) if base == Some(&Version::Removed) => {
+            // The removal this device already merged is no local change: the server's re-created
+            // object is taken.
+            Merge::Clean { result: remote.clone(), dirty: false }
+        }
         (Version::Removed, Version::Live(r)) => {
             let changed = changed_fields(declared, base_fields, r);
             if base_fields.is_some() && changed.is_empty() {
@@ -78,11 +83,14 @@ pub fn merge(declared: &[&str], base: Option<&Version>, local: &Version, remote:
                 // The server still has the removal this device already merged: nothing new there.
                 Merge::Clean { result: local.clone(), dirty: true }
             } else {
-                Merge::Conflict(Pending {
-                    kind: ConflictKind::RemoteRemoved,
-                    fields: changed_fields(declared, base_fields, l),
-                    merged: l.clone(),
-                })
+                let changed = changed_fields(declared, base_fields, l);
+                if base_fields.is_some() && changed.is_empty() {
+                    // Set and set back since the last sync: no local change to keep against the
+                    // removal, which a conflict handler preferring the local side would undo.
+                    Merge::Clean { result: Version::Removed, dirty: false }
+                } else {
+                    Merge::Conflict(Pending { kind: ConflictKind::RemoteRemoved, fields: changed, merged: l.clone() })
+                }
             }
         }
         (Version::Live(l), Version::Live(r)) => {
@@ -165,6 +173,9 @@ pub fn differs(declared: &[&str], a: &Fields, b: &Fields) -> bool {
 fn value<'a>(fields: Option<&'a Fields>, name: &str) -> &'a Value {
     fields.and_then(|f| f.get(name)).unwrap_or(&Value::Null)
 }
+
+#[cfg(test)]
+mod proptests;
 
 #[cfg(test)]
 mod tests {
@@ -261,6 +272,25 @@ mod tests {
         );
         let other = live(json!({"text": "theirs", "done": null}));
         assert!(matches!(merge(DECLARED, None, &local, &other), Merge::Conflict(_)));
+    }
+
+    #[test]
+    fn a_remote_removal_against_no_local_change_is_taken_without_conflict() {
+        // Found by `without_a_local_change_the_result_is_the_remote_version`: a field set and set
+        // back leaves the row dirty, but it is no change, so the removal must not be asked about
+        // (a handler preferring the local side would have re-created the object on the server).
+        let base = live(json!({"text": null, "done": null}));
+        assert_eq!(
+            merge(DECLARED, Some(&base), &base.clone(), &Version::Removed),
+            Merge::Clean { result: Version::Removed, dirty: false }
+        );
+        // And the other way round: a removal already merged, against an object re-created on the
+        // server, is no local change either.
+        let remote = live(json!({"text": "again", "done": null}));
+        assert_eq!(
+            merge(DECLARED, Some(&Version::Removed), &Version::Removed, &remote),
+            Merge::Clean { result: remote.clone(), dirty: false }
+        );
     }
 
     #[test]
