@@ -192,10 +192,14 @@ impl<'de> Deserialize<'de> for Whole {
                 i64::try_from(n).map(Whole).map_err(|_| E::custom(format!("{n} is too large for 64 bits")))
             }
             fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Whole, E> {
-                // 2^63 is the first float past i64::MAX; every float below it in magnitude converts exactly.
-                let fits =
-                    n.fract() == 0.0 && (-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18).contains(&n);
-                if fits { Ok(Whole(n as i64)) } else { Err(E::custom(format!("{n} is not an integer of 64 bits"))) }
+                // Up to 2^53 a float holds every integer exactly, so a whole one was written as that
+                // integer; beyond, `-9223372036854775809` would round into range and pass as another.
+                const EXACT: f64 = 9_007_199_254_740_992.0;
+                if n.fract() == 0.0 && n.abs() <= EXACT {
+                    Ok(Whole(n as i64))
+                } else {
+                    Err(E::custom(format!("{n} is not an integer of 64 bits")))
+                }
             }
         }
         deserializer.deserialize_i64(Visitor)
@@ -257,12 +261,31 @@ fn query_of<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, ApiError> 
         .map_err(|e| ApiError::Invalid(ErrorCode::InvalidQuery, e.to_string()))
 }
 
-/// A JSON body (an empty one is `{}`), as a `400 malformed_json` when it does not fit.
+/// A JSON object body (an empty one is `{}`), as a `400 malformed_json` when it does not fit.
+/// serde would also read a struct from an array of its fields in order, so `[]` would pass as
+/// `{}`: every body of the admin API is an object, and anything else is refused first.
 fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::Invalid(ErrorCode::MalformedJson, e.to_string()))
+    let malformed = |why: String| ApiError::Invalid(ErrorCode::MalformedJson, why);
+    match serde_json::from_slice(body).map_err(|e| malformed(e.to_string()))? {
+        object @ Value::Object(_) => serde_json::from_value(object).map_err(|e| malformed(e.to_string())),
+        _ => Err(malformed("the body must be a JSON object".into())),
+    }
+}
+
+/// An optional struct read only from a JSON object, never from an array of its fields (which
+/// serde accepts, and would make `"filter": [null]` a filter that matches every event).
+fn object_only<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    match Option::<serde_json::Map<String, Value>>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(map) => serde_json::from_value(Value::Object(map)).map(Some).map_err(serde::de::Error::custom),
+    }
 }
 
 /// An event row as the API shows it: its object as JSON, not as text.
@@ -337,6 +360,7 @@ async fn act_on_one(
 #[serde(default, deny_unknown_fields)]
 struct Selection {
     seqs: Option<Vec<Whole>>,
+    #[serde(deserialize_with = "object_only")]
     filter: Option<Filter>,
 }
 
