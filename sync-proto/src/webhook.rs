@@ -130,9 +130,12 @@ pub fn verify(
     tolerance_secs: i64,
 ) -> Result<(), VerifyError> {
     let sent: i64 = timestamp.trim().parse().map_err(|_| VerifyError::BadTimestamp)?;
-    let skew = now.saturating_sub(sent);
-    if skew.abs() > tolerance_secs {
-        return Err(VerifyError::Stale(skew));
+    // Measured in 128 bits: `now - sent` of two far-apart values overflows an i64, and the
+    // absolute value of a saturated difference (i64::MIN) does too, which would let a request
+    // from the far future pass as fresh.
+    let skew = i128::from(now) - i128::from(sent);
+    if skew.abs() > i128::from(tolerance_secs) {
+        return Err(VerifyError::Stale(i64::try_from(skew).unwrap_or(if skew < 0 { i64::MIN } else { i64::MAX })));
     }
     let keys = secrets.iter().map(|s| secret_key(s)).collect::<Result<Vec<_>, _>>()?;
     let candidates: Vec<Vec<u8>> = signature
@@ -180,6 +183,23 @@ mod tests {
         assert_eq!(check(ID, "1614265330", SIGNATURE, BODY, TIMESTAMP + 301), Err(VerifyError::Stale(301)));
         assert_eq!(check(ID, "soon", SIGNATURE, BODY, TIMESTAMP), Err(VerifyError::BadTimestamp));
         assert_eq!(check(ID, "1614265330", "v2,abc", BODY, TIMESTAMP), Err(VerifyError::NoMatch));
+    }
+
+    #[test]
+    fn timestamps_far_from_the_clock_are_stale_without_overflow() {
+        // A receiver whose clock reads before 1970 and a request signed at the end of time: their
+        // distance does not fit an i64.
+        let far = i64::MAX;
+        let signature = sign(&[SECRET], ID, far, BODY).unwrap();
+        assert_eq!(
+            verify(&[SECRET], ID, &far.to_string(), &signature, BODY, -2, 300),
+            Err(VerifyError::Stale(i64::MIN))
+        );
+        let past = sign(&[SECRET], ID, i64::MIN, BODY).unwrap();
+        assert_eq!(
+            verify(&[SECRET], ID, &i64::MIN.to_string(), &past, BODY, 5, 300),
+            Err(VerifyError::Stale(i64::MAX))
+        );
     }
 
     #[test]

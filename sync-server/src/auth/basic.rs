@@ -107,8 +107,12 @@ pub fn hash_password(password: &str) -> Result<String, String> {
     Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
 }
 
-/// `user:password` from the base64 credentials of a Basic header.
-fn decode_basic(credentials: &str) -> Option<(String, String)> {
+/// `user:password` from the base64 credentials of a Basic header (surrounding white space
+/// ignored): `None` unless they are standard base64 of UTF-8 text holding a `:`. The user name is
+/// the text before the first `:` (so it never holds one), the password everything after it.
+/// Public so that fuzzing can check this reading of outside input on its own, without the
+/// deliberately slow password check of [`BasicUsers::verify`].
+pub fn decode_basic(credentials: &str) -> Option<(String, String)> {
     use base64::Engine;
     let bytes = base64::engine::general_purpose::STANDARD.decode(credentials.trim()).ok()?;
     let (user, password) = String::from_utf8(bytes).ok()?.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned()))?;
