@@ -259,10 +259,16 @@ pub fn check(
     for (now, objects) in &applied {
         if !acked_nows.contains(now) {
             out.applied_twice += 1;
-            let twin = acks.iter().find(|a| changed.get(&a.now) == Some(objects));
+            // Events carry no key: the acknowledged pushes of the same objects are the suspects.
+            let suspects: Vec<(usize, &str, i64)> = acks
+                .iter()
+                .filter(|a| changed.get(&a.now) == Some(objects))
+                .take(3)
+                .map(|a| (a.device, a.key.as_str(), a.now))
+                .collect();
             out.fail(format!(
-                "an application at {now} of {objects:?} was never acknowledged (the same objects as the push (device, key, now) {:?})",
-                twin.map(|a| (a.device, &a.key, a.now))
+                "an application at {now} of {objects:?} was never acknowledged; acknowledged pushes of the \
+                 same objects (device, key, now): {suspects:?}"
             ));
         }
     }

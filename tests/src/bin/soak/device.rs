@@ -82,7 +82,7 @@ pub struct Log {
     pub acks: Vec<Ack>,
     /// Pull requests answered.
     pub pulls: u64,
-    /// Push requests that failed (after the transport's own retries).
+    /// Push requests that failed (after the transport's own retries), conflicts aside.
     pub failed_pushes: u64,
     /// Syncs that completed.
     pub syncs: u64,
@@ -111,6 +111,8 @@ impl Recorded {
                 let (device, now, replayed) = (self.device, ack.now.millis(), ack.replayed);
                 log.acks.push(Ack { device, key, items, now, replayed });
             }
+            // A conflict is the preconditions at work, counted by the sync report; not a fault.
+            Err(e) if e.is_conflict() => {}
             Err(_) => log.failed_pushes += 1,
         }
     }

@@ -549,7 +549,7 @@ impl Summary<'_> {
         let terminated = self.terminated.map_or("n/a".to_owned(), |n| n.to_string());
         println!("soak summary ({})", self.backend.name());
         println!(
-            "  duration            {:.1} s of faults, then {} quiet round(s) in {:.1} s",
+            "  duration            {:.1} s of faults, then {} quiet round(s) in {:.2} s",
             self.fault_time.as_secs_f64(),
             self.rounds,
             self.quiet_time.as_secs_f64()
