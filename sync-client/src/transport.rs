@@ -709,6 +709,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_pulled_number_written_again_reads_back_the_same() {
+        // An integer beyond 64 bits is read as the nearest float; that float, written as its
+        // shortest text, must read back as itself, or a value pulled and pushed back drifts.
+        let page =
+            parse_pull_answer(r#"{"updates":[{"id":"a","v":633300000000000003210779013458155988}],"now":6}"#).unwrap();
+        let again = parse_pull_answer(&format!(r#"{{"updates":[{}],"now":6}}"#, page.updates[0].to_json())).unwrap();
+        assert_eq!(again.updates, page.updates);
+    }
+
+    #[test]
     fn pull_answer_of_a_base_server_is_complete_and_keeps_duplicates() {
         let page = parse_pull_answer(
             r#"{"now": 10, "updates": [{"id": "A", "_removed": true}, {"id": "A", "name": "x", "_lastChange": 9}]}"#,
