@@ -5,7 +5,7 @@
 //! Failures are not persisted to files: a real one is kept as a named unit test instead, which
 //! stays meaningful when a strategy changes (a stored seed silently stops reproducing then).
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
@@ -17,11 +17,14 @@ fn config() -> Config {
 }
 
 /// A wall clock that gives these readings in turn, one per push, as the store asks for them.
-struct Scripted(Mutex<std::vec::IntoIter<i64>>);
+struct Scripted {
+    readings: Vec<i64>,
+    next: AtomicUsize,
+}
 
 impl Clock for Scripted {
     fn now_ms(&self) -> i64 {
-        self.0.lock().unwrap().next().expect("one reading per push")
+        self.readings[self.next.fetch_add(1, Ordering::Relaxed)]
     }
 }
 
@@ -48,7 +51,7 @@ fn readings() -> impl Strategy<Value = Vec<i64>> {
 /// The timestamps of successive pushes to one scope whose last timestamp was `last`, each taken
 /// as the store takes it: one wall-clock reading, then [`next_timestamp`].
 fn timestamps(readings: &[i64], last: i64) -> Vec<(i64, i64)> {
-    let clock = Scripted(Mutex::new(readings.to_vec().into_iter()));
+    let clock = Scripted { readings: readings.to_vec(), next: AtomicUsize::new(0) };
     let mut last = last;
     readings
         .iter()
