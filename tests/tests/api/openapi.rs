@@ -526,6 +526,19 @@ async fn every_operation_answers_as_described() {
             None,
         );
     }
+    // JSON Schema's integers include `5.0`; numbers that are not a 64-bit integer as written are not.
+    let written_whole = client.post("/admin/api/skip", &change, &format!(r#"{{"seqs":[{seq}.0]}}"#)).await;
+    expect(&check("/admin/api/skip", "POST", written_whole), 200, None);
+    for seqs in ["[2.5]", "[-9223372036854775809]", "[9007199254740994.0]", r#"["1"]"#] {
+        let refused = client.post("/admin/api/skip", &change, &format!(r#"{{"seqs":{seqs}}}"#)).await;
+        expect(&check("/admin/api/skip", "POST", refused), 400, Some("malformed_json"));
+    }
+    // serde reads a struct from an array of its fields too: `[null, null]` was a filter that
+    // matched (and redrove) every event, and `[]` a body like `{}`.
+    let array = client.post("/admin/api/redrive", &change, r#"{"filter":[null,null]}"#).await;
+    expect(&check("/admin/api/redrive", "POST", array), 400, Some("malformed_json"));
+    let array = client.post("/admin/api/subscriptions/erp/enable", &change, "[]").await;
+    expect(&check("/admin/api/subscriptions/{name}/enable", "POST", array), 400, Some("malformed_json"));
     let neither = check("/admin/api/redrive", "POST", client.post("/admin/api/redrive", &change, "{}").await);
     expect(&neither, 400, Some("invalid_body"));
     let broken = check("/admin/api/redrive", "POST", client.post("/admin/api/redrive", &change, "{").await);
