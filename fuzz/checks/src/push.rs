@@ -376,7 +376,9 @@ fn check_refused(data: &[u8], error: &PushError) {
     for detail in details {
         assert!(detail.index < items.len(), "a fault at index {} of {}", detail.index, items.len());
         assert!(!detail.reason.is_empty());
-        if let Some(id) = &detail.id {
+        // An item that sends `id` twice is named by its first (serde_json's reading keeps the last).
+        let twice = details.iter().any(|d| d.index == detail.index && d.field.as_deref() == Some("id"));
+        if let Some(id) = detail.id.as_ref().filter(|_| !twice) {
             assert_eq!(items[detail.index].get("id"), Some(&Value::String(id.clone())), "a fault names another id");
         }
     }
