@@ -54,6 +54,11 @@ pub struct Config {
     /// How long a push may take to send its whole body before it is answered `408` (a slow or
     /// stalled upload must not hold its connection and its share of memory forever).
     pub body_timeout_secs: u64,
+    /// How long an answer may wait for its client to take any of it before the connection is
+    /// dropped (on Linux, as `TCP_USER_TIMEOUT`: unacknowledged data or a closed receive window
+    /// for this long). A client that asks for a large pull and never reads it must not hold its
+    /// connection, and the answer's buffers, forever.
+    pub send_timeout_secs: u64,
     /// How long an `Idempotency-Key` (and the answer it replays) is remembered.
     pub idempotency_ttl_secs: u64,
     /// How long tombstones (removed objects) are kept, in days; 0 keeps them for ever. A client
@@ -103,6 +108,7 @@ impl Default for Config {
             keep_alive_secs: 5,
             head_timeout_secs: 30,
             body_timeout_secs: 60,
+            send_timeout_secs: 60,
             idempotency_ttl_secs: 24 * 3600,
             tombstone_retention_days: 0,
             cors_origins: Vec::new(),
@@ -207,6 +213,7 @@ impl Config {
         for (name, value) in [
             ("body_timeout_secs", self.body_timeout_secs),
             ("head_timeout_secs", self.head_timeout_secs),
+            ("send_timeout_secs", self.send_timeout_secs),
             ("idempotency_ttl_secs", self.idempotency_ttl_secs),
             ("long_poll.max_waiting", self.long_poll.max_waiting as u64),
             ("long_poll.poll_ms", self.long_poll.poll_ms),

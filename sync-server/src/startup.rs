@@ -119,6 +119,7 @@ impl Application {
             tombstone_retention_days: config.tombstone_retention_days,
         });
         let policy = state.origins.clone();
+        let send_timeout = Duration::from_secs(config.send_timeout_secs);
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(Condition::new(policy.is_checked(), policy.cors()))
@@ -130,11 +131,12 @@ impl Application {
         })
         // Answers leave in several writes (streamed pulls always do); with Nagle's algorithm the
         // last, small one waits for the client's delayed ACK, some 40 ms on every such answer.
-        .on_connect(|connection, _| {
-            if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>()
-                && let Err(e) = tcp.set_nodelay(true)
-            {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+        .on_connect(move |connection, _| {
+            if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+                }
+                limit_send_stall(tcp, send_timeout);
             }
         })
         .disable_signals()
@@ -203,6 +205,21 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Has the kernel drop `tcp` once an answer has waited `timeout` for its client to take any of
+/// it. The HTTP layer writes an answer only as fast as the client reads (so a stalled client costs
+/// bounded memory) but has no timer of its own while it waits: without this, a client that asks
+/// for a large pull and never reads would hold its connection, and the answer's buffers, for
+/// ever. Idle connections and waiting long-polls have nothing unacknowledged, and are not
+/// affected.
+fn limit_send_stall(tcp: &actix_web::rt::net::TcpStream, timeout: Duration) {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(timeout)) {
+        tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT on a connection");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (tcp, timeout);
 }
 
 /// Opens the store a configuration names, applying migrations; its pushes append outbox events
