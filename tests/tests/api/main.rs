@@ -20,6 +20,7 @@ mod deployment;
 mod docs;
 mod durability;
 mod faults;
+mod hostile;
 mod long_poll;
 mod multi_instance;
 mod openapi;
