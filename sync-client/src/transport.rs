@@ -813,8 +813,10 @@ mod tests {
 
     #[test]
     fn unreachable_server_is_a_retryable_error_after_the_retries() {
-        // Bind then drop a listener: its port refuses connections.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // Bound but never listening: the port refuses connections, and stays ours meanwhile.
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+        let port = socket.local_addr().unwrap().as_socket().unwrap().port();
         let waits = Arc::new(std::sync::Mutex::new(Vec::new()));
         let record = Arc::clone(&waits);
         let t = HttpTransport::builder(format!("http://127.0.0.1:{port}"))

@@ -216,11 +216,12 @@ mod tests {
         assert_eq!(PullQuery::parse("limit=999999999", &l).unwrap().limit, Some(l.max_page));
         assert_eq!(PullQuery::parse("limit=99999999999999999999999", &l).unwrap().limit, Some(l.max_page));
         assert_eq!(PullQuery::parse("since=%34%32", &l).unwrap().since.millis(), 42);
-        assert!(PullQuery::parse("since=", &l).is_err());
-        assert!(matches!(PullQuery::parse("limit=x", &l), Err(NameError::Limit(_))));
-        assert!(PullQuery::parse("since=abc", &l).is_err());
-        assert!(PullQuery::parse("since=1.5", &l).is_err());
-        assert!(PullQuery::parse("limit=-1", &l).is_err());
+        for bad in ["since=", "since=abc", "since=1.5"] {
+            assert!(matches!(PullQuery::parse(bad, &l), Err(NameError::Cursor(_))), "{bad}");
+        }
+        for bad in ["limit=x", "limit=-1"] {
+            assert!(matches!(PullQuery::parse(bad, &l), Err(NameError::Limit(_))), "{bad}");
+        }
         assert_eq!(PullQuery::parse("since=3&wait=30", &l).unwrap().wait, Some(30));
         assert_eq!(PullQuery::parse("wait=99999999999999999999999", &l).unwrap().wait, Some(u64::MAX));
         for bad in ["wait=", "wait=-1", "wait=1.5", "wait=soon"] {

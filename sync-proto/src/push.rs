@@ -474,9 +474,22 @@ mod tests {
         let p = |b: &str| parse_push(b.as_bytes(), &limits, None);
         assert!(p(r#"[{"id":"a"},{"id":"b"}]"#).is_ok());
         assert_eq!(p(r#"[{"id":"a"},{"id":"b"},{"id":"c"}]"#), Err(PushError::TooManyItems { max: 2 }));
-        assert!(p(r#"[{"id":"abcd"}]"#).is_err());
-        assert!(p(r#"[{"id":"a","x":1,"y":2}]"#).is_err());
-        assert!(p(r#"[{"id":"a","xyz":1}]"#).is_err());
+        // Each over-limit item is reported with the limit it broke, not just refused.
+        let only_fault = |b: &str| match p(b) {
+            Err(PushError::InvalidItems { count: 1, details }) => {
+                let d = details.into_iter().next().expect("one detail");
+                (d.field, d.reason)
+            }
+            other => panic!("{b}: {other:?}"),
+        };
+        let (field, reason) = only_fault(r#"[{"id":"abcd"}]"#);
+        assert_eq!(field.as_deref(), Some("id"));
+        assert!(reason.contains("longer than"), "{reason}");
+        assert_eq!(only_fault(r#"[{"id":"a","x":1,"y":2}]"#), (None, "more than 1 fields".to_owned()));
+        assert_eq!(
+            only_fault(r#"[{"id":"a","xyz":1}]"#),
+            (Some("xyz".to_owned()), "field name longer than 2 bytes".to_owned())
+        );
     }
 
     #[test]
@@ -484,8 +497,14 @@ mod tests {
         let schema = EntitySchema { fields: [("done".to_owned(), FieldType::Bool)].into() };
         let p = |b: &str| parse_push(b.as_bytes(), &Limits::default(), Some(&schema));
         assert!(p(r#"[{"id":"a","done":true},{"id":"b","done":0}]"#).is_ok());
-        assert!(p(r#"[{"id":"a","done":"yes"}]"#).is_err());
-        assert!(p(r#"[{"id":"a","other":1}]"#).is_err());
+        for (body, field) in [(r#"[{"id":"a","done":"yes"}]"#, "done"), (r#"[{"id":"a","other":1}]"#, "other")] {
+            match p(body) {
+                Err(PushError::InvalidItems { count: 1, details }) => {
+                    assert_eq!(details[0].field.as_deref(), Some(field), "{body}: {details:?}")
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -474,26 +474,35 @@ mod tests {
     }
 
     #[test]
-    fn bad_configs_are_refused() {
-        for text in [
-            "nonsense = 1",
-            "[[entity]]\nname = \"2x\"",
-            "[[entity]]\nname = \"A\"\n[[entity]]\nname = \"A\"",
-            "[[entity]]\nname = \"A\"\npath = \"/p\"\n[[entity]]\nname = \"B\"\npath = \"/p\"",
-            "[[entity]]\nname = \"A\"\nfields = { x = \"BLOB\" }",
-            "[limits]\nmax_items = 0",
-            "cors_origins = [\"app.example.com\"]",
-            "[[entity]]\nname = \"A\"\nfields = { id = \"INT\" }",
-            "[[entity]]\nname = \"A\"\nfields = { _removed = \"TEXT\" }",
-            "db = \"postgres://x@y/z\"\n[postgres]\npool_size = 0",
-            "[postgres]\nunknown = 1",
-            "bind = \"localhost\"",
-            "bind = \":8080\"",
-            "[[entity]]\nname = \"A\"\npath = \"/admin/a\"",
-            "idempotency_ttl_secs = 0",
+    fn bad_configs_are_refused_naming_what_is_wrong() {
+        for (text, says) in [
+            ("nonsense = 1", "unknown field `nonsense`"),
+            ("[[entity]]\nname = \"2x\"", "invalid entity name \"2x\""),
+            ("[[entity]]\nname = \"A\"\n[[entity]]\nname = \"A\"", "entity A is declared twice"),
+            (
+                "[[entity]]\nname = \"A\"\npath = \"/p\"\n[[entity]]\nname = \"B\"\npath = \"/p\"",
+                "path /p is used by two entities",
+            ),
+            ("[[entity]]\nname = \"A\"\nfields = { x = \"BLOB\" }", "unknown field type \"BLOB\""),
+            ("[limits]\nmax_items = 0", "limits.max_items must be at least 1"),
+            ("cors_origins = [\"app.example.com\"]", "\"app.example.com\" is not an origin"),
+            ("[[entity]]\nname = \"A\"\nfields = { id = \"INT\" }", "entity A: \"id\" belongs to the protocol"),
+            ("[[entity]]\nname = \"A\"\nfields = { _removed = \"TEXT\" }", "\"_removed\" belongs to the protocol"),
+            ("db = \"postgres://x@y/z\"\n[postgres]\npool_size = 0", "postgres.pool_size must be at least 1"),
+            ("[postgres]\nunknown = 1", "unknown field `unknown`"),
+            ("bind = \"localhost\"", "bind \"localhost\" needs a host and a port"),
+            ("bind = \":8080\"", "bind \":8080\" needs a host and a port"),
+            ("[[entity]]\nname = \"A\"\npath = \"/admin/a\"", "path \"/admin/a\" is reserved"),
+            ("idempotency_ttl_secs = 0", "idempotency_ttl_secs must be at least 1"),
         ] {
-            let parsed: Result<Config, _> = toml::from_str(text);
-            assert!(parsed.map(|c| c.validate().is_err()).unwrap_or(true), "accepted: {text}");
+            let message = match toml::from_str::<Config>(text) {
+                Err(e) => e.to_string(),
+                Ok(config) => match config.validate() {
+                    Err(e) => e.to_string(),
+                    Ok(_) => panic!("accepted: {text}"),
+                },
+            };
+            assert!(message.contains(says), "{text:?} was refused for another reason: {message}");
         }
     }
 }

@@ -151,9 +151,12 @@ impl Application {
         }
         let server =
             server.listen(listener).map_err(|source| StartError::Bind { addr: addr.to_string(), source })?.run();
+        // Read back, not assumed: what a `200` rests on is what the open database says.
+        let durability = store.durability().await.map_err(StartError::Store)?;
         tracing::info!(
             %addr,
             store = %store.describe(),
+            %durability,
             entities = if validated.entities.is_declared() { "declared" } else { "schemaless" },
             auth = if validated.auth.is_some() { "on" } else { "off" },
             "listening on http://{addr}"

@@ -207,7 +207,9 @@ mod tests {
     #[test]
     fn a_cookie_without_tokens_is_refused() {
         let config = AuthConfig { cookie: Some("t".into()), ..AuthConfig::default() };
-        assert!(Authenticator::from_config(&config).is_err());
+        let Err(err) = Authenticator::from_config(&config) else { panic!("a cookie without tokens accepted") };
+        let err = err.to_string();
+        assert!(err.contains("auth.cookie needs [auth.jwt]"), "{err}");
         assert!(Authenticator::from_config(&AuthConfig::default()).unwrap().is_none());
     }
 }

@@ -279,6 +279,13 @@ pub trait Store: Outbox + Send + Sync + 'static {
 
     /// A description for logs, without credentials (`sqlite:///var/lib/sync.db`).
     fn describe(&self) -> String;
+
+    /// The settings a commit's durability rests on, read back from the open database as
+    /// `name=value` pairs separated by spaces: for SQLite the writing connection's
+    /// `journal_mode` and `synchronous` (`journal_mode=wal synchronous=full`), for PostgreSQL
+    /// `fsync` and `synchronous_commit` as this store's sessions see them. Logged at startup, so
+    /// that an operator (and a test) sees what a `200` rests on rather than what was asked for.
+    async fn durability(&self) -> Result<String, StoreError>;
 }
 
 /// Runs to completion, on this thread, a store step whose I/O is synchronous (SQLite's): the

@@ -24,20 +24,8 @@ use crate::helpers::{Backend, TestServer, backend_tests};
 pub const AMQP_URL_VAR: &str = "SYNC_TEST_AMQP_URL";
 
 fn amqp_url(test: &str) -> Option<String> {
-    let url = std::env::var(AMQP_URL_VAR).ok().filter(|u| !u.trim().is_empty());
-    if url.is_none() {
-        eprintln!("SKIPPED: {test}: set {AMQP_URL_VAR} (e.g. amqp://guest:guest@127.0.0.1:5672/%2f)");
-    }
-    url
-}
-
-#[test]
-fn amqp_tests_are_not_skipped_in_ci() {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    assert!(
-        !ci || std::env::var(AMQP_URL_VAR).is_ok(),
-        "CI is set but {AMQP_URL_VAR} is not: the AMQP tests would be skipped"
-    );
+    crate::helpers::service_available(test, "amqp", AMQP_URL_VAR, "amqp://guest:guest@127.0.0.1:5672/%2f")
+        .then(|| std::env::var(AMQP_URL_VAR).expect("set"))
 }
 
 /// A topic exchange and a durable queue of this test, deleted at the end.

@@ -6,10 +6,12 @@
 //! test is sequential, so whatever changes on the server during one device's sync was caused by
 //! that device. After each sync of device D it checks:
 //! - every edit and removal D made since its last sync is on the server, unless the sync reports
-//!   a conflict on that object (then D's handler decided);
-//! - every change on the server during the sync is one of those edits or removals, or concerns
-//!   an object in conflict: nothing the device did not write is pushed (no stale value
-//!   overwrites another device's edit).
+//!   a conflict on that field or removal: then the server holds what D's handler chose (the
+//!   report says which resolution), and D's edits of the other fields of that object are there
+//!   too;
+//! - every change on the server during the sync is one of those edits or removals, or what a
+//!   handler chose: nothing the device did not write is pushed (no stale value overwrites
+//!   another device's edit).
 //!
 //! At the end every device syncs twice and must equal the server, with nothing left to push.
 //!
@@ -23,7 +25,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use sync_client::{
-    Conflict, ConflictKind, Entity, FieldType, Fields, PreferLocal, PreferRemote, Query, Resolution, SyncOptions,
+    Conflict, ConflictKind, Entity, FieldType, Fields, PreferLocal, PreferRemote, Query, Resolution, ResolvedConflict,
+    SyncOptions,
 };
 
 const PATH: &str = "/noteChanges";
@@ -130,10 +133,13 @@ async fn random_edits_removals_and_sync_orders_converge_without_losing_edits(bac
                 }
             }
             device.store.update("Note", &id, json!(values)).expect("update");
-            let entry = unsynced[d].entry(id).or_insert_with(|| Unsynced::Fields(BTreeMap::new()));
-            match entry {
-                Unsynced::Fields(known) => known.extend(values),
-                Unsynced::Removed => unreachable!("a removed object is not live"),
+            // An update that sets no field changes nothing: a removal on the server wins.
+            if !values.is_empty() {
+                let entry = unsynced[d].entry(id).or_insert_with(|| Unsynced::Fields(BTreeMap::new()));
+                match entry {
+                    Unsynced::Fields(known) => known.extend(values),
+                    Unsynced::Removed => unreachable!("a removed object is not live"),
+                }
             }
         } else if roll < 70 && !live.is_empty() {
             let id = live[rng.random_range(0..live.len())].clone();
@@ -144,10 +150,11 @@ async fn random_edits_removals_and_sync_orders_converge_without_losing_edits(bac
             let before = server_objects(&server.endpoint(), PATH).await;
             let report = sync(device, handler).await;
             let after = server_objects(&server.endpoint(), PATH).await;
-            let in_conflict: BTreeSet<String> = report.entities[0].conflicts.iter().map(|c| c.id.clone()).collect();
+            let resolved = &report.entities[0].conflicts;
             syncs += 1;
-            conflicts += in_conflict.len();
-            check_sync(seed, op, device, &unsynced[d], &in_conflict, &before, &after);
+            conflicts += resolved.len();
+            let at = format!("seed {seed}, op {op}, device {}", device.name);
+            check_sync(&at, &unsynced[d], resolved, &before, &after);
             unsynced[d].clear();
         }
     }
@@ -167,34 +174,52 @@ async fn random_edits_removals_and_sync_orders_converge_without_losing_edits(bac
     server.stop().await;
 }
 
-/// The checks after one sync of `device`; see the module docs.
+/// The checks after one sync of a device (`at` names it) that had made the `unsynced` changes
+/// and met the `resolved` conflicts; see the module docs.
 fn check_sync(
-    seed: u64,
-    op: usize,
-    device: &Device,
+    at: &str,
     unsynced: &BTreeMap<String, Unsynced>,
-    in_conflict: &BTreeSet<String>,
+    resolved: &[ResolvedConflict],
     before: &BTreeMap<String, Value>,
     after: &BTreeMap<String, Value>,
 ) {
-    let at = format!("seed {seed}, op {op}, device {}", device.name);
-    for (id, change) in unsynced.iter().filter(|(id, _)| !in_conflict.contains(*id)) {
-        match change {
-            Unsynced::Removed => assert!(!after.contains_key(id), "{at}: the removal of {id} was lost"),
-            Unsynced::Fields(values) => {
+    let conflicts: BTreeMap<&str, &ResolvedConflict> = resolved.iter().map(|c| (c.id.as_str(), c)).collect();
+    for (id, change) in unsynced {
+        let conflict = conflicts.get(id.as_str());
+        match (change, conflict.map(|c| c.kind)) {
+            (Unsynced::Removed, None) => assert!(!after.contains_key(id), "{at}: the removal of {id} was lost"),
+            (Unsynced::Fields(values), None | Some(ConflictKind::Fields)) => {
                 let Some(object) = after.get(id) else { panic!("{at}: {id} with unsynced edits is not on the server") };
-                for (field, value) in values {
+                let contested = conflict.map(|c| c.fields.as_slice()).unwrap_or_default();
+                for (field, value) in values.iter().filter(|(f, _)| !contested.contains(f)) {
                     assert_eq!(&object[field], value, "{at}: the edit of {id}.{field} was lost");
                 }
             }
+            // A removal conflict: what the handler chose, checked below.
+            _ => {}
         }
     }
+    for conflict in resolved {
+        let id = conflict.id.as_str();
+        let edits = match unsynced.get(id) {
+            Some(Unsynced::Fields(values)) => values.clone(),
+            _ => BTreeMap::new(),
+        };
+        check_resolution(at, conflict, &edits, before.get(id), after.get(id));
+    }
+
     let ids: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
-    for id in ids.into_iter().filter(|id| !in_conflict.contains(*id)) {
+    for id in ids {
         let mine = unsynced.get(id);
+        let conflict = conflicts.get(id.as_str());
         match (before.get(id), after.get(id)) {
-            (Some(_), None) => assert_eq!(mine, Some(&Unsynced::Removed), "{at}: {id} was removed by nobody"),
+            (Some(_), None) => {
+                assert!(mine == Some(&Unsynced::Removed) || conflict.is_some(), "{at}: {id} was removed by nobody")
+            }
             (None, Some(object)) => {
+                if conflict.is_some() {
+                    continue;
+                }
                 let Some(Unsynced::Fields(values)) = mine else { panic!("{at}: {id} appeared from nowhere") };
                 for field in FIELDS {
                     assert_eq!(Some(&object[field]), values.get(field), "{at}: {id}.{field} was not written here");
@@ -206,14 +231,64 @@ fn check_sync(
                         Some(Unsynced::Fields(values)) => values.get(field),
                         _ => None,
                     };
-                    assert_eq!(
-                        written,
-                        Some(&new[field]),
+                    let merged = conflict.is_some_and(|c| match &c.resolution {
+                        Resolution::Merged(fields) => fields.contains_key(field),
+                        _ => false,
+                    });
+                    assert!(
+                        written == Some(&new[field]) || merged,
                         "{at}: {id}.{field} was overwritten with a value not written here"
                     );
                 }
             }
             (None, None) => {}
+        }
+    }
+}
+
+/// Checks that the server holds what the resolution of `conflict` makes of the object, given
+/// the device's unsynced `edits` of it and the server's object `before` and `after` the sync: the
+/// chosen side's values of the contested fields, or its removal, or its live object, and the
+/// handler's values where it merged.
+fn check_resolution(
+    at: &str,
+    conflict: &ResolvedConflict,
+    edits: &BTreeMap<String, Value>,
+    before: Option<&Value>,
+    after: Option<&Value>,
+) {
+    let id = &conflict.id;
+    let merged = match &conflict.resolution {
+        Resolution::Merged(fields) => Some(fields),
+        _ => None,
+    };
+    let removed = matches!(
+        (conflict.kind, &conflict.resolution),
+        (ConflictKind::LocalRemoved, Resolution::KeepLocal) | (ConflictKind::RemoteRemoved, Resolution::TakeRemote)
+    );
+    if removed {
+        assert!(after.is_none(), "{at}: {id} should be removed, as the handler chose");
+        return;
+    }
+    let Some(object) = after else { panic!("{at}: {id} should be live, as the handler chose") };
+    for field in FIELDS {
+        // The value the resolution gives `field`, where this side of the sync knows it.
+        let expected = match (conflict.kind, &conflict.resolution) {
+            _ if merged.is_some_and(|m| m.contains_key(field)) => merged.map(|m| m[field].clone()),
+            // The contested fields: the chosen side's value (the server's is the one before).
+            (ConflictKind::Fields, Resolution::KeepLocal) => edits.get(field).cloned(),
+            (ConflictKind::Fields, Resolution::TakeRemote) if conflict.fields.iter().any(|f| f == field) => {
+                before.map(|b| b[field].clone())
+            }
+            // Against a local removal the live side is the server's object; against a remote
+            // removal, the device's object, whose edits are known.
+            (ConflictKind::LocalRemoved, _) => before.map(|b| b[field].clone()),
+            (ConflictKind::RemoteRemoved, _) => edits.get(field).cloned(),
+            // Uncontested fields: checked with the device's edits above.
+            _ => None,
+        };
+        if let Some(expected) = expected {
+            assert_eq!(object[field], expected, "{at}: {id}.{field} is not what the handler chose");
         }
     }
 }

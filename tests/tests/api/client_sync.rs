@@ -1,7 +1,7 @@
 //! The sync client end to end: devices with real SQLite files syncing through real HTTP with a
 //! real server (in this process, on an ephemeral port).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::client_support::{Device, LossyProxy, fast_transport, project, server_objects, server_updates, todo_entity};
@@ -264,22 +264,36 @@ async fn edits_racing_repeated_syncs_all_reach_the_server(backend: Backend) {
         a.add(id, "initial");
     }
     // A writer thread edits while syncs run back to back; it returns the last text of each id.
-    let (store, writer_ids) = (a.store.clone(), ids.clone());
+    // Every few edits it waits for one more sync to finish, so that syncs and edits interleave
+    // however the threads are scheduled.
+    const EDITS: usize = 300;
+    const EDITS_PER_SYNC: usize = 20;
+    let syncs = Arc::new(AtomicUsize::new(0));
+    let (store, writer_ids, synced) = (a.store.clone(), ids.clone(), syncs.clone());
     let writer = std::thread::spawn(move || {
         let mut last = std::collections::BTreeMap::new();
-        for n in 0..300 {
+        for n in 0..EDITS {
+            if n % EDITS_PER_SYNC == 0 {
+                let seen = synced.load(Ordering::SeqCst);
+                while synced.load(Ordering::SeqCst) == seen {
+                    std::thread::yield_now();
+                }
+            }
             let id = &writer_ids[n * 7 % writer_ids.len()];
             let text = format!("edit {n}");
             store.update("Todo", id, json!({"text": text})).expect("edit");
             last.insert(id.clone(), text);
-            std::thread::sleep(std::time::Duration::from_micros(300));
         }
         last
     });
+    let mut pushing = 0;
     while !writer.is_finished() {
-        a.sync(PreferRemote).await;
+        pushing += usize::from(a.sync(PreferRemote).await.pushed() > 0);
+        syncs.fetch_add(1, Ordering::SeqCst);
     }
     let last = writer.join().expect("writer");
+    // A sync may push the rest of one batch of edits and the start of the next, no fewer.
+    assert!(pushing >= EDITS / EDITS_PER_SYNC / 2, "only {pushing} syncs pushed edits while the writer wrote");
     a.sync(PreferRemote).await;
     let on_server = server_objects(&server.endpoint(), TODO).await;
     for (id, text) in &last {
@@ -397,8 +411,7 @@ async fn syncs_with_the_real_server_without_extensions(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_server_fails_the_sync_retryably_and_keeps_local_data() {
-    // A port nothing listens on: bound, then released.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (_refusing, port) = crate::helpers::refusing_port();
     let a = Device::new("a", &Endpoint::open(&format!("http://127.0.0.1:{port}")));
     a.add("1", "offline");
     let err = a.try_sync(PreferRemote).await.unwrap_err();

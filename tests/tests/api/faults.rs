@@ -16,6 +16,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+/// Pushes that must have failed for the cut-connections test to have tested anything.
+const MIN_FAILED_PUSHES: usize = 3;
+/// Rounds of cuts at most, some 30 ms apart, while waiting for that many failures.
+const MAX_CUT_ROUNDS: u64 = 600;
+
 /// How long a request may take to fail when the database is unreachable.
 const FAIL_FAST: Duration = Duration::from_secs(5);
 
@@ -47,7 +52,18 @@ fn batch_body(writer: usize, n: usize) -> String {
 /// The outcome of each batch push: `Some(now)` for a `200`, `None` for a `503`.
 type Outcomes = Vec<(usize, usize, Option<i64>)>;
 
-async fn write_batches(api: Api, writer: usize, stop: Arc<AtomicBool>, slowest_failure: Arc<AtomicUsize>) -> Outcomes {
+/// What the writers of a faulty run share: when to stop, and what failed so far.
+#[derive(Clone, Default)]
+struct Faulty {
+    stop: Arc<AtomicBool>,
+    /// The longest a failing request took, in milliseconds.
+    slowest_failure: Arc<AtomicUsize>,
+    /// Pushes answered `503`.
+    failed_pushes: Arc<AtomicUsize>,
+}
+
+async fn write_batches(api: Api, writer: usize, faulty: Faulty) -> Outcomes {
+    let Faulty { stop, slowest_failure, failed_pushes } = faulty;
     let mut outcomes = Outcomes::new();
     for n in 0..5_000 {
         if stop.load(Ordering::Relaxed) {
@@ -60,6 +76,7 @@ async fn write_batches(api: Api, writer: usize, stop: Arc<AtomicBool>, slowest_f
             _ => {
                 assert_unavailable(status, &body);
                 slowest_failure.fetch_max(started.elapsed().as_millis() as usize, Ordering::Relaxed);
+                failed_pushes.fetch_add(1, Ordering::Relaxed);
                 outcomes.push((writer, n, None));
             }
         }
@@ -139,19 +156,22 @@ async fn cut_connections_give_503_apply_nothing_and_the_server_recovers() {
     let api = server.api();
     api.push("/batchChanges", json!([])).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let slowest_failure = Arc::new(AtomicUsize::new(0));
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|w| tokio::spawn(write_batches(server.api(), w, stop.clone(), slowest_failure.clone())))
-        .collect();
+    let faulty = Faulty::default();
+    let Faulty { stop, slowest_failure, failed_pushes } = faulty.clone();
+    let writers: Vec<_> = (0..WRITERS).map(|w| tokio::spawn(write_batches(server.api(), w, faulty.clone()))).collect();
     let readers: Vec<_> =
         (0..2).map(|_| tokio::spawn(read_while_faulty(server.api(), stop.clone(), slowest_failure.clone()))).collect();
 
-    // Cut every connection of the server, over and over, while requests are in flight.
+    // Cut every connection of the server, over and over, while requests are in flight, until
+    // pushes have failed: a cut before a commit is retried on a fresh connection, so only cuts
+    // that come again and again, or during a commit, fail a push.
     let mut terminated = 0;
-    for round in 0..15u64 {
-        tokio::time::sleep(Duration::from_millis(100 + 37 * (round % 5))).await;
+    for round in 0..MAX_CUT_ROUNDS {
+        tokio::time::sleep(Duration::from_millis(20 + 7 * (round % 5))).await;
         terminated += db.terminate_connections().await;
+        if round >= 15 && failed_pushes.load(Ordering::Relaxed) >= MIN_FAILED_PUSHES {
+            break;
+        }
     }
     stop.store(true, Ordering::Relaxed);
     let mut outcomes = Outcomes::new();
@@ -170,11 +190,12 @@ async fn cut_connections_give_503_apply_nothing_and_the_server_recovers() {
         outcomes.len()
     );
     assert!(terminated > 0, "no connection was cut: the test tested nothing");
+    assert!(failed >= MIN_FAILED_PUSHES, "only {failed} pushes failed: the faults did not reach a push");
     assert!(outcomes.len() - failed > 0, "no push succeeded between the cuts");
     assert!(slowest < FAIL_FAST, "a failing request took {slowest:?}");
 
-    // Recovered, without a restart: every request succeeds again.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Recovered, without a restart: once the server says it is healthy, every request succeeds.
+    wait_healthy(&api).await;
     for i in 0..20 {
         let now = api.push("/batchChanges", json!([{"id": format!("after{i}"), "ok": true}])).await;
         assert!(api.pull("/batchChanges", now - 1).await.updates.iter().any(|u| u["id"] == format!("after{i}")));
@@ -186,6 +207,17 @@ async fn cut_connections_give_503_apply_nothing_and_the_server_recovers() {
     assert_eq!(status, 200, "{all}");
     check_atomicity(&all, &outcomes);
     server.signal_and_wait(15).await;
+}
+
+/// Waits until the server answers its health check with `200`, for [`FAIL_FAST`] at most.
+async fn wait_healthy(api: &Api) {
+    tokio::time::timeout(FAIL_FAST, async {
+        while api.get("/healthz").await.0 != 200 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the server is healthy again");
 }
 
 /// What the proxy does to connections.
@@ -279,8 +311,9 @@ async fn relay(mut client: TcpStream, mut server: TcpStream, mode: Arc<watch::Se
                 if commit && current == Mode::CutAfterCommit {
                     mode.send_replace(Mode::Relay);
                     cuts.fetch_add(1, Ordering::SeqCst);
-                    // Let the database finish the commit, then drop its answer with the connection.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    // The database's answer to COMMIT means it committed: drop it, with the
+                    // connection, instead of passing it on.
+                    let _ = server_read.read(&mut down).await;
                     return;
                 }
             }

@@ -1,17 +1,20 @@
 //! Several instances over one database: three server processes (the shipped binary) share one
 //! store, and writers and cursor-following readers send each request to a randomly chosen
-//! instance. At the end every reader has seen the last acknowledged version of every object, every
-//! push to an entity got its own `now`, and no reader's cursor ever went backwards. With
+//! instance. Every pull any reader made holds exactly the objects acknowledged pushes changed
+//! between its cursor and its `now` (see [`History::check`]), readers received changes while
+//! writers ran, every push to an entity got its own `now`, and no reader's cursor ever went
+//! backwards. With
 //! PostgreSQL this is the scale-out deployment; with SQLite, processes sharing one file. With
 //! authentication on, each writer is a user of their own, with the same ids as the others, and
 //! every reader follows every user's partitions: none ever receives an object of another.
 //! `SYNC_STRESS_SECS` sets how long writers run (default 5 s).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
 
+use crate::helpers::stress::{self, History, Pull};
 use crate::helpers::{Api, Backend, Endpoint, ServerProcess, TestDb, backend_tests};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -21,6 +24,8 @@ const INSTANCES: usize = 3;
 const WRITERS: usize = 6;
 const READERS: usize = 4;
 const IDS: usize = 150;
+/// Writers write until they have acknowledged this many pushes in all, however slow the machine.
+const MIN_PUSHES: usize = 200;
 const ENTITIES: [&str; 2] = ["/noteChanges", "/cardChanges"];
 /// Upper bounds on the loops, whatever the duration asked for.
 const MAX_PUSHES_PER_WRITER: usize = 20_000;
@@ -30,10 +35,8 @@ const MAX_CATCH_UP_PAGES: usize = 10_000;
 
 /// A user and an entity: one partition.
 type Partition = (usize, &'static str);
-/// What a push acknowledged: `(partition, now, id, value or None for a removal)`.
-type Acked = Vec<(Partition, i64, String, Option<String>)>;
-/// Per `(partition, id)`: the last `_lastChange` and value (`None` for a tombstone).
-type View = BTreeMap<(Partition, String), (i64, Option<String>)>;
+/// What pushes acknowledged, per partition.
+type Acked = stress::Acked<Partition>;
 
 /// The users the writers act as: one each with authentication on, all the same one without.
 fn users(backend: Backend) -> usize {
@@ -45,29 +48,15 @@ fn apis_by_user(endpoints: &[Endpoint], users: usize) -> Vec<Vec<Api>> {
     (0..users).map(|u| endpoints.iter().map(|e| e.as_user(&format!("user{u}")).api()).collect()).collect()
 }
 
-fn stress_duration() -> Duration {
-    let secs = std::env::var("SYNC_STRESS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
-    Duration::from_secs(secs)
-}
-
-/// The state acknowledged changes must leave, replayed per entity in timestamp order with the
-/// protocol's rules (removing an absent or removed object changes nothing).
-fn expected_state(mut acked: Acked) -> View {
-    acked.sort_by_key(|(_, now, _, _)| *now);
-    let mut state = View::new();
-    for (partition, now, id, value) in acked {
-        let key = (partition, id);
-        let live = state.get(&key).is_some_and(|(_, v)| v.is_some());
-        if value.is_some() || live {
-            state.insert(key, (now, value));
-        }
-    }
-    state
-}
-
 /// Pushes 0 to 5 changes at a time to a random entity through a random instance (`apis`, as
 /// `user`) until `stop`. Returns the `(partition, now)` of every push, and what they acknowledged.
-async fn writer(apis: Vec<Api>, n: usize, user: usize, stop: Arc<AtomicBool>) -> (Vec<(Partition, i64)>, Acked) {
+async fn writer(
+    apis: Vec<Api>,
+    n: usize,
+    user: usize,
+    stop: Arc<AtomicBool>,
+    pushes: Arc<AtomicUsize>,
+) -> (Vec<(Partition, i64)>, Acked) {
     let mut rng = StdRng::seed_from_u64(1000 + n as u64);
     let mut nows = Vec::new();
     let mut acked = Acked::new();
@@ -95,6 +84,7 @@ async fn writer(apis: Vec<Api>, n: usize, user: usize, stop: Arc<AtomicBool>) ->
             .collect();
         let now = api.push(entity, Value::Array(body)).await;
         nows.push(((user, entity), now));
+        pushes.fetch_add(1, Ordering::Relaxed);
         acked.extend(items.into_iter().map(|(id, value)| ((user, entity), now, id, value)));
     }
     (nows, acked)
@@ -102,11 +92,16 @@ async fn writer(apis: Vec<Api>, n: usize, user: usize, stop: Arc<AtomicBool>) ->
 
 /// Follows one cursor per partition (`apis[user][instance]`), each pull on a random instance,
 /// some of them paged; after `writers_done`, catches up once more on every partition and returns
-/// what it saw.
-async fn reader(apis: Vec<Vec<Api>>, n: usize, writers_done: Arc<AtomicBool>) -> View {
+/// every pull it made. `stop` says whether the writers are still writing.
+async fn reader(
+    apis: Vec<Vec<Api>>,
+    n: usize,
+    stop: Arc<AtomicBool>,
+    writers_done: Arc<AtomicBool>,
+) -> Vec<Pull<Partition>> {
     let mut rng = StdRng::seed_from_u64(2000 + n as u64);
     let mut cursors: HashMap<Partition, i64> = HashMap::new();
-    let mut view = View::new();
+    let mut log = Vec::new();
     for _ in 0..MAX_PULLS_PER_READER {
         let finishing = writers_done.load(Ordering::SeqCst);
         for partition in (0..apis.len()).flat_map(|user| ENTITIES.map(|entity| (user, entity))) {
@@ -116,7 +111,10 @@ async fn reader(apis: Vec<Vec<Api>>, n: usize, writers_done: Arc<AtomicBool>) ->
                 let api = &instances[rng.random_range(0..instances.len())];
                 let since = cursors.get(&partition).copied().unwrap_or(0);
                 let limit = rng.random_bool(0.5).then(|| rng.random_range(1..=20));
-                let more = pull_into(api, apis.len(), partition, since, limit, &mut cursors, &mut view).await;
+                let during_writes = !stop.load(Ordering::SeqCst);
+                let (pull, more) = pull_once(api, apis.len(), partition, since, limit, during_writes).await;
+                cursors.insert(partition, pull.now);
+                log.push(pull);
                 pages += 1;
                 // Catching up follows every page; otherwise one page per entity and round.
                 if !(finishing && more) || pages == MAX_CATCH_UP_PAGES {
@@ -125,23 +123,22 @@ async fn reader(apis: Vec<Vec<Api>>, n: usize, writers_done: Arc<AtomicBool>) ->
             }
         }
         if finishing {
-            return view;
+            return log;
         }
     }
     panic!("reader {n} did not finish within {MAX_PULLS_PER_READER} rounds");
 }
 
-/// One pull of a partition from `since` (of `users` users in all); checks the answer against the
-/// cursor and applies it. Returns `more`.
-async fn pull_into(
+/// One pull of a partition from `since` (of `users` users in all), checked against the cursor.
+/// Returns it and `more`.
+async fn pull_once(
     api: &Api,
     users: usize,
     partition: Partition,
     since: i64,
     limit: Option<usize>,
-    cursors: &mut HashMap<Partition, i64>,
-    view: &mut View,
-) -> bool {
+    during_writes: bool,
+) -> (Pull<Partition>, bool) {
     let (user, entity) = partition;
     let query = match limit {
         Some(limit) => format!("{entity}?since={since}&limit={limit}"),
@@ -151,6 +148,7 @@ async fn pull_into(
     assert_eq!(status, 200, "{body}");
     let pulled = crate::helpers::parse_pull(&body);
     assert!(pulled.now >= since, "{entity}: the cursor went back from {since} to {}", pulled.now);
+    let mut updates = Vec::with_capacity(pulled.updates.len());
     for update in &pulled.updates {
         let last_change = update["_lastChange"].as_i64().expect("_lastChange");
         assert!(
@@ -167,10 +165,10 @@ async fn pull_into(
             let writer: usize = value[1..].split('-').next().and_then(|n| n.parse().ok()).expect("w<writer>-<seq>");
             assert_eq!(writer % users, user, "user {user} received {value}, written by another user");
         }
-        view.insert((partition, id), (last_change, value));
+        updates.push((id, last_change, value));
     }
-    cursors.insert(partition, pulled.now);
-    pulled.more == Some(true)
+    let more = pulled.more == Some(true);
+    (Pull { partition, since, now: pulled.now, more, during_writes, updates }, more)
 }
 
 async fn instances_never_lose_a_change_or_repeat_a_now(backend: Backend) {
@@ -185,12 +183,15 @@ async fn instances_never_lose_a_change_or_repeat_a_now(backend: Backend) {
 
     let stop = Arc::new(AtomicBool::new(false));
     let writers_done = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> =
-        (0..WRITERS).map(|n| tokio::spawn(writer(apis[n % users].clone(), n, n % users, stop.clone()))).collect();
-    let readers: Vec<_> = (0..READERS).map(|n| tokio::spawn(reader(apis.clone(), n, writers_done.clone()))).collect();
+    let pushes = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|n| tokio::spawn(writer(apis[n % users].clone(), n, n % users, stop.clone(), pushes.clone())))
+        .collect();
+    let readers: Vec<_> =
+        (0..READERS).map(|n| tokio::spawn(reader(apis.clone(), n, stop.clone(), writers_done.clone()))).collect();
 
     let started = Instant::now();
-    tokio::time::sleep(stress_duration()).await;
+    stress::let_writers_run(&pushes, MIN_PUSHES).await;
     stop.store(true, Ordering::Relaxed);
     let mut acked = Acked::new();
     let mut pushes: HashMap<Partition, Vec<i64>> = HashMap::new();
@@ -203,9 +204,9 @@ async fn instances_never_lose_a_change_or_repeat_a_now(backend: Backend) {
     }
     // Every acknowledged push is committed: readers catch up from here on.
     writers_done.store(true, Ordering::SeqCst);
-    let mut views = Vec::new();
+    let mut logs = Vec::new();
     for r in readers {
-        views.push(r.await.expect("reader"));
+        logs.push(r.await.expect("reader"));
     }
     let elapsed = started.elapsed();
 
@@ -213,26 +214,23 @@ async fn instances_never_lose_a_change_or_repeat_a_now(backend: Backend) {
         let unique: HashSet<i64> = nows.iter().copied().collect();
         assert_eq!(unique.len(), nows.len(), "{partition:?}: two pushes got the same now");
     }
-    let expected = expected_state(acked);
+    let history = History::replay(acked);
+    history.check_logs(&logs, 10);
+    let expected = history.final_state();
     assert!(expected.len() > 50, "too little was written to test anything: {}", expected.len());
-    for (r, view) in views.iter().enumerate() {
-        for (key, version) in &expected {
-            let seen = view.get(key).unwrap_or_else(|| panic!("reader {r} never saw {key:?}"));
-            assert_eq!(seen, version, "reader {r} missed the last version of {key:?}");
-        }
-        assert_eq!(view.len(), expected.len(), "reader {r} saw objects nobody acknowledged");
+    for (r, log) in logs.iter().enumerate() {
+        assert_eq!(stress::received(log), expected, "reader {r} ends in another state");
     }
 
     // Each instance answers the same complete state.
     for i in 0..INSTANCES {
-        let mut cursors = HashMap::new();
-        let mut view = View::new();
+        let mut pulls = Vec::new();
         for (user, instances) in apis.iter().enumerate() {
             for entity in ENTITIES {
-                pull_into(&instances[i], users, (user, entity), 0, None, &mut cursors, &mut view).await;
+                pulls.push(pull_once(&instances[i], users, (user, entity), 0, None, false).await.0);
             }
         }
-        assert_eq!(view, expected, "instance {i} answers another state");
+        assert_eq!(stress::received(&pulls), expected, "instance {i} answers another state");
     }
     eprintln!(
         "{backend:?}: {} objects of {users} users from {} pushes over {INSTANCES} instances; {READERS} readers agree; {elapsed:?}",

@@ -10,7 +10,19 @@ use sync_server::clock::Clock;
 use sync_server::store::{Push, Scope, Store};
 
 /// A wall clock the test sets by hand.
-struct ManualClock(AtomicI64);
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    /// A clock reading `ms` (epoch milliseconds) until it is set again.
+    pub fn at(ms: i64) -> Self {
+        Self(AtomicI64::new(ms))
+    }
+
+    /// Sets the time it reads.
+    pub fn set(&self, ms: i64) {
+        self.0.store(ms, Ordering::SeqCst);
+    }
+}
 
 impl Clock for ManualClock {
     fn now_ms(&self) -> i64 {

@@ -140,7 +140,7 @@ async fn todo_devices_converge_on_a_base_protocol_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn todo_works_offline_and_sync_fails_clearly_without_a_server() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (_refusing, port) = crate::helpers::refusing_port();
     let dir = tempfile::tempdir().unwrap();
     let todo = Todo::new(dir.path(), "offline", &format!("http://127.0.0.1:{port}"));
     let id = todo.add("offline item").await;

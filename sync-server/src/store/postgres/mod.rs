@@ -256,6 +256,23 @@ impl Store for PostgresStore {
         .map_err(Failure::into_store_error)
     }
 
+    async fn durability(&self) -> Result<String, StoreError> {
+        with_connection(&self.inner.pool, |client| async move {
+            let settings = client
+                .query_one("SELECT current_setting('fsync'), current_setting('synchronous_commit')", &[])
+                .await
+                .and_then(|row| {
+                    let (fsync, commit): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+                    Ok(format!("fsync={fsync} synchronous_commit={commit}"))
+                })
+                .map_err(Failure::from);
+            (client, settings)
+        })
+        .await
+        .map(|(_, settings)| settings)
+        .map_err(Failure::into_store_error)
+    }
+
     fn describe(&self) -> String {
         self.inner.description.clone()
     }

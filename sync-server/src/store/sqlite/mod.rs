@@ -217,6 +217,22 @@ impl Store for SqliteStore {
         self.watch_file(feed, poll).await
     }
 
+    async fn durability(&self) -> Result<String, StoreError> {
+        self.on_writer(|conn| {
+            let journal: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(classify)?;
+            let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).map_err(classify)?;
+            let synchronous = match synchronous {
+                0 => "off",
+                1 => "normal",
+                2 => "full",
+                3 => "extra",
+                _ => "unknown",
+            };
+            Ok(format!("journal_mode={} synchronous={synchronous}", journal.to_lowercase()))
+        })
+        .await
+    }
+
     fn describe(&self) -> String {
         format!("sqlite://{}", self.inner.path.display())
     }

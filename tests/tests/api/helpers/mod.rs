@@ -6,7 +6,8 @@
 //! `async fn(Backend)` into one test per [`Backend`], and [`TestDb`] gives each test a fresh
 //! database of that backend (a temp SQLite file, or a PostgreSQL database created on the server
 //! named by `SYNC_TEST_POSTGRES_URL` and dropped afterwards). Without that variable the PostgreSQL
-//! variants pass after printing `SKIPPED`; CI sets it, and a test fails there if it is missing.
+//! variants fail, unless `SYNC_TEST_SKIP=postgres` says to skip them (they print `SKIPPED`);
+//! under `CI` nothing may be skipped.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -20,6 +21,7 @@ use sync_server::{Application, Config};
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+pub mod stress;
 mod suite_auth;
 pub use suite_auth::{Endpoint, SUITE_USER, partition_of, token_of};
 use suite_auth::{SUITE_AUTH_TOML, with_suite_auth};
@@ -65,16 +67,11 @@ impl Backend {
         Backend { auth: true, ..self }
     }
 
-    /// Whether tests of this backend can run here. PostgreSQL needs [`POSTGRES_URL_VAR`]; without
-    /// it, says that `test` was skipped and returns false.
+    /// Whether tests of this backend run here. PostgreSQL needs [`POSTGRES_URL_VAR`]; without it
+    /// `test` fails, unless [`SKIP_VAR`] names `postgres` (see [`service_available`]).
     pub fn is_available(self, test: &str) -> bool {
-        if self.db == Db::Sqlite || postgres_url().is_some() {
-            return true;
-        }
-        eprintln!(
-            "SKIPPED: {test} on PostgreSQL: set {POSTGRES_URL_VAR} (e.g. postgres://postgres@127.0.0.1:5432/postgres)"
-        );
-        false
+        self.db == Db::Sqlite
+            || service_available(test, "postgres", POSTGRES_URL_VAR, "postgres://postgres@127.0.0.1:5432/postgres")
     }
 
     /// The objects of `entity` a test's requests reach: those of [`SUITE_USER`]'s partition with
@@ -94,6 +91,39 @@ impl Backend {
     fn token(self) -> Option<String> {
         self.auth.then(|| token_of(SUITE_USER))
     }
+}
+
+/// The variable that lets a run without some service skip its tests: a comma-separated list of
+/// `postgres` and `amqp`. Ignored under `CI`, where every test must run.
+pub const SKIP_VAR: &str = "SYNC_TEST_SKIP";
+
+/// Whether the tests needing `service` (reached at the URL in `var`, such as `example`) run:
+/// true when `var` is set. Without it, `test` fails saying what to set, so that a run without the
+/// service cannot pass for one that tested it; unless [`SKIP_VAR`] names the service outside
+/// `CI`, and then it prints `SKIPPED` and returns false.
+pub fn service_available(test: &str, service: &str, var: &str, example: &str) -> bool {
+    if std::env::var(var).is_ok_and(|url| !url.trim().is_empty()) {
+        return true;
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let skipped = std::env::var(SKIP_VAR).is_ok_and(|list| list.split(',').any(|s| s.trim() == service));
+    assert!(
+        skipped && !ci,
+        "{test} needs {service}: set {var} (e.g. {example}), or {SKIP_VAR}={service} to skip it{}",
+        if ci { " (not under CI, which runs every test)" } else { "" }
+    );
+    eprintln!("SKIPPED: {test} on {service}: {SKIP_VAR} names it and {var} is not set");
+    false
+}
+
+/// A loopback port that refuses connections for as long as the returned socket lives: bound but
+/// never listening, so that no other program can take the port meanwhile, as it could take one
+/// that was bound and released.
+pub fn refusing_port() -> (socket2::Socket, u16) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).expect("bound");
+    let port = socket.local_addr().expect("an address").as_socket().expect("an IP address").port();
+    (socket, port)
 }
 
 /// The PostgreSQL server URL of [`POSTGRES_URL_VAR`], if set.
@@ -472,6 +502,20 @@ impl Api {
         body["now"].as_i64().expect("now is an integer")
     }
 
+    /// `POST path` with a raw body: status and body as JSON, or the error of a request that got
+    /// no answer (the server went away).
+    pub async fn try_post(&self, path: &str, body: &str) -> Result<(u16, Value), reqwest::Error> {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.base_url))
+            .header("Content-Type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await?))
+    }
+
     /// `POST path` with a raw body, returning status and body as JSON.
     pub async fn post(&self, path: &str, body: &str) -> (u16, Value) {
         self.post_with(path, body, &[]).await
@@ -515,8 +559,13 @@ fn client() -> reqwest::Client {
 pub struct ServerProcess {
     /// `http://127.0.0.1:PORT`.
     pub base_url: String,
+    /// The durability settings the server logged when it began to listen, as it read them back
+    /// from its open database (`journal_mode=wal synchronous=full`).
+    pub durability: String,
     token: Option<String>,
     child: tokio::process::Child,
+    /// The server's log lines after the listening one.
+    log: tokio::sync::mpsc::UnboundedReceiver<String>,
     _config: Option<tempfile::NamedTempFile>,
 }
 
@@ -544,10 +593,11 @@ impl ServerProcess {
             .spawn()
             .expect("server binary starts");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        let (addr, durability) = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.expect("read server log") {
                 if let Some(addr) = sync_server::telemetry::listening_address(&line) {
-                    return addr;
+                    let fields = serde_json::from_str::<Value>(&line).expect("a JSON log line")["fields"].take();
+                    return (addr, fields["durability"].as_str().expect("durability is logged").to_owned());
                 }
                 eprintln!("server: {line}");
             }
@@ -556,8 +606,14 @@ impl ServerProcess {
         .await
         .expect("server listens within 30 s");
         // Keep draining the log so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { base_url: format!("http://{addr}"), token: db.backend.token(), child, _config: config }
+        let (lines_out, log) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = lines_out.send(line);
+            }
+        });
+        let base_url = format!("http://{addr}");
+        Self { base_url, durability, token: db.backend.token(), child, log, _config: config }
     }
 
     /// Where clients reach this server, as [`SUITE_USER`] when it authenticates.
@@ -570,11 +626,40 @@ impl ServerProcess {
         self.endpoint().api()
     }
 
-    /// Sends a signal to the server (`SIGTERM` = 15, `SIGKILL` = 9) and waits for it to exit.
-    pub async fn signal_and_wait(mut self, signal: i32) -> std::process::ExitStatus {
+    /// The server's process id, to read what it holds from `/proc/<pid>/` (memory, sockets).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the server is running")
+    }
+
+    /// Sends a signal to the server (`SIGTERM` = 15, `SIGKILL` = 9).
+    pub fn signal(&self, signal: i32) {
         let pid = self.child.id().expect("running").to_string();
         let sent = std::process::Command::new("kill").args([format!("-{signal}"), pid]).status().expect("kill runs");
         assert!(sent.success());
+    }
+
+    /// Waits until the server logs a line containing `fragment`, for 30 s at most.
+    pub async fn wait_for_log(&mut self, fragment: &str) {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = self.log.recv().await {
+                if line.contains(fragment) {
+                    return;
+                }
+            }
+            panic!("the server exited without logging {fragment:?}");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the server did not log {fragment:?} within 30 s"))
+    }
+
+    /// Waits for the server to exit, for 30 s at most.
+    pub async fn wait(mut self) -> std::process::ExitStatus {
         tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.expect("exits in time").expect("wait")
+    }
+
+    /// Sends a signal to the server (`SIGTERM` = 15, `SIGKILL` = 9) and waits for it to exit.
+    pub async fn signal_and_wait(self, signal: i32) -> std::process::ExitStatus {
+        self.signal(signal);
+        self.wait().await
     }
 }
