@@ -109,7 +109,13 @@ impl Broker {
             declare: true,
             entities: vec!["Task".into()],
             timeout_secs: 5.0,
-            schedule_secs: vec![0.0; 1].into_iter().chain(std::iter::repeat_n(0.2, 100)).collect(),
+            // Quick retries, then a slower minute and more: a broker restarting on a loaded
+            // machine may be away for longer than the quick retries last.
+            schedule_secs: vec![0.0; 1]
+                .into_iter()
+                .chain(std::iter::repeat_n(0.2, 50))
+                .chain(std::iter::repeat_n(1.0, 120))
+                .collect(),
             jitter: 0.0,
             concurrency: 8,
         }
