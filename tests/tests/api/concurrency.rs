@@ -101,7 +101,7 @@ async fn reader(apis: Vec<Api>, stop: Arc<AtomicBool>, writers_done: Arc<AtomicB
                 updates.push((u["id"].as_str().unwrap().to_owned(), stamp, value));
             }
             let more = pulled.more == Some(true);
-            log.push(Pull { partition: user, since, now: pulled.now, more, during_writes, updates });
+            log.push(Pull { partition: user, since, now: pulled.now, more, paged: false, during_writes, updates });
             cursors[user] = pulled.now;
         }
         if done {

@@ -168,7 +168,8 @@ async fn pull_once(
         updates.push((id, last_change, value));
     }
     let more = pulled.more == Some(true);
-    (Pull { partition, since, now: pulled.now, more, during_writes, updates }, more)
+    let paged = limit.is_some();
+    (Pull { partition, since, now: pulled.now, more, paged, during_writes, updates }, more)
 }
 
 async fn instances_never_lose_a_change_or_repeat_a_now(backend: Backend) {

@@ -52,6 +52,9 @@ pub struct Pull<P> {
     pub now: i64,
     /// The answer's `more`: a page that ends before the snapshot's high-water mark.
     pub more: bool,
+    /// Whether the pull asked for a page (`limit`): PostgreSQL may read the page's last push in a
+    /// second statement, whose snapshot is newer than the first.
+    pub paged: bool,
     /// Whether the pull was sent before the writers were told to stop.
     pub during_writes: bool,
     /// Each update: id, `_lastChange`, value or `None` for a tombstone.
@@ -105,16 +108,18 @@ impl<P: Ord + Clone + Debug> History<P> {
     }
 
     /// Checks one pull: it holds exactly the objects changed in `(since, now]`, each at its last
-    /// version at or before `now`, and nothing else. A page (`more`) answers from a snapshot
-    /// that may be newer than its `now`, where an object changed in `(since, now]` may already
-    /// have a later version: that object is left to the page its new version falls in.
+    /// version at or before `now`, and nothing else. A page answers from a snapshot that may be
+    /// newer than its `now` (one that ends before the high-water mark, or one whose last push
+    /// was read again on its own), where an object changed in `(since, now]` may already have a
+    /// later version: that object is left to the pull its new version falls in. An unpaged pull
+    /// is one snapshot on every store, and must hold every change its `now` reaches.
     pub fn check(&self, pull: &Pull<P>) -> Result<(), String> {
         let versions = self.versions.get(&pull.partition).map(Vec::as_slice).unwrap_or_default();
         let from = versions.partition_point(|(stamp, _, _)| *stamp <= pull.since);
         let to = versions.partition_point(|(stamp, _, _)| *stamp <= pull.now);
         let expected: BTreeMap<String, (i64, Option<String>)> =
             versions[from..to].iter().map(|(stamp, id, value)| (id.clone(), (*stamp, value.clone()))).collect();
-        let superseded = |id: &str| pull.more && versions[to..].iter().any(|(_, later, _)| later == id);
+        let superseded = |id: &str| (pull.more || pull.paged) && versions[to..].iter().any(|(_, later, _)| later == id);
         let got: BTreeMap<String, (i64, Option<String>)> =
             pull.updates.iter().map(|(id, stamp, value)| (id.clone(), (*stamp, value.clone()))).collect();
         if got.len() != pull.updates.len() {
@@ -188,6 +193,7 @@ mod tests {
             since,
             now,
             more: false,
+            paged: false,
             during_writes: true,
             updates: updates.iter().map(|(id, s, v)| (id.to_string(), *s, v.map(str::to_owned))).collect(),
         }
@@ -211,5 +217,9 @@ mod tests {
         h.check(&page(0, 30, &[("a", 20, Some("a2"))])).unwrap();
         assert!(h.check(&page(0, 40, &[("a", 20, Some("a2"))])).is_err());
         assert!(h.check(&page(0, 20, &[])).is_err());
+        // So may the last page of a paged read, and again only what changed after it.
+        let last_page = |since, now, updates| Pull { paged: true, ..pull(since, now, updates) };
+        h.check(&last_page(0, 10, &[])).unwrap();
+        assert!(h.check(&last_page(0, 20, &[])).is_err());
     }
 }
