@@ -29,18 +29,7 @@ const SECRET: &str = "the secret of the fuzzed verifier";
 fn verifier() -> &'static JwtVerifier {
     static VERIFIER: OnceLock<JwtVerifier> = OnceLock::new();
     VERIFIER.get_or_init(|| {
-        let config = JwtConfig {
-            algorithms: vec!["HS256".into()],
-            secret: Some(SECRET.into()),
-            secret_file: None,
-            public_key_file: None,
-            jwks_file: None,
-            issuer: None,
-            audience: None,
-            leeway_secs: 60,
-            subject_claim: "sub".into(),
-            roles_claim: "roles".into(),
-        };
+        let config = JwtConfig::hs256(SECRET);
         JwtVerifier::new(&config).expect("the fuzzed verifier's configuration is valid")
     })
 }

@@ -62,6 +62,25 @@ pub struct JwtConfig {
     pub roles_claim: String,
 }
 
+impl JwtConfig {
+    /// HS256 tokens signed with `secret`, every other setting at its default: the section that
+    /// `algorithms = ["HS256"]` and `secret = "..."` alone give.
+    pub fn hs256(secret: &str) -> Self {
+        Self {
+            algorithms: vec!["HS256".into()],
+            secret: Some(secret.into()),
+            secret_file: None,
+            public_key_file: None,
+            jwks_file: None,
+            issuer: None,
+            audience: None,
+            leeway_secs: default_leeway(),
+            subject_claim: default_subject_claim(),
+            roles_claim: default_roles_claim(),
+        }
+    }
+}
+
 fn default_leeway() -> u64 {
     60
 }

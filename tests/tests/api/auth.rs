@@ -93,15 +93,12 @@ impl Keys {
         self.write_jwks(None);
         JwtConfig {
             algorithms: ["HS256", "RS256", "ES256", "EdDSA"].map(String::from).to_vec(),
-            secret: Some(SECRET.into()),
-            secret_file: None,
             public_key_file: Some(self.path("rsa.pub.pem")),
             jwks_file: Some(self.path("jwks.json")),
             issuer: Some(ISSUER.into()),
             audience: Some(AUDIENCE.into()),
             leeway_secs: 5,
-            subject_claim: "sub".into(),
-            roles_claim: "roles".into(),
+            ..JwtConfig::hs256(SECRET)
         }
     }
 }

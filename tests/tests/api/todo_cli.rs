@@ -221,18 +221,8 @@ async fn the_readme_walkthrough_runs_as_written() {
 async fn todo_syncs_with_a_token_and_is_refused_without_one() {
     const SECRET: &str = "a secret of the todo test, long enough for HS256";
     let mut config = sync_server::Config::default();
-    config.auth.jwt = Some(sync_server::auth::jwt::JwtConfig {
-        algorithms: vec!["HS256".into()],
-        secret: Some(SECRET.into()),
-        secret_file: None,
-        public_key_file: None,
-        jwks_file: None,
-        issuer: None,
-        audience: None,
-        leeway_secs: 5,
-        subject_claim: "sub".into(),
-        roles_claim: "roles".into(),
-    });
+    config.auth.jwt =
+        Some(sync_server::auth::jwt::JwtConfig { leeway_secs: 5, ..sync_server::auth::jwt::JwtConfig::hs256(SECRET) });
     let server = TestServer::start_with_on(config, crate::helpers::Backend::SQLITE).await;
     let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
     let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).unwrap();

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rand::Rng;
+use sync_tests::with_dbname;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
@@ -213,18 +214,4 @@ async fn admin_connection(url: &str) -> anyhow::Result<tokio_postgres::Client> {
         let _ = connection.await;
     });
     Ok(client)
-}
-
-/// `url` with its database name replaced by `dbname`, query kept.
-fn with_dbname(url: &str, dbname: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[authority_start..].find('/') {
-        Some(slash) => &base[..authority_start + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{base}/{dbname}?{query}"),
-        None => format!("{base}/{dbname}"),
-    }
 }

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use sync_server::clock::Clock;
 use sync_server::store::{PostgresOptions, PostgresStore, Scope, SqliteOptions, SqliteStore, Store};
 use sync_server::{Application, Config};
+use sync_tests::with_dbname;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -324,21 +325,6 @@ async fn drop_stale_test_databases(admin: &tokio_postgres::Client) {
             // Another run may drop it at the same moment; either way it goes.
             let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
         }
-    }
-}
-
-/// `url` with its database name replaced by `dbname` (`postgres://u@h:5432/postgres?x=y` to
-/// `postgres://u@h:5432/DBNAME?x=y`).
-fn with_dbname(url: &str, dbname: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[authority_start..].find('/') {
-        Some(slash) => &base[..authority_start + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{base}/{dbname}?{query}"),
-        None => format!("{base}/{dbname}"),
     }
 }
 
