@@ -177,12 +177,19 @@ fn basic(user: &str, password: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
 }
 
+/// A SQLite server configured by `toml`, with [`OPERATOR`] as its admin user.
+async fn with_operator(toml: &str) -> TestServer {
+    let hash = sync_server::auth::basic::hash_password(OPERATOR.1).expect("hash");
+    let operator = format!("[[admin.users]]\nuser = \"{}\"\npassword_hash = \"{hash}\"\n", OPERATOR.0);
+    let config: Config = toml::from_str(&format!("{toml}\n{operator}")).expect("the configuration parses");
+    TestServer::start_with_on(config, Backend::SQLITE).await
+}
+
 /// A server with every optional part of the API on: the admin API with one subscription whose
 /// receiver never answers (so its events stay in the outbox), allowed origins, small limits that
 /// requests can exceed, and room for a single long-poll.
 async fn full_server() -> TestServer {
-    let hash = sync_server::auth::basic::hash_password(OPERATOR.1).expect("hash");
-    let config: Config = toml::from_str(&format!(
+    with_operator(
         r#"
         cors_origins = ["https://app.example"]
         [limits]
@@ -195,21 +202,15 @@ async fn full_server() -> TestServer {
         name = "erp"
         url = "http://127.0.0.1:9/"
         secrets = ["whsec_dGhlIHJlY2VpdmVyIHNlY3JldCwgMzIgYnl0ZXMgb2s="]
-        [[admin.users]]
-        user = "{}"
-        password_hash = "{hash}"
         "#,
-        OPERATOR.0
-    ))
-    .expect("the configuration parses");
-    TestServer::start_with_on(config, Backend::SQLITE).await
+    )
+    .await
 }
 
 /// A server with authentication on, one declared entity that only writers may push to, a
 /// read-only admin API, and a failure limit low enough to reach.
 async fn authenticating_server() -> TestServer {
-    let hash = sync_server::auth::basic::hash_password(OPERATOR.1).expect("hash");
-    let config: Config = toml::from_str(&format!(
+    with_operator(&format!(
         r#"
         [auth]
         max_failures = 3
@@ -221,14 +222,9 @@ async fn authenticating_server() -> TestServer {
         write_roles = ["writer"]
         [admin]
         read_only = true
-        [[admin.users]]
-        user = "{}"
-        password_hash = "{hash}"
-        "#,
-        OPERATOR.0
+        "#
     ))
-    .expect("the configuration parses");
-    TestServer::start_with_on(config, Backend::SQLITE).await
+    .await
 }
 
 fn token(user: &str, roles: &[&str]) -> String {
