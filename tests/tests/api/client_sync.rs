@@ -256,6 +256,41 @@ async fn edit_during_sync_is_not_lost(backend: Backend) {
     server.stop().await;
 }
 
+/// The last text written to each to-do, in the order the store took the writes: every edit holds
+/// the lock across its store write, whichever thread makes it.
+#[derive(Clone, Default)]
+struct EditLog(Arc<Mutex<std::collections::BTreeMap<String, String>>>);
+
+impl EditLog {
+    fn edit(&self, store: &Store, id: &str, text: String) {
+        let mut last = self.0.lock().unwrap();
+        store.update("Todo", id, json!({"text": text})).expect("edit");
+        last.insert(id.to_string(), text);
+    }
+}
+
+/// Edits one to-do while each push is on the wire, after the sync captured what it sends, so every
+/// push has an edit racing it (a free-running writer hits that window only by chance).
+struct EditsDuringPushes {
+    inner: HttpTransport,
+    store: Store,
+    ids: Vec<String>,
+    log: EditLog,
+    pushes: AtomicUsize,
+}
+
+impl Transport for EditsDuringPushes {
+    fn pull(&self, path: &str, since: Cursor, limit: Option<usize>) -> Result<PullPage, TransportError> {
+        self.inner.pull(path, since, limit)
+    }
+
+    fn push(&self, path: &str, body: &str, key: Option<&IdempotencyKey>) -> Result<PushAck, TransportError> {
+        let n = self.pushes.fetch_add(1, Ordering::SeqCst);
+        self.log.edit(&self.store, &self.ids[n * 3 % self.ids.len()], format!("in-flight edit {n}"));
+        self.inner.push(path, body, key)
+    }
+}
+
 async fn edits_racing_repeated_syncs_all_reach_the_server(backend: Backend) {
     let server = TestServer::start_on(backend).await;
     let a = Device::new("a", &server.endpoint());
@@ -263,15 +298,23 @@ async fn edits_racing_repeated_syncs_all_reach_the_server(backend: Backend) {
     for id in &ids {
         a.add(id, "initial");
     }
-    // A writer thread edits while syncs run back to back; it returns the last text of each id.
+    let log = EditLog::default();
+    let racing = EditsDuringPushes {
+        inner: fast_transport(&server.endpoint(), 0),
+        store: a.store.clone(),
+        ids: ids.clone(),
+        log: log.clone(),
+        pushes: AtomicUsize::new(0),
+    };
+    let syncer = a.through(racing, SyncOptions::default());
+    // Beside the edits made during each push, a writer thread edits while syncs run back to back.
     // Every few edits it waits for one more sync to finish, so that syncs and edits interleave
     // however the threads are scheduled.
     const EDITS: usize = 300;
     const EDITS_PER_SYNC: usize = 20;
     let syncs = Arc::new(AtomicUsize::new(0));
-    let (store, writer_ids, synced) = (a.store.clone(), ids.clone(), syncs.clone());
+    let (store, writer_ids, synced, writer_log) = (a.store.clone(), ids.clone(), syncs.clone(), log.clone());
     let writer = std::thread::spawn(move || {
-        let mut last = std::collections::BTreeMap::new();
         for n in 0..EDITS {
             if n % EDITS_PER_SYNC == 0 {
                 let seen = synced.load(Ordering::SeqCst);
@@ -279,24 +322,23 @@ async fn edits_racing_repeated_syncs_all_reach_the_server(backend: Backend) {
                     std::thread::yield_now();
                 }
             }
-            let id = &writer_ids[n * 7 % writer_ids.len()];
-            let text = format!("edit {n}");
-            store.update("Todo", id, json!({"text": text})).expect("edit");
-            last.insert(id.clone(), text);
+            writer_log.edit(&store, &writer_ids[n * 7 % writer_ids.len()], format!("edit {n}"));
         }
-        last
     });
     let mut pushing = 0;
     while !writer.is_finished() {
-        pushing += usize::from(a.sync(PreferRemote).await.pushed() > 0);
+        let report = crate::client_support::run_sync(syncer.clone(), PreferRemote).await.expect("sync");
+        pushing += usize::from(report.pushed() > 0);
         syncs.fetch_add(1, Ordering::SeqCst);
     }
-    let last = writer.join().expect("writer");
+    writer.join().expect("writer");
     // A sync may push the rest of one batch of edits and the start of the next, no fewer.
     assert!(pushing >= EDITS / EDITS_PER_SYNC / 2, "only {pushing} syncs pushed edits while the writer wrote");
+    // The edit the last push raced is still to push; a plain sync sends it, and nothing races it.
+    assert!(a.store.pending_changes("Todo").unwrap() > 0, "the edit made during the last push is pending");
     a.sync(PreferRemote).await;
     let on_server = server_objects(&server.endpoint(), TODO).await;
-    for (id, text) in &last {
+    for (id, text) in log.0.lock().unwrap().iter() {
         assert_eq!(a.text(id).as_deref(), Some(text.as_str()));
         assert_eq!(on_server[id]["text"], json!(text), "the last edit of {id} did not reach the server");
     }
