@@ -14,6 +14,7 @@ const UNIT: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct BodyBudget {
     units: Arc<Semaphore>,
+    total_units: usize,
     max_bytes: usize,
 }
 
@@ -33,7 +34,12 @@ impl BodyBudget {
     /// A budget of `max_bytes` (rounded up to whole KiB).
     pub fn new(max_bytes: usize) -> Self {
         let units = max_bytes.div_ceil(UNIT).min(Semaphore::MAX_PERMITS);
-        Self { units: Arc::new(Semaphore::new(units)), max_bytes }
+        Self { units: Arc::new(Semaphore::new(units)), total_units: units, max_bytes }
+    }
+
+    /// The bytes reserved now, in whole KiB per request (what `/metrics` shows).
+    pub fn held_bytes(&self) -> usize {
+        (self.total_units - self.units.available_permits()) * UNIT
     }
 
     /// Adds room for `bytes` more to `reservation`, or fails at once when the budget has no room.
@@ -66,8 +72,12 @@ mod tests {
         let mut second = Reservation::default();
         assert!(budget.reserve(&mut second, 4 * 1024).is_err());
         budget.reserve(&mut second, 3 * 1024).unwrap();
+        assert_eq!(budget.held_bytes(), 10 * 1024);
         drop(first);
+        assert_eq!(budget.held_bytes(), 3 * 1024);
         budget.reserve(&mut second, 7 * 1024).unwrap();
         budget.reserve(&mut second, 0).unwrap();
+        drop(second);
+        assert_eq!(budget.held_bytes(), 0);
     }
 }

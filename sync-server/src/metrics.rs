@@ -30,6 +30,7 @@ pub struct Metrics {
     outbox_dead: IntGaugeVec,
     long_polls_waiting: IntGauge,
     long_polls_refused: IntCounter,
+    body_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -86,6 +87,11 @@ impl Metrics {
             "Long-polls answered 503 because the most allowed were waiting",
         )
         .expect("valid metric");
+        let body_bytes = IntGauge::new(
+            "sync_push_body_bytes",
+            "Bytes of push bodies held from the body budget (limits.max_inflight_body_bytes)",
+        )
+        .expect("valid metric");
         for metric in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(durations.clone()),
@@ -98,6 +104,7 @@ impl Metrics {
             Box::new(outbox_dead.clone()),
             Box::new(long_polls_waiting.clone()),
             Box::new(long_polls_refused.clone()),
+            Box::new(body_bytes.clone()),
         ] {
             registry.register(metric).expect("metric names are unique");
         }
@@ -122,7 +129,13 @@ impl Metrics {
             outbox_dead,
             long_polls_waiting,
             long_polls_refused,
+            body_bytes,
         }
+    }
+
+    /// Sets how many bytes of push bodies the body budget holds.
+    pub fn push_body_bytes(&self, bytes: usize) {
+        self.body_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Sets how many pulls are waiting.

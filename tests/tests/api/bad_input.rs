@@ -273,7 +273,7 @@ async fn uploads_beyond_the_body_budget_are_refused_at_once_and_the_budget_comes
         "POST /taskChanges HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n[",
     );
     slow.write_all(head.as_bytes()).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    held_body_bytes(&api, |held| held >= 60_000).await;
 
     // 50,000 more bytes do not fit: refused at once, without reading them.
     let padded = format!("[{{\"id\":\"late\"}}{}]", " ".repeat(50_000));
@@ -284,17 +284,24 @@ async fn uploads_beyond_the_body_budget_are_refused_at_once_and_the_budget_comes
 
     // Once the slow upload is gone, its share is given back.
     drop(slow);
+    held_body_bytes(&api, |held| held == 0).await;
+    let (status, _) = api.post("/taskChanges", &padded).await;
+    assert_eq!(status, 200);
+    server.stop().await;
+}
+
+/// Waits until `/metrics` shows a body budget holding what `wanted` accepts, for 10 s at most.
+async fn held_body_bytes(api: &Api, wanted: impl Fn(u64) -> bool) {
     let started = Instant::now();
     loop {
-        let (status, body) = api.post("/taskChanges", &padded).await;
-        if status == 200 {
-            break;
+        let text = api.get_response("/metrics").await.text().await.expect("metrics");
+        let held = text.lines().find_map(|l| l.strip_prefix("sync_push_body_bytes ")).and_then(|v| v.parse().ok());
+        if held.is_some_and(&wanted) {
+            return;
         }
-        assert_error(status, &body, 503, "unavailable");
-        assert!(started.elapsed() < Duration::from_secs(10), "the budget was never given back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(started.elapsed() < Duration::from_secs(10), "the body budget holds {held:?} bytes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    server.stop().await;
 }
 
 async fn a_stalled_upload_is_answered_408_and_changes_nothing(backend: Backend) {

@@ -319,7 +319,10 @@ async fn a_stalled_full_pull_does_not_starve_health_checks_or_paged_pulls(backen
     let stalled = std::net::TcpStream::connect(&addr).unwrap();
     let request = format!("GET /bigChanges?since=0 HTTP/1.1\r\nHost: x\r\n{}\r\n", server.endpoint().header_lines());
     std::io::Write::write_all(&mut &stalled, request.as_bytes()).unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // The status line has come: the server holds the streaming reader, and nothing more is read.
+    let mut status_line = [0u8; 12];
+    std::io::Read::read_exact(&mut &stalled, &mut status_line).unwrap();
+    assert_eq!(&status_line, b"HTTP/1.1 200");
 
     let (status, _) = api.get("/healthz").await;
     assert_eq!(status, 200, "health checks do not wait for streaming connections");
