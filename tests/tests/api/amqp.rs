@@ -214,7 +214,13 @@ async fn a_broker_restart_loses_no_change() {
     for i in 10..20 {
         during.insert((format!("t{i}"), api.push("/taskChanges", json!([{"id": format!("t{i}")}])).await));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The broker comes back once a publish has failed while it was away.
+    let failed = EventFilter { states: vec!["failed".into()], ..EventFilter::default() };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.store.events(&failed, None, 1).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no publish failed while the broker was stopped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     rabbitmqctl(&["start_app"]);
     rabbitmqctl(&["await_startup"]);
 

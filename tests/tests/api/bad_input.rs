@@ -273,7 +273,7 @@ async fn uploads_beyond_the_body_budget_are_refused_at_once_and_the_budget_comes
         "POST /taskChanges HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n[",
     );
     slow.write_all(head.as_bytes()).unwrap();
-    held_body_bytes(&api, |held| held >= 60_000).await;
+    held_body_bytes(&api, |held| held >= 60_000.0).await;
 
     // 50,000 more bytes do not fit: refused at once, without reading them.
     let padded = format!("[{{\"id\":\"late\"}}{}]", " ".repeat(50_000));
@@ -284,18 +284,17 @@ async fn uploads_beyond_the_body_budget_are_refused_at_once_and_the_budget_comes
 
     // Once the slow upload is gone, its share is given back.
     drop(slow);
-    held_body_bytes(&api, |held| held == 0).await;
+    held_body_bytes(&api, |held| held == 0.0).await;
     let (status, _) = api.post("/taskChanges", &padded).await;
     assert_eq!(status, 200);
     server.stop().await;
 }
 
 /// Waits until `/metrics` shows a body budget holding what `wanted` accepts, for 10 s at most.
-async fn held_body_bytes(api: &Api, wanted: impl Fn(u64) -> bool) {
+async fn held_body_bytes(api: &Api, wanted: impl Fn(f64) -> bool) {
     let started = Instant::now();
     loop {
-        let text = api.get_response("/metrics").await.text().await.expect("metrics");
-        let held = text.lines().find_map(|l| l.strip_prefix("sync_push_body_bytes ")).and_then(|v| v.parse().ok());
+        let held = api.metric("sync_push_body_bytes").await;
         if held.is_some_and(&wanted) {
             return;
         }

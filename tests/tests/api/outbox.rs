@@ -15,6 +15,7 @@ use sync_proto::webhook::{ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify}
 use sync_server::Config;
 use sync_server::outbox::{OutboxConfig, WebhookConfig};
 use sync_server::store::outbox::EventFilter;
+use tokio::io::AsyncBufReadExt;
 
 use crate::helpers::{Api, Backend, ServerProcess, TestDb, TestServer, backend_tests};
 
@@ -204,9 +205,17 @@ async fn every_applied_change_is_delivered_signed_once_and_in_order(backend: Bac
     api.push("/noteChanges", json!([{"id": "a", "text": "another entity"}])).await;
 
     let delivered = receiver.wait_for(20, "five events", |d| d.len() >= 5).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once nothing waits (the log's backlog included), every event appended was delivered: one
+    // per changed object, none for the replay or the invalid push, each delivered once.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.store.subscriptions(&["erp".into()]).await.unwrap()[0].pending > 0 {
+        assert!(Instant::now() < deadline, "events still wait");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let series = r#"sync_outbox_deliveries_total{outcome="delivered",subscription="erp"}"#;
+    assert_eq!(api.metric(series).await, Some(5.0), "one event per changed object, none for the replay");
     let delivered_now = receiver.delivered();
-    assert_eq!(delivered_now.len(), 5, "one event per changed object, none for the replay: {delivered_now:#?}");
+    assert_eq!(delivered_now.len(), 5, "each delivered once: {delivered_now:#?}");
     assert_eq!(receiver.state.bad_signatures.load(Ordering::SeqCst), 0);
     assert_in_order_per_object(&delivered);
     let by_key: BTreeMap<(String, String, i64), &Value> = delivered
@@ -270,8 +279,10 @@ async fn a_receiver_refusing_some_objects_kills_only_their_events_until_a_redriv
     assert!(attempts.iter().all(|a| a.status == Some(400)), "{attempts:?}");
     assert!(attempts[0].error.as_deref().unwrap().starts_with("HTTP 400: the receiver answered 400"), "{attempts:?}");
     assert!(attempts.windows(2).all(|w| w[0].at_ms >= w[1].at_ms), "newest first");
-    // Longer than its whole schedule: had it been tried, it would have failed by now.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Workers claim in commit order: once a later event is delivered, bad-1's next one was passed
+    // over, not merely not reached yet.
+    api.push("/taskChanges", json!([{"id": "good-3", "v": 1}])).await;
+    receiver.wait_for(20, "good-3", |d| d.iter().any(|e| e["object_id"] == "good-3")).await;
     let waiting =
         EventFilter { object_id: Some("bad-1".into()), states: vec!["pending".into()], ..EventFilter::default() };
     let held = server.store.events(&waiting, None, 10).await.unwrap();
@@ -303,6 +314,8 @@ async fn a_gone_receiver_disables_its_subscription_until_it_is_enabled(backend: 
         assert!(Instant::now() < deadline, "never disabled");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Nothing can show that a request will never come; a worker that ignored the switch would
+    // retry within 50 ms (the schedule) and poll every 50 ms, and this waits six times that.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let requests = receiver.state.requests.load(Ordering::SeqCst);
     assert_eq!(requests, 1, "no request after the 410");
@@ -324,7 +337,7 @@ backend_tests!(
 );
 
 /// Three instances over one database push concurrently while the receiver fails 30 % of
-/// requests, is down for a while, and one instance is killed with SIGKILL mid-delivery: every
+/// requests, is down for a while, and one instance is killed with SIGKILL while it is: every
 /// event arrives, each object's in commit order, and no event is ever in flight twice.
 async fn instances_deliver_every_event_at_least_once_through_failures_and_a_crash(backend: Backend) {
     const WRITERS: usize = 6;
@@ -365,9 +378,16 @@ async fn instances_deliver_every_event_at_least_once_through_failures_and_a_cras
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Events flow, then the receiver goes down while writers still write, and an instance is
+    // killed once the workers have had a dozen requests refused (their events wait for retries).
+    receiver.wait_for(30, "a first delivery", |d| !d.is_empty()).await;
     receiver.state.down.store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let refused_from = receiver.state.requests.load(Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.state.requests.load(Ordering::SeqCst) < refused_from + 12 {
+        assert!(Instant::now() < deadline, "the workers never retried while the receiver was down");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let killed = servers.remove(0);
     killed.signal_and_wait(9).await;
     receiver.state.down.store(false, Ordering::SeqCst);
@@ -642,16 +662,25 @@ async fn an_https_receiver_with_an_untrusted_certificate_is_refused() {
         "-subj",
         "/CN=127.0.0.1",
     ]);
-    let port = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Port 0: s_server binds a free port itself and tells it (`ACCEPT 127.0.0.1:port`).
     let mut tls = tokio::process::Command::new("openssl")
-        .args(["s_server", "-quiet", "-www", "-accept", &port.to_string(), "-cert", "cert.pem", "-key", "key.pem"])
+        .args(["s_server", "-www", "-accept", "127.0.0.1:0", "-cert", "cert.pem", "-key", "key.pem"])
         .current_dir(dir.path())
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("openssl s_server starts");
+    let mut said = tokio::io::BufReader::new(tls.stdout.take().unwrap()).lines();
+    let port = loop {
+        let line = said.next_line().await.unwrap().expect("s_server said where it listens");
+        if let Some(port) = line.strip_prefix("ACCEPT 127.0.0.1:") {
+            break port.trim().to_owned();
+        }
+    };
+    // What it prints of each connection is read, so that it never waits on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = said.next_line().await {} });
     let mut webhook = Receiver::start(accept_all()).await.webhook("erp", &[0.0, 30.0]);
     webhook.url = format!("https://127.0.0.1:{port}/hooks");
     let server = TestServer::start_with_on(config_with(vec![webhook]), Backend::SQLITE).await;

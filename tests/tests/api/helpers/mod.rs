@@ -480,6 +480,13 @@ impl Api {
         self.client.get(format!("{}{path_and_query}", self.base_url)).send().await.expect("GET sent")
     }
 
+    /// The value of one series of `/metrics`, written as the text format writes it (labels by
+    /// name: `sync_outbox_deliveries_total{outcome="delivered",subscription="erp"}`).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.get_response("/metrics").await.text().await.expect("metrics text");
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
     /// `POST path` with `items`; panics unless `200`; returns `now`.
     pub async fn push(&self, path: &str, items: Value) -> i64 {
         let (status, body) = self.post(path, &items.to_string()).await;
