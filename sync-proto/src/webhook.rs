@@ -96,11 +96,12 @@ pub fn secret_key(secret: &str) -> Result<Vec<u8>, VerifyError> {
     STANDARD.decode(encoded).map_err(|_| VerifyError::BadSecret)
 }
 
-fn mac(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
+/// The MAC over `id.timestamp.body`, with the timestamp as the header carries it.
+fn mac(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(id.as_bytes());
     mac.update(b".");
-    mac.update(timestamp.to_string().as_bytes());
+    mac.update(timestamp.as_bytes());
     mac.update(b".");
     mac.update(body);
     mac
@@ -110,8 +111,9 @@ fn mac(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
 /// signature per secret, space-separated.
 pub fn sign(secrets: &[&str], id: &str, timestamp: i64, body: &[u8]) -> Result<String, VerifyError> {
     let mut signatures = Vec::with_capacity(secrets.len());
+    let timestamp = timestamp.to_string();
     for secret in secrets {
-        let tag = mac(&secret_key(secret)?, id, timestamp, body).finalize().into_bytes();
+        let tag = mac(&secret_key(secret)?, id, &timestamp, body).finalize().into_bytes();
         signatures.push(format!("v1,{}", STANDARD.encode(tag)));
     }
     Ok(signatures.join(" "))
@@ -129,7 +131,12 @@ pub fn verify(
     now: i64,
     tolerance_secs: i64,
 ) -> Result<(), VerifyError> {
-    let sent: i64 = timestamp.trim().parse().map_err(|_| VerifyError::BadTimestamp)?;
+    // Digits only, as senders write it: `+123`, ` 123` or `1e3` would parse or be read
+    // differently by another verifier, and a signature is over the header's exact text.
+    if timestamp.is_empty() || !timestamp.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(VerifyError::BadTimestamp);
+    }
+    let sent: i64 = timestamp.parse().map_err(|_| VerifyError::BadTimestamp)?;
     // Measured in 128 bits: `now - sent` of two far-apart values overflows an i64, and the
     // absolute value of a saturated difference (i64::MIN) does too, which would let a request
     // from the far future pass as fresh.
@@ -145,7 +152,7 @@ pub fn verify(
         .collect();
     for key in &keys {
         for candidate in &candidates {
-            if mac(key, id, sent, body).verify_slice(candidate).is_ok() {
+            if mac(key, id, timestamp, body).verify_slice(candidate).is_ok() {
                 return Ok(());
             }
         }
@@ -195,10 +202,21 @@ mod tests {
             verify(&[SECRET], ID, &far.to_string(), &signature, BODY, -2, 300),
             Err(VerifyError::Stale(i64::MIN))
         );
-        let past = sign(&[SECRET], ID, i64::MIN, BODY).unwrap();
+        let epoch = sign(&[SECRET], ID, 0, BODY).unwrap();
+        assert_eq!(verify(&[SECRET], ID, "0", &epoch, BODY, i64::MAX, 300), Err(VerifyError::Stale(i64::MAX)));
+    }
+
+    #[test]
+    fn only_digits_are_a_timestamp() {
+        // Each of these reads as the example's time to some parser, but is not what was signed.
+        for ts in ["+1614265330", " 1614265330", "1614265330 ", "01614265330", "-1", "", "1.6e9"] {
+            let got = verify(&[SECRET], ID, ts, SIGNATURE, BODY, TIMESTAMP, 300);
+            assert!(matches!(got, Err(VerifyError::BadTimestamp | VerifyError::NoMatch)), "{ts:?}: {got:?}");
+            assert_ne!(got, Ok(()), "{ts:?}");
+        }
         assert_eq!(
-            verify(&[SECRET], ID, &i64::MIN.to_string(), &past, BODY, 5, 300),
-            Err(VerifyError::Stale(i64::MAX))
+            verify(&[SECRET], ID, "+1614265330", SIGNATURE, BODY, TIMESTAMP, 300),
+            Err(VerifyError::BadTimestamp)
         );
     }
 

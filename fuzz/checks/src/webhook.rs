@@ -5,8 +5,8 @@
 //! the same request with any one byte of its id, body or signature changed, its timestamp moved,
 //! or checked against another secret, does not. Whatever signature header the input holds, it
 //! verifies only if one of its `v1,` entries is the HMAC-SHA256, computed here independently, of
-//! `id.timestamp.body` with the secret, and the timestamp it was checked at is the header's
-//! integer.
+//! `id.timestamp.body` with the secret and the timestamp header's exact text, which must be digits only
+//! (no sign or space that another parser would read as the same time).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -24,7 +24,8 @@ pub fn check(data: &[u8]) {
     let other = format!("whsec_{}", STANDARD.encode([key, b"+"].concat()));
     // Ids are visible ASCII, as servers make them, so that a changed byte is still text.
     let id: String = input.bytes(48).iter().map(|b| char::from(b'!' + b % 94)).collect();
-    let timestamp = input.i64();
+    // Unix seconds as senders write them: never negative.
+    let timestamp = input.i64() & i64::MAX;
     let now = input.i64();
     let tolerance = i64::from(input.byte()) * 10;
     let flip = input.byte();
@@ -72,10 +73,13 @@ pub fn check(data: &[u8]) {
 
     // Any header the input holds, checked at its own timestamp.
     let claimed_ts = String::from_utf8_lossy(input_timestamp(data)).into_owned();
-    if let Ok(at) = claimed_ts.trim().parse::<i64>()
-        && verify(&[&secret], &id, &claimed_ts, &header, body, at, 0).is_ok()
-    {
-        let expected = hmac_of(key, &id, at, body);
+    let digits = !claimed_ts.is_empty() && claimed_ts.bytes().all(|b| b.is_ascii_digit());
+    let at = claimed_ts.parse::<i64>().unwrap_or(0);
+    let claimed = verify(&[&secret], &id, &claimed_ts, &header, body, at, 0);
+    if !digits || claimed_ts.parse::<i64>().is_err() {
+        assert_eq!(claimed, Err(VerifyError::BadTimestamp), "{claimed_ts:?} was taken as a timestamp");
+    } else if claimed.is_ok() {
+        let expected = hmac_of(key, &id, &claimed_ts, body);
         let matches = header
             .split_ascii_whitespace()
             .filter_map(|s| s.strip_prefix("v1,"))
@@ -84,7 +88,7 @@ pub fn check(data: &[u8]) {
         assert!(matches, "{header:?} verified without the secret's signature");
     }
     if verify(&[&secret], &id, &ts, &header, body, timestamp, tolerance).is_ok() {
-        let expected = STANDARD.encode(hmac_of(key, &id, timestamp, body));
+        let expected = STANDARD.encode(hmac_of(key, &id, &ts, body));
         assert!(header.split_ascii_whitespace().any(|s| s == format!("v1,{expected}")), "{header:?} verified");
     }
 }
@@ -94,7 +98,7 @@ fn input_timestamp(data: &[u8]) -> &[u8] {
     &data[data.len().saturating_sub(24)..]
 }
 
-fn hmac_of(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
+fn hmac_of(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> Vec<u8> {
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key");
     mac.update(format!("{id}.{timestamp}.").as_bytes());
     mac.update(body);
