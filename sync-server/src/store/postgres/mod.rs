@@ -130,7 +130,7 @@ impl PostgresStore {
 
 #[async_trait]
 impl Store for PostgresStore {
-    #[tracing::instrument(skip(self), fields(scope = %scope), err)]
+    #[tracing::instrument(skip(self), fields(scope = %scope))]
     async fn pull(&self, scope: &Scope, query: PullQuery) -> Result<PullPage, StoreError> {
         with_connection(&self.inner.pool, |client| async move {
             let page = read::page(&mut PgRead(&client), scope, query).await;
@@ -141,7 +141,7 @@ impl Store for PostgresStore {
         .map_err(Failure::into_store_error)
     }
 
-    #[tracing::instrument(skip(self), fields(scope = %scope), err)]
+    #[tracing::instrument(skip(self), fields(scope = %scope))]
     async fn pull_stream(&self, scope: &Scope, query: PullQuery) -> Result<AnswerStream, StoreError> {
         let wait = Duration::from_millis(self.inner.options.wait_timeout_ms);
         let slot = tokio::time::timeout(wait, Arc::clone(&self.inner.streams).acquire_owned())
@@ -178,7 +178,7 @@ impl Store for PostgresStore {
         Ok(stream)
     }
 
-    #[tracing::instrument(skip(self, push), fields(scope = %scope, items = push.changes.len()), err)]
+    #[tracing::instrument(skip(self, push), fields(scope = %scope, items = push.changes.len()))]
     async fn push(&self, scope: &Scope, push: Push) -> Result<PushOutcome, StoreError> {
         let attempt = |mut client| {
             let push = &push;

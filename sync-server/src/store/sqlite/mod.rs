@@ -136,7 +136,7 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    #[tracing::instrument(skip(self), fields(scope = %scope), err)]
+    #[tracing::instrument(skip(self), fields(scope = %scope))]
     async fn pull(&self, scope: &Scope, query: PullQuery) -> Result<PullPage, StoreError> {
         let scope = scope.clone();
         self.blocking(move |inner| {
@@ -147,7 +147,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip(self), fields(scope = %scope), err)]
+    #[tracing::instrument(skip(self), fields(scope = %scope))]
     async fn pull_stream(&self, scope: &Scope, query: PullQuery) -> Result<AnswerStream, StoreError> {
         let (mut answer, stream) = answer::channel();
         let (ready, opened) = oneshot::channel();
@@ -173,7 +173,7 @@ impl Store for SqliteStore {
         Ok(stream)
     }
 
-    #[tracing::instrument(skip(self, push), fields(scope = %scope, items = push.changes.len()), err)]
+    #[tracing::instrument(skip(self, push), fields(scope = %scope, items = push.changes.len()))]
     async fn push(&self, scope: &Scope, push: Push) -> Result<PushOutcome, StoreError> {
         let (scope, span) = (scope.clone(), tracing::Span::current());
         self.write(|reply| Job::Push { scope, push, span, reply }).await
