@@ -6,6 +6,7 @@
 //! - [`schema`]: migrations and the durability settings (WAL, `synchronous = FULL`).
 
 mod connection;
+mod dashboard;
 mod outbox;
 mod reads;
 mod schema;
