@@ -50,9 +50,13 @@ pub fn configure(routes: &mut web::ServiceConfig) {
     );
 }
 
-async fn not_found(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// A path of the admin scope that names nothing: a JSON error under `/admin/api`, a page elsewhere.
+async fn not_found(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, actix_web::Error> {
+    if !(req.path() == "/admin/api" || req.path().starts_with("/admin/api/")) {
+        return Ok(super::console::not_found(req, state).await?);
+    }
     operator(&req, &state, false).await?;
-    Err(ApiError::NotFound(format!("no admin resource at {} {}", req.method(), req.path())))
+    Err(ApiError::NotFound(format!("no admin resource at {} {}", req.method(), req.path())).into())
 }
 
 /// Another method on a resource that only reads; told only to operators, like a missing path.

@@ -235,6 +235,13 @@ async fn act(req: &HttpRequest, state: &AppState, form: &[(String, String)]) -> 
     Ok(who)
 }
 
+/// A path under `/admin` outside the API that names no page.
+pub(super) async fn not_found(req: HttpRequest, state: web::Data<AppState>) -> Page {
+    operator(&req, &state, Access::Look).await?;
+    let path = first_line(req.path(), 200);
+    Err(ApiError::NotFound(format!("no admin page at {} {path}", req.method())).into())
+}
+
 async fn get_only(req: HttpRequest, state: web::Data<AppState>) -> Page {
     operator(&req, &state, Access::Look).await?;
     Err(ApiError::MethodNotAllowed { method: req.method().to_string(), allow: "GET" }.into())

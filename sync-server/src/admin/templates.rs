@@ -36,6 +36,9 @@ static ENVIRONMENT: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
     // An undefined name is a bug of this module: fail the page rather than print nothing.
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    // Block tags leave no blank lines behind: the pages' source stays readable too.
+    let syntax = minijinja::syntax::SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build();
+    env.set_syntax(syntax.expect("the default delimiters are valid"));
     for (name, source) in TEMPLATES {
         // The templates are part of the binary, and a test renders each: a parse error cannot ship.
         env.add_template(name, source).unwrap_or_else(|e| panic!("the console template {name} is invalid: {e}"));

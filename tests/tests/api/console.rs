@@ -240,9 +240,8 @@ async fn console_lists_a_dead_event_and_redrives_it_by_its_form(backend: Backend
     assert!(!filtered.html.contains("bad-1") && filtered.html.contains("bad-2"), "{}", filtered.html);
 
     // The event's page: the error, the payload hidden, the attempts newest first.
-    let bad_1 =
-        server.store.events(&EventFilter { object_id: Some("bad-1".into()), ..EventFilter::default() }, None, 1);
-    let seq = bad_1.await.unwrap()[0].seq;
+    let bad_1 = EventFilter { object_id: Some("bad-1".into()), ..EventFilter::default() };
+    let seq = server.store.events(&bad_1, None, 1).await.unwrap()[0].seq;
     let page = browser.get(&format!("/admin/events/{seq}")).await;
     assert_eq!(page.status, 200, "{}", page.html);
     assert!(page.element("last-error", "pre").contains("the receiver answered 500"), "{}", page.html);
