@@ -358,20 +358,16 @@ impl Filters {
     }
 }
 
-/// What `redrive` can act on among `filter`'s events: the dead and failing ones.
-fn redrivable(mut filter: EventFilter) -> EventFilter {
+/// What `redrive` can act on among `filter`'s events: the dead and failing ones; `None` when the
+/// filter asks only for states no redrive touches.
+fn redrivable(mut filter: EventFilter) -> Option<EventFilter> {
     let wanted = ["dead", "failed"];
     filter.states = if filter.states.is_empty() {
         wanted.map(String::from).to_vec()
     } else {
         filter.states.into_iter().filter(|s| wanted.contains(&s.as_str())).collect()
     };
-    if filter.states.is_empty() {
-        // Asked for states no redrive touches: a condition nothing meets.
-        filter.states = vec!["failed".into()];
-        filter.event_id = Some(String::new());
-    }
-    filter
+    (!filter.states.is_empty()).then_some(filter)
 }
 
 /// An event as the tables and the event page show it.
@@ -676,11 +672,17 @@ async fn redrive(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>)
     let back = format!("/admin/failures?{}", filters.query());
     let Some(confirmed) = value(&form, "confirmed") else {
         let timeout = state.admins.as_deref().map(|a| a.statement_timeout).unwrap_or_default();
-        let count = state.store.count_within(&filter, timeout).await?;
+        let count = match &filter {
+            Some(filter) => state.store.count_within(filter, timeout).await?,
+            None => 0,
+        };
         let chrome = chrome(&state, &who, "failures", None);
         return render("confirm.html", chrome, context! { count, filter_fields => filters.pairs(), back });
     };
     confirmed.parse::<u64>().map_err(|_| bad_form("confirmed must be the count that was confirmed"))?;
+    let Some(filter) = filter else {
+        return Ok(done(&back, counted(0, "redriven")));
+    };
     let n = state.store.redrive(&filter, None, now).await?;
     state.outbox_wake.wake();
     audit_action(&state, &who, "redrive", format!("filter {filter:?}: {n} redriven (confirmed {confirmed})")).await?;
@@ -801,11 +803,10 @@ mod tests {
 
     #[test]
     fn a_redrive_by_filter_touches_only_dead_and_failing_events() {
-        assert_eq!(redrivable(EventFilter::default()).states, ["dead", "failed"]);
+        assert_eq!(redrivable(EventFilter::default()).unwrap().states, ["dead", "failed"]);
         let dead = EventFilter { states: vec!["dead".into(), "pending".into()], ..EventFilter::default() };
-        assert_eq!(redrivable(dead).states, ["dead"]);
-        let delivered = redrivable(EventFilter { states: vec!["delivered".into()], ..EventFilter::default() });
-        assert_eq!(delivered.event_id.as_deref(), Some(""), "a filter nothing meets");
+        assert_eq!(redrivable(dead).unwrap().states, ["dead"]);
+        assert_eq!(redrivable(EventFilter { states: vec!["delivered".into()], ..EventFilter::default() }), None);
     }
 
     #[test]

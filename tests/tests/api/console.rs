@@ -337,6 +337,34 @@ async fn console_searches_by_event_object_and_user(backend: Backend) {
 }
 
 #[tokio::test]
+async fn console_disables_and_enables_a_subscription_by_its_forms() {
+    let receiver = Receiver::start(accept_all()).await;
+    let config = with_operator(config_with(vec![receiver.webhook("erp", &[0.0])]));
+    let server = TestServer::start_with_on(config, Backend::SQLITE).await;
+    let browser = Browser::operator(&server);
+    let overview = browser.get("/admin").await;
+    assert!(overview.element("subscription-erp", "tr").contains("enabled"), "{}", overview.html);
+    let csrf = overview.csrf();
+    let disabled =
+        browser.post("/admin/subscriptions/erp/disable", &[("csrf", &csrf), ("reason", "ERP <upgrade>")]).await;
+    assert_eq!((disabled.status, disabled.header("location")), (303, "/admin"), "{}", disabled.html);
+    let stats = server.store.subscriptions(&[]).await.unwrap();
+    assert_eq!((stats[0].enabled, stats[0].disabled_reason.as_deref()), (false, Some("ERP <upgrade>")));
+    let shown = browser.get_with("/admin", &[("Cookie", &disabled.flash_cookie())]).await;
+    assert!(shown.element("flash", "div").ends_with("Subscription erp disabled"), "{}", shown.html);
+    let row = shown.element("subscription-erp", "tr");
+    assert!(row.contains("disabled") && row.contains("ERP &lt;upgrade&gt;"), "escaped: {row}");
+    assert!(row.contains(r#"id="enable-erp""#), "{row}");
+    // Pushed while disabled, delivered once enabled again.
+    server.api().push("/taskChanges", json!([{"id": "held"}])).await;
+    let enabled = browser.post("/admin/subscriptions/erp/enable", &[("csrf", &csrf)]).await;
+    assert_eq!(enabled.status, 303, "{}", enabled.html);
+    receiver.wait_for(20, "held", |d| d.iter().any(|e| e["object_id"] == "held")).await;
+    assert!(server.store.subscriptions(&[]).await.unwrap()[0].enabled);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn console_read_only_mode_refuses_every_form() {
     let receiver = Receiver::start(refuse_bad_objects()).await;
     let mut config = with_operator(config_with(vec![receiver.webhook("erp", &[0.0])]));
