@@ -4,7 +4,7 @@
 //! hosts.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
 use sync_proto::{ConflictItem, ErrorBody, ErrorCode, NameError, PushError};
 
 use crate::auth::AuthError;
@@ -170,6 +170,14 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        self.answer().json(self.body())
+    }
+}
+
+impl ApiError {
+    /// The status and headers of this error's answer, without its body, and the log line: the
+    /// JSON error bodies and the admin console's error pages are the same answers.
+    pub fn answer(&self) -> HttpResponseBuilder {
         let status = self.status_code();
         if status.is_server_error() {
             tracing::error!(error = %chain(self), "request failed");
@@ -192,6 +200,6 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        answer.json(self.body())
+        answer
     }
 }

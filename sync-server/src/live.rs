@@ -202,6 +202,11 @@ impl LongPolls {
         (self.config.max_wait_secs > 0).then_some(self.config.max_wait_secs)
     }
 
+    /// Pulls waiting on this instance now, and the most it holds at once.
+    pub fn waiting(&self) -> (usize, usize) {
+        (self.waiting.load(Ordering::Relaxed), self.config.max_waiting)
+    }
+
     /// Starts the tasks that announce this instance's commits and bring in everyone else's.
     pub fn start(self: &Arc<Self>, tasks: &mut Tasks, store: Arc<dyn Store>) {
         let (polls, announcing) = (Arc::clone(self), Arc::clone(&store));

@@ -17,8 +17,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sync_proto::ErrorCode;
 
-use super::CHALLENGE;
-use crate::auth::{AuthError, Identity};
+use super::{Access, audit_action};
+use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::outbox::{EventFilter, EventRow, STATES};
@@ -44,13 +44,19 @@ pub fn configure(routes: &mut web::ServiceConfig) {
             .service(post("/api/redrive", web::post().to(redrive)))
             .service(post("/api/skip", web::post().to(skip)))
             .service(get("/api/audit", web::get().to(audit)))
+            // The console's HTML pages share the scope: one `/admin` prefix, one authentication.
+            .configure(super::console::configure)
             .default_service(web::to(not_found)),
     );
 }
 
-async fn not_found(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// A path of the admin scope that names nothing: a JSON error under `/admin/api`, a page elsewhere.
+async fn not_found(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, actix_web::Error> {
+    if !(req.path() == "/admin/api" || req.path().starts_with("/admin/api/")) {
+        return Ok(super::console::not_found(req, state).await?);
+    }
     operator(&req, &state, false).await?;
-    Err(ApiError::NotFound(format!("no admin resource at {} {}", req.method(), req.path())))
+    Err(ApiError::NotFound(format!("no admin resource at {} {}", req.method(), req.path())).into())
 }
 
 /// Another method on a resource that only reads; told only to operators, like a missing path.
@@ -65,41 +71,23 @@ async fn post_only(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
     Err(ApiError::MethodNotAllowed { method: req.method().to_string(), allow: "POST" })
 }
 
-/// The operator of a request; for a change, also checks that changes are allowed, that it is
-/// JSON, and that no page of another site sent it.
+/// The operator of a request ([`super::operator`]); a change must also be JSON.
 async fn operator(req: &HttpRequest, state: &AppState, change: bool) -> Result<Identity, ApiError> {
-    let Some(admins) = &state.admins else {
-        return Err(ApiError::NotFound("the admin API is off: configure [[admin.users]]".into()));
+    let who = super::operator(req, state, if change { Access::Change } else { Access::Look }).await?;
+    let json = || {
+        req.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.trim_start().starts_with("application/json"))
     };
-    let who = admins.authenticate(req).await.map_err(|why| ApiError::Auth { why, challenge: CHALLENGE.into() })?;
-    if change {
-        if admins.read_only {
-            let why = AuthError::Forbidden("the admin API is read-only ([admin] read_only)".into());
-            return Err(ApiError::Auth { why, challenge: CHALLENGE.into() });
-        }
-        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-        let origin = header("origin");
-        if !state.origins.allows_cookie_push(origin, header("sec-fetch-site"), req.connection_info().host()) {
-            return Err(ApiError::ForbiddenOrigin(origin.unwrap_or("another site").chars().take(200).collect()));
-        }
-        let json = header("content-type").is_some_and(|t| t.trim_start().starts_with("application/json"));
-        if !json {
-            return Err(ApiError::Invalid(
-                ErrorCode::InvalidHeader,
-                "changes take Content-Type: application/json".into(),
-            ));
-        }
+    if change && !json() {
+        return Err(ApiError::Invalid(ErrorCode::InvalidHeader, "changes take Content-Type: application/json".into()));
     }
     Ok(who)
 }
 
-fn store_error(e: crate::store::StoreError) -> ApiError {
+pub(super) fn store_error(e: crate::store::StoreError) -> ApiError {
     ApiError::Store(e)
-}
-
-async fn audit_action(state: &AppState, who: &Identity, action: &str, detail: String) -> Result<(), ApiError> {
-    tracing::info!(operator = %who.subject, action, detail = %detail, "admin action");
-    state.store.audit(state.clock.now_ms(), &who.subject, action, &detail).await.map_err(store_error)
 }
 
 async fn subscriptions(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -250,6 +238,7 @@ impl Filter {
             event_id: self.event_id.clone(),
             from_ms: self.from_ms.map(|w| w.0),
             until_ms: self.until_ms.map(|w| w.0),
+            error_contains: None,
         })
     }
 }

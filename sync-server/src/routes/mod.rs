@@ -7,6 +7,7 @@
 //! | `/_sync/capabilities` | GET | [`capabilities`] |
 //! | `/_sync/openapi.yaml` | GET | [`openapi`] |
 //! | `/admin/api/...` | GET, POST | [`crate::admin::api`] |
+//! | `/admin`, `/admin/...` (the console's pages) | GET, POST | [`crate::admin::console`] |
 //! | an entity's path (`/<name>Changes`, or a declared one) | GET, POST | [`changes`] → [`pull`], [`push`] |
 //!
 //! Paths under a [`RESERVED_PREFIXES`] entry belong to the server itself: no entity may be

@@ -17,6 +17,7 @@
 //! 4. a push returns only after its transaction is durably committed.
 
 pub mod answer;
+pub mod dashboard;
 pub mod idempotency;
 pub mod outbox;
 pub mod postgres;
@@ -32,6 +33,7 @@ use futures_util::FutureExt;
 use sync_proto::{Change, Cursor, EntityName, FieldsJson, PullQuery, PullWriter};
 
 pub use answer::AnswerStream;
+pub use dashboard::Dashboard;
 pub use idempotency::Idempotency;
 pub use outbox::{Outbox, Routes};
 pub use postgres::{PostgresOptions, PostgresStore};
@@ -236,7 +238,7 @@ impl StoreError {
 
 /// The storage of synced objects. Implementations are shared by every request of a server.
 #[async_trait]
-pub trait Store: Outbox + Send + Sync + 'static {
+pub trait Store: Outbox + Dashboard + Send + Sync + 'static {
     /// Changes in `scope` after `query.since`, with the high-water mark read in the same snapshot.
     async fn pull(&self, scope: &Scope, query: PullQuery) -> Result<PullPage, StoreError>;
 

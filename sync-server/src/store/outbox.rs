@@ -301,6 +301,8 @@ pub struct EventFilter {
     pub from_ms: Option<i64>,
     /// Only events committed before this time (epoch ms).
     pub until_ms: Option<i64>,
+    /// Only events whose last error contains this text (ignoring ASCII case).
+    pub error_contains: Option<String>,
 }
 
 /// An event of one subscription with its delivery state.
@@ -462,19 +464,24 @@ mod tests {
             states: vec!["dead".into(), "failed".into(), "'; DROP TABLE outbox; --".into()],
             object_id: Some("t1".into()),
             from_ms: Some(5),
+            error_contains: Some("Timed Out".into()),
             ..EventFilter::default()
         };
         let postgres = Dialect {
             placeholder: |n| format!("${n}"),
             object_id_is: |p| format!("object_id = convert_to({p}, 'UTF8')"),
+            position: "strpos",
         };
         let (sql, bound) = filter_sql(&filter, 3, postgres);
         assert_eq!(
             sql,
             "subscription = $3 AND object_id = convert_to($4, 'UTF8') AND created_ms >= $5 AND \
-             (state = 'dead' OR (state = 'pending' AND attempts > 0))"
+             strpos(lower(last_error), lower($6)) > 0 AND (state = 'dead' OR (state = 'pending' AND attempts > 0))"
         );
-        assert_eq!(bound, [Bound::Text("erp".into()), Bound::Text("t1".into()), Bound::Int(5)]);
+        assert_eq!(
+            bound,
+            [Bound::Text("erp".into()), Bound::Text("t1".into()), Bound::Int(5), Bound::Text("Timed Out".into())]
+        );
         assert_eq!(filter_sql(&EventFilter::default(), 1, postgres).0, "TRUE");
     }
 
@@ -603,6 +610,8 @@ pub(crate) struct Dialect {
     /// The condition that `object_id` equals the text parameter `p` (PostgreSQL keeps ids as
     /// bytes).
     pub(crate) object_id_is: fn(&str) -> String,
+    /// The function giving the position of a text in another, 0 when absent (`instr`, `strpos`).
+    pub(crate) position: &'static str,
 }
 
 /// The conditions of `filter` as SQL (`TRUE` when it has none) and the values they bind, the
@@ -632,6 +641,10 @@ pub(crate) fn filter_sql(filter: &EventFilter, first: usize, dialect: Dialect) -
     }
     if let Some(until) = filter.until_ms {
         conditions.push(format!("created_ms < {}", bind(Bound::Int(until))));
+    }
+    if let Some(text) = &filter.error_contains {
+        let p = bind(Bound::Text(text.clone()));
+        conditions.push(format!("{}(lower(last_error), lower({p})) > 0", dialect.position));
     }
     if !filter.states.is_empty() {
         // Only names of STATES reach here (the admin API checks them), so they are written inline.

@@ -16,6 +16,7 @@ mod client_preconditions;
 mod client_random;
 mod client_sync;
 mod concurrency;
+mod console;
 mod deployment;
 mod docs;
 mod durability;

@@ -22,12 +22,12 @@ use crate::helpers::{Api, Backend, ServerProcess, TestDb, TestServer, backend_te
 const SECRET: &str = "whsec_dGhlIHNlY3JldCBvZiB0aGUgb3V0Ym94IHRlc3Rz";
 
 /// What a receiver does with a request: its status, from the event.
-type Policy = Arc<dyn Fn(&Value) -> u16 + Send + Sync>;
+pub(crate) type Policy = Arc<dyn Fn(&Value) -> u16 + Send + Sync>;
 
 /// A webhook receiver: checks every signature, records every request it accepted (2xx), and
 /// notices two requests for one event at the same time.
 #[derive(Clone)]
-struct Receiver {
+pub(crate) struct Receiver {
     url: String,
     state: Arc<ReceiverState>,
 }
@@ -48,7 +48,7 @@ struct ReceiverState {
 }
 
 impl Receiver {
-    async fn start(policy: Policy) -> Self {
+    pub(crate) async fn start(policy: Policy) -> Self {
         let state = Arc::new(ReceiverState {
             policy: Mutex::new(policy),
             delivered: Mutex::new(Vec::new()),
@@ -72,7 +72,7 @@ impl Receiver {
         Self { url: format!("http://127.0.0.1:{port}/hooks"), state }
     }
 
-    fn set_policy(&self, policy: Policy) {
+    pub(crate) fn set_policy(&self, policy: Policy) {
         *self.state.policy.lock().unwrap() = policy;
     }
 
@@ -81,7 +81,7 @@ impl Receiver {
     }
 
     /// Waits until `done` holds for what was delivered, for at most `secs`.
-    async fn wait_for(&self, secs: u64, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    pub(crate) async fn wait_for(&self, secs: u64, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             let delivered = self.delivered();
@@ -93,7 +93,7 @@ impl Receiver {
         }
     }
 
-    fn webhook(&self, name: &str, schedule: &[f64]) -> WebhookConfig {
+    pub(crate) fn webhook(&self, name: &str, schedule: &[f64]) -> WebhookConfig {
         WebhookConfig {
             name: name.into(),
             url: self.url.clone(),
@@ -150,12 +150,12 @@ async fn receive(req: HttpRequest, body: web::Bytes, state: web::Data<ReceiverSt
         .body(format!("the receiver answered {status} for {id}"))
 }
 
-fn accept_all() -> Policy {
+pub(crate) fn accept_all() -> Policy {
     Arc::new(|_| 204)
 }
 
 /// A config delivering to `webhooks`, polling often, with short leases.
-fn config_with(webhooks: Vec<WebhookConfig>) -> Config {
+pub(crate) fn config_with(webhooks: Vec<WebhookConfig>) -> Config {
     Config {
         webhooks,
         outbox: OutboxConfig { lease_secs: 2, poll_interval_ms: 50, ..OutboxConfig::default() },

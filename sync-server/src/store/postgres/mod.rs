@@ -19,6 +19,7 @@
 //! `JSONB`, which would reorder keys and rewrite numbers).
 
 mod connection;
+mod dashboard;
 mod listen;
 mod outbox;
 mod reads;

@@ -3,6 +3,7 @@
 //! each other; object ids are kept as bytes, as in `sync_objects`.
 
 use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
@@ -15,8 +16,11 @@ use crate::store::outbox::{
     LogRow, ObjectKey, Outbox, SubscriptionStats, add_logged, after_columns, filter_sql, held_columns,
 };
 
-const POSTGRES: Dialect =
-    Dialect { placeholder: |n| format!("${n}"), object_id_is: |p| format!("object_id = convert_to({p}, 'UTF8')") };
+pub(super) const POSTGRES: Dialect = Dialect {
+    placeholder: |n| format!("${n}"),
+    object_id_is: |p| format!("object_id = convert_to({p}, 'UTF8')"),
+    position: "strpos",
+};
 
 /// Takes the stream lease when it is free, ran out or is already this token's, and the
 /// subscription is not disabled; the row is created on the first take.
@@ -162,6 +166,82 @@ fn params(bound: &[Bound]) -> Vec<Box<dyn ToSql + Sync + Send>> {
             }
         })
         .collect()
+}
+
+/// Every subscription's state and counts ([`Outbox::subscriptions`]), on one connection or
+/// transaction.
+pub(super) async fn subscription_stats(
+    client: &impl GenericClient,
+    names: &[String],
+) -> Result<Vec<SubscriptionStats>, Failure> {
+    let stmt = client
+            .prepare_cached(
+                "SELECT n.name, coalesce(s.enabled, TRUE), s.reason,
+                    (SELECT count(*) FROM sync_outbox WHERE subscription = n.name AND state IN ('pending', 'delivering')),
+                    (SELECT count(*) FROM sync_outbox WHERE subscription = n.name AND state = 'pending' AND attempts > 0),
+                    (SELECT count(*) FROM sync_outbox WHERE subscription = n.name AND state = 'dead'),
+                    (SELECT min(created_ms) FROM sync_outbox WHERE subscription = n.name AND state IN ('pending', 'delivering'))
+                 FROM (SELECT unnest($1::text[]) AS name UNION SELECT name FROM sync_outbox_subscriptions) n
+                 LEFT JOIN sync_outbox_subscriptions s ON s.name = n.name
+                 ORDER BY n.name",
+            )
+            .await?;
+    let rows = client.query(&stmt, &[&names]).await?;
+    let mut stats = rows
+        .iter()
+        .map(|r| {
+            Ok(SubscriptionStats {
+                name: r.try_get(0)?,
+                enabled: r.try_get(1)?,
+                disabled_reason: r.try_get(2)?,
+                pending: r.try_get(3)?,
+                failing: r.try_get(4)?,
+                dead: r.try_get(5)?,
+                oldest_pending_ms: r.try_get(6)?,
+            })
+        })
+        .collect::<Result<Vec<_>, Failure>>()?;
+    let backlog = client
+        .prepare_cached(
+            "SELECT subscription, sum(events_count)::bigint, min(created_ms) FROM sync_outbox_log
+                 GROUP BY subscription",
+        )
+        .await?;
+    let backlog = client
+        .query(&backlog, &[])
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect::<Result<Vec<_>, Failure>>()?;
+    add_logged(&mut stats, &backlog);
+    Ok(stats)
+}
+
+/// Events matching `filter`, newest first ([`Outbox::events`]), on one connection or transaction.
+pub(super) async fn select_events(
+    client: &impl GenericClient,
+    filter: &EventFilter,
+    before_seq: Option<i64>,
+    limit: usize,
+) -> Result<Vec<EventRow>, Failure> {
+    let (conditions, bound) = filter_sql(filter, 3, POSTGRES);
+    let sql =
+        format!("SELECT {EVENT_COLUMNS} FROM sync_outbox WHERE seq < $1 AND {conditions} ORDER BY seq DESC LIMIT $2");
+    let (before, limit) = (before_seq.unwrap_or(i64::MAX), i64::try_from(limit).unwrap_or(i64::MAX));
+    let values = params(&bound);
+    let mut args: Vec<&(dyn ToSql + Sync)> = vec![&before, &limit];
+    args.extend(values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)));
+    client.query(sql.as_str(), &args).await?.iter().map(event_row).collect()
+}
+
+/// How many events match `filter` ([`Outbox::count`]), on one connection or transaction.
+pub(super) async fn count_events(client: &impl GenericClient, filter: &EventFilter) -> Result<u64, Failure> {
+    let (conditions, bound) = filter_sql(filter, 1, POSTGRES);
+    let sql = format!("SELECT count(*) FROM sync_outbox WHERE {conditions}");
+    let values = params(&bound);
+    let args: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)).collect();
+    let n: i64 = client.query_one(sql.as_str(), &args).await?.try_get(0)?;
+    Ok(n as u64)
 }
 
 /// Runs `$op` (an expression using `client`, a `&deadpool_postgres::Object`) on a pooled
@@ -427,49 +507,7 @@ impl Outbox for PostgresStore {
     }
 
     async fn subscriptions(&self, names: &[String]) -> Result<Vec<SubscriptionStats>, StoreError> {
-        on_connection!(self, |client| {
-            let stmt = client
-                .prepare_cached(
-                    "SELECT n.name, coalesce(s.enabled, TRUE), s.reason,
-                        (SELECT count(*) FROM sync_outbox WHERE subscription = n.name AND state IN ('pending', 'delivering')),
-                        (SELECT count(*) FROM sync_outbox WHERE subscription = n.name AND state = 'pending' AND attempts > 0),
-                        (SELECT count(*) FROM sync_outbox WHERE subscription = n.name AND state = 'dead'),
-                        (SELECT min(created_ms) FROM sync_outbox WHERE subscription = n.name AND state IN ('pending', 'delivering'))
-                     FROM (SELECT unnest($1::text[]) AS name UNION SELECT name FROM sync_outbox_subscriptions) n
-                     LEFT JOIN sync_outbox_subscriptions s ON s.name = n.name
-                     ORDER BY n.name",
-                )
-                .await?;
-            let rows = client.query(&stmt, &[&names]).await?;
-            let mut stats = rows
-                .iter()
-                .map(|r| {
-                    Ok(SubscriptionStats {
-                        name: r.try_get(0)?,
-                        enabled: r.try_get(1)?,
-                        disabled_reason: r.try_get(2)?,
-                        pending: r.try_get(3)?,
-                        failing: r.try_get(4)?,
-                        dead: r.try_get(5)?,
-                        oldest_pending_ms: r.try_get(6)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, Failure>>()?;
-            let backlog = client
-                .prepare_cached(
-                    "SELECT subscription, sum(events_count)::bigint, min(created_ms) FROM sync_outbox_log
-                     GROUP BY subscription",
-                )
-                .await?;
-            let backlog = client
-                .query(&backlog, &[])
-                .await?
-                .iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-                .collect::<Result<Vec<_>, Failure>>()?;
-            add_logged(&mut stats, &backlog);
-            Ok(stats)
-        })
+        on_connection!(self, |client| subscription_stats(&client, names).await)
     }
 
     async fn set_enabled(
@@ -498,18 +536,7 @@ impl Outbox for PostgresStore {
         before_seq: Option<i64>,
         limit: usize,
     ) -> Result<Vec<EventRow>, StoreError> {
-        let (conditions, bound) = filter_sql(filter, 3, POSTGRES);
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM sync_outbox WHERE seq < $1 AND {conditions} ORDER BY seq DESC LIMIT $2"
-        );
-        let (before, limit) = (before_seq.unwrap_or(i64::MAX), i64::try_from(limit).unwrap_or(i64::MAX));
-        let (sql, bound) = (&sql, &bound);
-        on_connection!(self, |client| {
-            let values = params(bound);
-            let mut args: Vec<&(dyn ToSql + Sync)> = vec![&before, &limit];
-            args.extend(values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)));
-            client.query(sql.as_str(), &args).await?.iter().map(event_row).collect()
-        })
+        on_connection!(self, |client| select_events(&client, filter, before_seq, limit).await)
     }
 
     async fn event(&self, seq: i64) -> Result<Option<(EventRow, Vec<Attempt>)>, StoreError> {
@@ -567,15 +594,7 @@ impl Outbox for PostgresStore {
     }
 
     async fn count(&self, filter: &EventFilter) -> Result<u64, StoreError> {
-        let (conditions, bound) = filter_sql(filter, 1, POSTGRES);
-        let sql = format!("SELECT count(*) FROM sync_outbox WHERE {conditions}");
-        let (sql, bound) = (&sql, &bound);
-        on_connection!(self, |client| {
-            let values = params(bound);
-            let args: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)).collect();
-            let n: i64 = client.query_one(sql.as_str(), &args).await?.try_get(0)?;
-            Ok(n as u64)
-        })
+        on_connection!(self, |client| count_events(&client, filter).await)
     }
 
     async fn prune(&self, before_ms: i64, batch: usize) -> Result<u64, StoreError> {

@@ -3,9 +3,11 @@
 //! - [`writer`]: the one connection that writes, on its own thread, committing pushes in groups;
 //! - [`reads`]: pulls on a bounded pool of read-only connections, each in one snapshot;
 //! - [`connection`]: the pools, waiting out other processes' locks, and error classification;
+//! - [`dashboard`]: the console's reads, in a reader's snapshot interrupted at their deadline;
 //! - [`schema`]: migrations and the durability settings (WAL, `synchronous = FULL`).
 
 mod connection;
+mod dashboard;
 mod outbox;
 mod reads;
 mod schema;

@@ -57,7 +57,8 @@ const RELEASE_STREAM: &str =
 const INSERT_ATTEMPT: &str =
     "INSERT INTO outbox_attempts (seq, at_ms, duration_ms, status, error) VALUES (?1, ?2, ?3, ?4, ?5)";
 
-const SQLITE: Dialect = Dialect { placeholder: |n| format!("?{n}"), object_id_is: |p| format!("object_id = {p}") };
+pub(super) const SQLITE: Dialect =
+    Dialect { placeholder: |n| format!("?{n}"), object_id_is: |p| format!("object_id = {p}"), position: "instr" };
 
 fn to_sql(bound: Vec<Bound>) -> Vec<Sql> {
     bound
@@ -97,6 +98,66 @@ fn event_row(r: &Row<'_>) -> rusqlite::Result<EventRow> {
         last_status: r.get(14)?,
         last_error: r.get(15)?,
     })
+}
+
+/// Every subscription's state and counts ([`Outbox::subscriptions`]), on one connection.
+pub(super) fn subscription_stats(conn: &Connection, names: Vec<String>) -> rusqlite::Result<Vec<SubscriptionStats>> {
+    let mut known: Vec<String> = conn
+        .prepare_cached("SELECT name FROM outbox_subscriptions")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for name in names {
+        if !known.contains(&name) {
+            known.push(name);
+        }
+    }
+    known.sort();
+    let mut counts = conn.prepare_cached(
+        "SELECT count(*) FILTER (WHERE state IN ('pending', 'delivering')),
+                    count(*) FILTER (WHERE state = 'pending' AND attempts > 0),
+                    count(*) FILTER (WHERE state = 'dead'),
+                    min(created_ms) FILTER (WHERE state IN ('pending', 'delivering'))
+             FROM outbox WHERE subscription = ?1 AND state IN ('pending', 'delivering', 'dead')",
+    )?;
+    let mut state = conn.prepare_cached("SELECT enabled, reason FROM outbox_subscriptions WHERE name = ?1")?;
+    let mut stats = Vec::with_capacity(known.len());
+    for name in known {
+        let (pending, failing, dead, oldest_pending_ms) =
+            counts.query_row(params![name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        let (enabled, disabled_reason) =
+            state.query_row(params![name], |r| Ok((r.get(0)?, r.get(1)?))).optional()?.unwrap_or((true, None));
+        stats.push(SubscriptionStats { name, enabled, disabled_reason, pending, failing, dead, oldest_pending_ms });
+    }
+    let backlog: Vec<(String, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT subscription, sum(events_count), min(created_ms) FROM outbox_log GROUP BY subscription",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    add_logged(&mut stats, &backlog);
+    Ok(stats)
+}
+
+/// Events matching `filter`, newest first ([`Outbox::events`]), on one connection.
+pub(super) fn select_events(
+    conn: &Connection,
+    filter: &EventFilter,
+    before_seq: Option<i64>,
+    limit: usize,
+) -> rusqlite::Result<Vec<EventRow>> {
+    let (conditions, bound) = filter_sql(filter, 3, SQLITE);
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM outbox WHERE seq < ?1 AND {conditions} ORDER BY seq DESC LIMIT ?2");
+    let mut values = vec![Sql::Integer(before_seq.unwrap_or(i64::MAX)), Sql::Integer(limit as i64)];
+    values.extend(to_sql(bound));
+    let mut stmt = conn.prepare(&sql)?;
+    stmt.query_map(params_from_iter(values), event_row)?.collect()
+}
+
+/// How many events match `filter` ([`Outbox::count`]), on one connection.
+pub(super) fn count_events(conn: &Connection, filter: &EventFilter) -> rusqlite::Result<u64> {
+    let (conditions, bound) = filter_sql(filter, 1, SQLITE);
+    let sql = format!("SELECT count(*) FROM outbox WHERE {conditions}");
+    conn.query_row(&sql, params_from_iter(to_sql(bound)), |r| r.get::<_, i64>(0)).map(|n| n as u64)
 }
 
 /// `seqs` as the JSON array `json_each` reads.
@@ -347,51 +408,7 @@ impl Outbox for SqliteStore {
 
     async fn subscriptions(&self, names: &[String]) -> Result<Vec<SubscriptionStats>, StoreError> {
         let names = names.to_vec();
-        self.read(move |conn| {
-            let mut known: Vec<String> = conn
-                .prepare_cached("SELECT name FROM outbox_subscriptions")?
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            for name in names {
-                if !known.contains(&name) {
-                    known.push(name);
-                }
-            }
-            known.sort();
-            let mut counts = conn.prepare_cached(
-                "SELECT count(*) FILTER (WHERE state IN ('pending', 'delivering')),
-                        count(*) FILTER (WHERE state = 'pending' AND attempts > 0),
-                        count(*) FILTER (WHERE state = 'dead'),
-                        min(created_ms) FILTER (WHERE state IN ('pending', 'delivering'))
-                 FROM outbox WHERE subscription = ?1 AND state IN ('pending', 'delivering', 'dead')",
-            )?;
-            let mut state = conn.prepare_cached("SELECT enabled, reason FROM outbox_subscriptions WHERE name = ?1")?;
-            let mut stats = Vec::with_capacity(known.len());
-            for name in known {
-                let (pending, failing, dead, oldest_pending_ms) =
-                    counts.query_row(params![name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
-                let (enabled, disabled_reason) =
-                    state.query_row(params![name], |r| Ok((r.get(0)?, r.get(1)?))).optional()?.unwrap_or((true, None));
-                stats.push(SubscriptionStats {
-                    name,
-                    enabled,
-                    disabled_reason,
-                    pending,
-                    failing,
-                    dead,
-                    oldest_pending_ms,
-                });
-            }
-            let backlog: Vec<(String, i64, i64)> = conn
-                .prepare_cached(
-                    "SELECT subscription, sum(events_count), min(created_ms) FROM outbox_log GROUP BY subscription",
-                )?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            add_logged(&mut stats, &backlog);
-            Ok(stats)
-        })
-        .await
+        self.read(move |conn| subscription_stats(conn, names)).await
     }
 
     async fn set_enabled(
@@ -420,16 +437,8 @@ impl Outbox for SqliteStore {
         before_seq: Option<i64>,
         limit: usize,
     ) -> Result<Vec<EventRow>, StoreError> {
-        let (conditions, bound) = filter_sql(filter, 3, SQLITE);
-        let sql =
-            format!("SELECT {EVENT_COLUMNS} FROM outbox WHERE seq < ?1 AND {conditions} ORDER BY seq DESC LIMIT ?2");
-        let mut values = vec![Sql::Integer(before_seq.unwrap_or(i64::MAX)), Sql::Integer(limit as i64)];
-        values.extend(to_sql(bound));
-        self.read(move |conn| {
-            let mut stmt = conn.prepare(&sql)?;
-            stmt.query_map(params_from_iter(values), event_row)?.collect()
-        })
-        .await
+        let filter = filter.clone();
+        self.read(move |conn| select_events(conn, &filter, before_seq, limit)).await
     }
 
     async fn event(&self, seq: i64) -> Result<Option<(EventRow, Vec<Attempt>)>, StoreError> {
@@ -477,11 +486,8 @@ impl Outbox for SqliteStore {
     }
 
     async fn count(&self, filter: &EventFilter) -> Result<u64, StoreError> {
-        let (conditions, bound) = filter_sql(filter, 1, SQLITE);
-        let sql = format!("SELECT count(*) FROM outbox WHERE {conditions}");
-        self.read(move |conn| conn.query_row(&sql, params_from_iter(to_sql(bound)), |r| r.get::<_, i64>(0)))
-            .await
-            .map(|n| n as u64)
+        let filter = filter.clone();
+        self.read(move |conn| count_events(conn, &filter)).await
     }
 
     async fn prune(&self, before_ms: i64, batch: usize) -> Result<u64, StoreError> {
