@@ -8,6 +8,7 @@
 //! | `/_sync/openapi.yaml` | GET | [`openapi`] |
 //! | `/admin/api/...` | GET, POST | [`crate::admin::api`] |
 //! | an entity's path (`/<name>Changes`, or a declared one) | GET, POST | [`changes`] → [`pull`], [`push`] |
+//! | any other path, with `static_dir` set | GET, HEAD | [`files`] |
 //!
 //! Paths under a [`RESERVED_PREFIXES`] entry belong to the server itself: no entity may be
 //! declared there, so that new server resources can be added without taking an app's path.
@@ -15,6 +16,7 @@
 pub mod body;
 pub mod capabilities;
 pub mod changes;
+pub mod files;
 pub mod health;
 pub mod metrics;
 pub mod openapi;

@@ -566,13 +566,19 @@ impl ServerProcess {
     /// Starts the binary on port 0 over `db` with extra arguments, and waits until it listens.
     /// For an authenticated variant, the suite's `[auth]` is given to it in a `--config` file.
     pub async fn spawn(db: &TestDb, extra: &[&str]) -> Self {
+        Self::spawn_bound(db, "127.0.0.1:0", extra).await
+    }
+
+    /// As [`ServerProcess::spawn`], listening on `bind` (such as the address of a server that
+    /// stopped, to restart it where its clients look for it).
+    pub async fn spawn_bound(db: &TestDb, bind: &str, extra: &[&str]) -> Self {
         let config = db.backend.auth.then(|| {
             let file = tempfile::NamedTempFile::new().expect("config file");
             std::fs::write(file.path(), SUITE_AUTH_TOML).expect("config written");
             file
         });
         let mut command = tokio::process::Command::new(SERVER_BIN);
-        command.args(["--bind", "127.0.0.1:0", "--db", &db.url, "--log-format", "json"]);
+        command.args(["--bind", bind, "--db", &db.url, "--log-format", "json"]);
         if let Some(file) = &config {
             command.arg("--config").arg(file.path());
         }
