@@ -197,9 +197,7 @@ pub async fn serve(req: &HttpRequest, files: &StaticFiles) -> Result<HttpRespons
 
 /// The file's bytes, read off the request threads one chunk at a time, so that a large file
 /// costs one chunk of memory per answer.
-fn chunks(
-    file: std::fs::File,
-) -> impl futures_util::Stream<Item = Result<bytes::Bytes, actix_web::Error>> + 'static {
+fn chunks(file: std::fs::File) -> impl futures_util::Stream<Item = Result<bytes::Bytes, actix_web::Error>> + 'static {
     futures_util::stream::try_unfold(Some(file), |file| async move {
         let Some(mut file) = file else { return Ok(None) };
         let (file, chunk) = web::block(move || {

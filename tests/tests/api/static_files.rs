@@ -117,7 +117,8 @@ async fn bad_paths_get_a_clear_error_and_nothing_outside_is_served() {
         // Hidden names, links out of the directory, absent files: nothing there.
         let missing = ["/.env", "/link.txt", "/nothing.html", "/app.js/more"];
         let expect = |code| move |target: &&str| (target.chars().take(40).collect::<String>(), code);
-        let cases = invalid.iter().map(expect((400, "invalid_path"))).chain(missing.iter().map(expect((404, "not_found"))));
+        let cases =
+            invalid.iter().map(expect((400, "invalid_path"))).chain(missing.iter().map(expect((404, "not_found"))));
         let mut answers = Vec::new();
         for ((shown, expected), target) in cases.zip(invalid.iter().chain(&missing)) {
             let (status, _, body) = raw(&url, "GET", target);

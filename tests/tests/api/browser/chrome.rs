@@ -225,7 +225,8 @@ impl Page {
 
     /// Types `text` into the element `css` selects, after clearing it.
     pub async fn fill(&self, css: &str, text: &str) {
-        let field = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{}: no {css}: {e}", self.name));
+        let field =
+            self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{}: no {css}: {e}", self.name));
         field.clear().await.unwrap();
         field.send_keys(text).await.unwrap();
     }

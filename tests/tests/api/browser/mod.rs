@@ -77,7 +77,8 @@ async fn listed(page: &Page) -> Vec<Todo> {
 /// The sync status the page shows: its state (`synced`, `offline`, ...) and the local changes
 /// not pushed yet.
 async fn status(page: &Page) -> (String, u64) {
-    let status = page.eval("const s = document.getElementById('status'); return [s.dataset.state, s.dataset.pending]").await;
+    let status =
+        page.eval("const s = document.getElementById('status'); return [s.dataset.state, s.dataset.pending]").await;
     (status[0].as_str().unwrap_or_default().to_owned(), status[1].as_str().unwrap_or("0").parse().unwrap_or(0))
 }
 
@@ -124,7 +125,11 @@ async fn wait_on_server(api: &Api, page: &Page, expected: &[Todo]) {
 async fn log_in(page: &Page, base_url: &str, token: &str, screenshot: bool) {
     page.client.goto(&format!("{base_url}/")).await.expect("the page loads");
     page.wait_for("the login form", || async {
-        if page.eval("return !document.getElementById('login').hidden").await == json!(true) { Ok(()) } else { Err("hidden".into()) }
+        if page.eval("return !document.getElementById('login').hidden").await == json!(true) {
+            Ok(())
+        } else {
+            Err("hidden".into())
+        }
     })
     .await;
     page.fill("#token", token).await;
@@ -219,7 +224,10 @@ async fn two_devices_converge_through_the_server_and_one_works_offline() {
     wait_status(&phone, "offline", 3).await;
     let kept = phone.eval("return localStorage.getItem('todo:alice')").await;
     let kept = kept.as_str().expect("the store is kept in localStorage");
-    assert!(kept.contains("fix the bike") && kept.contains("buy oat milk"), "localStorage holds the offline edits: {kept}");
+    assert!(
+        kept.contains("fix the bike") && kept.contains("buy oat milk"),
+        "localStorage holds the offline edits: {kept}"
+    );
     wait_listed(&laptop, &two).await;
     phone.screenshot("4-offline").await;
 
@@ -268,7 +276,9 @@ async fn the_example_page_is_served_with_its_vendored_client() {
     let page = get("/").await.unwrap();
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
     let html = page.text().await.unwrap();
-    for script in ["vendor/persistence.js", "vendor/persistence.store.memory.js", "vendor/persistence.sync.js", "app.js"] {
+    for script in
+        ["vendor/persistence.js", "vendor/persistence.store.memory.js", "vendor/persistence.sync.js", "app.js"]
+    {
         assert!(html.contains(&format!("src=\"{script}\"")), "the page loads {script}");
         let answer = get(&format!("/{script}")).await.unwrap();
         assert_eq!(answer.status(), 200, "{script}");

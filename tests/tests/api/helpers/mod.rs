@@ -7,7 +7,8 @@
 //! database of that backend (a temp SQLite file, or a PostgreSQL database created on the server
 //! named by `SYNC_TEST_POSTGRES_URL` and dropped afterwards). Without that variable the PostgreSQL
 //! variants fail, unless `SYNC_TEST_SKIP=postgres` says to skip them (they print `SKIPPED`);
-//! under `CI` nothing may be skipped.
+//! under `CI` nothing may be skipped. The browser tests follow the same rule for Chromium
+//! (`SYNC_TEST_SKIP=browser`; see `browser::chrome`).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -95,7 +96,7 @@ impl Backend {
 }
 
 /// The variable that lets a run without some service skip its tests: a comma-separated list of
-/// `postgres` and `amqp`. Ignored under `CI`, where every test must run.
+/// `postgres`, `amqp` and `browser`. Ignored under `CI`, where every test must run.
 pub const SKIP_VAR: &str = "SYNC_TEST_SKIP";
 
 /// Whether the tests needing `service` (reached at the URL in `var`, such as `example`) run:
