@@ -171,6 +171,8 @@ pub async fn serve(req: &HttpRequest, files: &StaticFiles) -> Result<HttpRespons
     let path = match files.resolve(req.uri().path()) {
         Ok(Found::File(path)) => path,
         Ok(Found::Directory) => {
+            // The path was checked: it starts with one `/` only, so the redirect stays on this
+            // server (`//host/...` would send the browser elsewhere, and is refused above).
             let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
             let location = format!("{}/{query}", req.uri().path());
             return Ok(HttpResponse::MovedPermanently().insert_header((header::LOCATION, location)).finish());

@@ -53,7 +53,7 @@ impl Browser {
              or {SKIP_VAR}=browser to skip it{}",
             if ci { " (not under CI, which runs every test)" } else { "" }
         );
-        eprintln!("SKIPPED: {test} in a browser: {SKIP_VAR} names it and {missing} is not installed");
+        eprintln!("SKIPPED: {test} in a browser: {SKIP_VAR} names it, and {missing} not found on PATH");
         None
     }
 
@@ -64,8 +64,8 @@ impl Browser {
         let mut failures = Vec::new();
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            match Driver::start(&self.chromedriver, port).await {
-                Ok(driver) => return Driver { chromium: self.chromium.clone(), ..driver },
+            match Driver::start(&self.chromedriver, &self.chromium, port).await {
+                Ok(driver) => return driver,
                 Err(why) => failures.push(why),
             }
         }
@@ -86,7 +86,7 @@ pub struct Driver {
 }
 
 impl Driver {
-    async fn start(program: &Path, port: u16) -> Result<Self, String> {
+    async fn start(program: &Path, chromium: &Path, port: u16) -> Result<Self, String> {
         let mut child = tokio::process::Command::new(program)
             .arg(format!("--port={port}"))
             .stdin(Stdio::null())
@@ -129,7 +129,7 @@ impl Driver {
                 && let Ok(body) = answer.json::<Value>().await
                 && body["value"]["ready"] == json!(true)
             {
-                return Ok(Self { url, chromium: PathBuf::new(), _process: child });
+                return Ok(Self { url, chromium: chromium.to_owned(), _process: child });
             }
             if Instant::now() > deadline {
                 return Err(format!("port {port}: /status never answered ready"));
