@@ -36,6 +36,9 @@ pub enum ErrorCode {
     TooManyItems,
     /// A header (such as `Idempotency-Key`) is not valid.
     InvalidHeader,
+    /// A path of the static files is malformed or tries to leave their directory (`..`, an
+    /// encoded `/`, an overlong path).
+    InvalidPath,
     /// An idempotency key was reused with a different body.
     IdempotencyKeyReused,
     /// A push with preconditions was based on versions that changed since (see `conflicts`);
@@ -60,6 +63,7 @@ impl ErrorCode {
             | Self::InvalidBody
             | Self::InvalidQuery
             | Self::InvalidHeader
+            | Self::InvalidPath
             | Self::IncompleteBody => 400,
             Self::Unauthorized => 401,
             Self::Forbidden | Self::ForbiddenOrigin => 403,

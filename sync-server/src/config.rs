@@ -69,6 +69,11 @@ pub struct Config {
     /// `https://app.example.com`, or `*` for any. Empty (the default): no origin is checked and no
     /// CORS header is sent (see [`crate::origin`]).
     pub cors_origins: Vec<String>,
+    /// A directory of web app files served at every path that is neither an entity's nor
+    /// reserved (`/` serves its `index.html`); `None` (the default): off. Served to anyone, also
+    /// with authentication on: a login page must load before its user has logged in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub static_dir: Option<PathBuf>,
     /// Bounds on requests.
     pub limits: Limits,
     /// Tuning of the SQLite store.
@@ -112,6 +117,7 @@ impl Default for Config {
             idempotency_ttl_secs: 24 * 3600,
             tombstone_retention_days: 0,
             cors_origins: Vec::new(),
+            static_dir: None,
             limits: Limits::default(),
             sqlite: SqliteOptions::default(),
             postgres: PostgresOptions::default(),

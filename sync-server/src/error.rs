@@ -42,7 +42,10 @@ pub enum ApiError {
     /// No entity is served at this path.
     #[error("no entity is served at {0}")]
     UnknownEntity(String),
-    /// No such resource (of the admin API).
+    /// A path of the static files is malformed or tries to leave their directory.
+    #[error("{0}")]
+    InvalidPath(String),
+    /// No such resource (of the admin API, or no static file there).
     #[error("{0}")]
     NotFound(String),
     /// A request of the admin API is invalid: a parameter or its JSON body (the code says which).
@@ -100,6 +103,7 @@ impl ApiError {
             Self::ForbiddenOrigin(_) => ErrorCode::ForbiddenOrigin,
             Self::UnknownEntity(_) => ErrorCode::UnknownEntity,
             Self::NotFound(_) => ErrorCode::NotFound,
+            Self::InvalidPath(_) => ErrorCode::InvalidPath,
             Self::Invalid(code, _) => *code,
             Self::Verdict(crate::validation::Verdict::Rejected(_)) => ErrorCode::Rejected,
             Self::Verdict(crate::validation::Verdict::Unavailable(_)) => ErrorCode::Unavailable,

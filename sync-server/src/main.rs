@@ -20,6 +20,9 @@ struct Args {
     /// TOML configuration file (flags and environment variables override it)
     #[arg(long, env = "SYNC_CONFIG")]
     config: Option<PathBuf>,
+    /// Directory of web app files to serve at paths no entity takes [default: none, off]
+    #[arg(long, env = "SYNC_STATIC_DIR")]
+    static_dir: Option<PathBuf>,
     /// Log format
     #[arg(long, env = "SYNC_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -54,6 +57,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(db) = args.db {
         config.db = db;
+    }
+    if let Some(dir) = args.static_dir {
+        config.static_dir = Some(dir);
     }
     actix_web::rt::System::new().block_on(sync_server::run(config))
 }

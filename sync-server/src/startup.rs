@@ -92,7 +92,12 @@ impl Application {
         let live = LongPolls::new(config.long_poll, metrics.clone());
         live.start(&mut tasks, Arc::clone(&store));
 
+        let files = match &config.static_dir {
+            Some(dir) => Some(Arc::new(routes::files::StaticFiles::open(dir).map_err(ConfigError::Invalid)?)),
+            None => None,
+        };
         let state = web::Data::new(AppState {
+            files,
             store: Arc::clone(&store),
             entities: validated.entities.clone(),
             limits: config.limits,

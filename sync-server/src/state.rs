@@ -22,6 +22,8 @@ use crate::validation::PushValidator;
 /// The state of one server, shared by its workers.
 #[derive(Clone)]
 pub struct AppState {
+    /// The web app's files (`static_dir`), served at paths no entity takes; `None`: off.
+    pub files: Option<Arc<crate::routes::files::StaticFiles>>,
     /// Where objects are stored.
     pub store: Arc<dyn Store>,
     /// Which entities are served, at which paths.

@@ -14,7 +14,7 @@
 // missed, so every edit after a sync waits a few milliseconds first (`await tick()`).
 //
 // About DATE fields: persistence.sync.js 0.3.0 mishandles a DATE outside two paths, and only the
-// four fixes of support/persistence-client.js are applied, so the scenarios keep DATE values off the
+// fixes of examples/webapp/persistence-fixes.js are applied, so the scenarios keep DATE values off the
 // other paths (objects that get edited have `due: null`, and a device pulls its own push back before
 // editing a DATE object). The other paths: (1) a pulled new object keeps the DATE as the JSON number
 // of seconds, and if that device later pushes the whole object, entityValToJson reads the number as
@@ -183,10 +183,10 @@ async function find(device, entity, id) {
 
 test('each client fix matches exactly once in the published sources', async () => {
   const { matches } = loadPatchedSources();
-  assert.equal(CLIENT_FIXES.length, 4);
+  assert.equal(CLIENT_FIXES.length, 5);
   assert.deepEqual(
     matches.map((m) => m.count),
-    [1, 1, 1, 1],
+    [1, 1, 1, 1, 1],
   );
   // Devices are independent instances: their persistence objects and stores are distinct.
   const a = newDevice('A', 'IsolationTask');

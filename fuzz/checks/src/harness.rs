@@ -52,6 +52,7 @@ impl Harness {
             Arc::new(SqliteStore::open(dir.path().join("fuzz.db"), config.sqlite).expect("a temporary SQLite store"));
         let metrics = Metrics::new();
         let state = web::Data::new(AppState {
+            files: None,
             store,
             entities: validated.entities,
             limits: config.limits,

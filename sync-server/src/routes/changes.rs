@@ -18,7 +18,13 @@ pub async fn changes(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let entity = state.entities.resolve(req.path()).ok_or_else(|| ApiError::UnknownEntity(req.path().to_owned()))?;
+    let Some(entity) = state.entities.resolve(req.path()) else {
+        // Reserved paths stay the server's even when the app's directory has such a file.
+        return match &state.files {
+            Some(files) if !super::is_reserved(req.path()) => super::files::serve(&req, files).await,
+            _ => Err(ApiError::UnknownEntity(req.path().to_owned())),
+        };
+    };
     let answer = dispatch(&req, payload, &entity, &state).await;
     if let Err(ApiError::Store(e)) = &answer
         && let Some(kind) = e.failure_kind()

@@ -9,6 +9,7 @@
 //! | `/admin/api/...` | GET, POST | [`crate::admin::api`] |
 //! | `/admin`, `/admin/...` (the console's pages) | GET, POST | [`crate::admin::console`] |
 //! | an entity's path (`/<name>Changes`, or a declared one) | GET, POST | [`changes`] → [`pull`], [`push`] |
+//! | any other path, with `static_dir` set | GET, HEAD | [`files`] |
 //!
 //! Paths under a [`RESERVED_PREFIXES`] entry belong to the server itself: no entity may be
 //! declared there, so that new server resources can be added without taking an app's path.
@@ -16,6 +17,7 @@
 pub mod body;
 pub mod capabilities;
 pub mod changes;
+pub mod files;
 pub mod health;
 pub mod metrics;
 pub mod openapi;

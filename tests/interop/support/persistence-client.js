@@ -6,9 +6,10 @@
 // `persistence` object, its own in-memory store and its own XMLHttpRequest), and several devices can
 // sync against one server in one process.
 //
-// The sources are evaluated from the installed package, with only the four fixes of CLIENT_FIXES
-// applied to their text in memory; each fix must match exactly once, so that a different package
-// version fails loudly instead of being patched in the wrong place.
+// The sources are evaluated from the installed package, with only the fixes of CLIENT_FIXES
+// (examples/webapp/persistence-fixes.js, shared with the web app example) applied to their text in
+// memory; each fix must match exactly once, so that a different package version fails loudly
+// instead of being patched in the wrong place.
 
 import fs from 'node:fs';
 import http from 'node:http';
@@ -16,104 +17,16 @@ import path from 'node:path';
 import vm from 'node:vm';
 import { fileURLToPath } from 'node:url';
 
+// The fixes are the web app example's: one list for every deployment of the client.
+import { CLIENT_FIXES, SOURCE_FILES, applyFixes, countOccurrences } from '../../../examples/webapp/persistence-fixes.js';
+
+export { CLIENT_FIXES, countOccurrences };
+
 const here = path.dirname(fileURLToPath(import.meta.url));
 const libDir = path.resolve(here, '..', 'node_modules', 'persistencejs', 'lib');
 
 // Load order as in persistence.js's own browser sync test (test/browser/test.sync.html): the core,
-// the store, the sync plugin; the store is configured afterwards.
-const SOURCE_FILES = ['persistence.js', 'persistence.store.memory.js', 'persistence.sync.js'];
-
-/**
- * Fixes for known bugs of the published client, applied to the loaded source text. A deployment of
- * persistence.js with this server needs the same fixes; nothing else of the client is changed.
- * Each `find` is quoted exactly from the 0.3.0 sources and must occur exactly once.
- */
-export const CLIENT_FIXES = [
-  {
-    file: 'persistence.sync.js',
-    name: 'remove the dead "ensure IDs var chars" block (upstream issue #146)',
-    // Bug: this block sits between "group the removed ids" and the loop over the groups, and reads
-    // `group`, which is only a parameter of the callback below it. Every sync throws
-    // "ReferenceError: group is not defined" there, so no sync can ever complete. `idVals` is never
-    // used, so deleting the block changes nothing else: it is the smallest fix.
-    find:
-      '          /* ensure IDs var chars */\n' +
-      '          var idVals = new Array();\n' +
-      '          for(var id=0;id<group.length;id++){\n' +
-      '            idVals.push( persistence.typeMapper.entityIdToDbId(group[id]));\n' +
-      '          }\n',
-    replace: '',
-  },
-  {
-    file: 'persistence.sync.js',
-    name: 'keep the result of existingItems.concat',
-    // Bug: Array.prototype.concat returns a new array, and the result is discarded, so
-    // `existingItems` stays empty. Step 1 of the merge (compare remote objects with their local
-    // versions, detect conflicts, apply remote changes) then never runs: conflicts go undetected and
-    // remote changes to objects a device already has are dropped. Assigning the result is the
-    // smallest change that makes the code do what it was written to do.
-    find: '          existingItems.concat(groupOfExistingItems);\n',
-    replace: '          existingItems = existingItems.concat(groupOfExistingItems);\n',
-  },
-  {
-    file: 'persistence.store.memory.js',
-    name: 'flush marks flushed objects as no longer new',
-    // Bug: the memory store's flush clears `_dirtyProperties` of every tracked object but never
-    // clears `_new` (the SQL stores do, once the INSERT is done). Two consequences:
-    //  - the sync plugin's flush hook treats `_new` as dirty, so every flush re-stamps
-    //    `_lastChange = Date.now()` on every object ever created or pulled: each sync then sees all
-    //    of them as locally changed (pushes them all again, and reports false conflicts);
-    //  - persistence.remove (lib/persistence.js, `persistence.remove`, lines ~301-312) only untracks
-    //    an object that is still `_new` (it was never stored, so there is nothing to delete); only
-    //    a stored object is put in `objectsRemoved`, which the sync plugin turns into a removal to
-    //    push. With `_new` never cleared, no local removal is ever synced.
-    // Clearing `_new` at the exact point where the flush has "stored" the object (its dirty
-    // properties are cleared) is the smallest fix; removed objects are dropped just above it.
-    find: '              trackedObjects[id]._dirtyProperties = {};\n',
-    replace:
-      '              trackedObjects[id]._dirtyProperties = {};\n' +
-      '              trackedObjects[id]._new = false;\n',
-  },
-  {
-    file: 'persistence.store.memory.js',
-    name: 'DbQueryCollection.destroyAll removes the matching objects',
-    // Bug: destroyAll clones the store's collection of the entity (makeLocalClone) and calls
-    // LocalQueryCollection.destroyAll on the clone, which only empties the clone's item list: nothing
-    // is deleted. The sync plugin uses destroyAll twice: (a) to apply removals pulled from the server
-    // (`Entity.all(session).filter('id', 'in', group).destroyAll(next)`), which therefore never take
-    // effect, and (b) to forget the local removal records it has just pushed
-    // (`removedObjColl.destroyAll(...)`), which therefore are pushed again on every sync.
-    //
-    // Fix: delete each matching object from the store, i.e. from the entity's collection in
-    // `allObjects` and from the tracked objects (the same two places the memory store's own
-    // persistence.add puts it), WITHOUT going through persistence.remove. persistence.remove
-    // records a removal in `objectsRemoved`, which the sync plugin's flush hook turns into a
-    // `_SyncRemovedObject` that the next sync pushes: every removal pulled from the server would be
-    // echoed back as a new local removal (a fresh tombstone that every other device then downloads
-    // again). A removal pulled from the server is not a local change, so it must not be recorded as
-    // one. (The SQL store's destroyAll does record them; that echo is tolerated by the protocol,
-    // but it is a wasted round for every device, not something to copy.) For (b) the difference
-    // does not matter: removal records are not synced entities.
-    find: '    coll.destroyAll(null, callback);\n',
-    replace:
-      '    coll.list(null, function(results) {\n' +
-      '      results.forEach(function(obj) {\n' +
-      '        allObjects[obj._type].remove(obj);\n' +
-      '        delete persistence.trackedObjects[obj.id];\n' +
-      '      });\n' +
-      '      callback();\n' +
-      '    });\n',
-  },
-];
-
-/** Counts the non-overlapping occurrences of `needle` in `haystack`. */
-export function countOccurrences(haystack, needle) {
-  let count = 0;
-  for (let at = haystack.indexOf(needle); at !== -1; at = haystack.indexOf(needle, at + needle.length)) {
-    count++;
-  }
-  return count;
-}
+// the store, the sync plugin (SOURCE_FILES); the store is configured afterwards.
 
 /**
  * Reads the client sources and applies CLIENT_FIXES. Throws unless every fix matches exactly once.
@@ -124,16 +37,7 @@ export function loadPatchedSources() {
   for (const file of SOURCE_FILES) {
     sources[file] = fs.readFileSync(path.join(libDir, file), 'utf8');
   }
-  const matches = CLIENT_FIXES.map((fix) => {
-    const count = countOccurrences(sources[fix.file], fix.find);
-    if (count !== 1) {
-      throw new Error(`client fix "${fix.name}" must match exactly once in ${fix.file}, matched ${count} times`);
-    }
-    // split/join rather than String.replace: the replacement text must not be read as a pattern.
-    sources[fix.file] = sources[fix.file].split(fix.find).join(fix.replace);
-    return { name: fix.name, file: fix.file, count };
-  });
-  return { sources, matches };
+  return applyFixes(sources);
 }
 
 // The sources are read and patched once; every device evaluates the same text.

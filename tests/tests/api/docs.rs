@@ -121,6 +121,7 @@ fn every_error_code_is_documented_with_its_status() {
         | ErrorCode::BodyTooLarge
         | ErrorCode::TooManyItems
         | ErrorCode::InvalidHeader
+        | ErrorCode::InvalidPath
         | ErrorCode::IdempotencyKeyReused
         | ErrorCode::Conflict
         | ErrorCode::Unavailable
@@ -143,6 +144,7 @@ fn every_error_code_is_documented_with_its_status() {
         ErrorCode::BodyTooLarge,
         ErrorCode::TooManyItems,
         ErrorCode::InvalidHeader,
+        ErrorCode::InvalidPath,
         ErrorCode::IdempotencyKeyReused,
         ErrorCode::Conflict,
         ErrorCode::Unavailable,

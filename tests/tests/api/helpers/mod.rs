@@ -7,7 +7,8 @@
 //! database of that backend (a temp SQLite file, or a PostgreSQL database created on the server
 //! named by `SYNC_TEST_POSTGRES_URL` and dropped afterwards). Without that variable the PostgreSQL
 //! variants fail, unless `SYNC_TEST_SKIP=postgres` says to skip them (they print `SKIPPED`);
-//! under `CI` nothing may be skipped.
+//! under `CI` nothing may be skipped. The browser tests follow the same rule for Chromium
+//! (`SYNC_TEST_SKIP=browser`; see `browser::chrome`).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -95,7 +96,7 @@ impl Backend {
 }
 
 /// The variable that lets a run without some service skip its tests: a comma-separated list of
-/// `postgres` and `amqp`. Ignored under `CI`, where every test must run.
+/// `postgres`, `amqp` and `browser`. Ignored under `CI`, where every test must run.
 pub const SKIP_VAR: &str = "SYNC_TEST_SKIP";
 
 /// Whether the tests needing `service` (reached at the URL in `var`, such as `example`) run:
@@ -566,13 +567,19 @@ impl ServerProcess {
     /// Starts the binary on port 0 over `db` with extra arguments, and waits until it listens.
     /// For an authenticated variant, the suite's `[auth]` is given to it in a `--config` file.
     pub async fn spawn(db: &TestDb, extra: &[&str]) -> Self {
+        Self::spawn_bound(db, "127.0.0.1:0", extra).await
+    }
+
+    /// As [`ServerProcess::spawn`], listening on `bind` (such as the address of a server that
+    /// stopped, to restart it where its clients look for it).
+    pub async fn spawn_bound(db: &TestDb, bind: &str, extra: &[&str]) -> Self {
         let config = db.backend.auth.then(|| {
             let file = tempfile::NamedTempFile::new().expect("config file");
             std::fs::write(file.path(), SUITE_AUTH_TOML).expect("config written");
             file
         });
         let mut command = tokio::process::Command::new(SERVER_BIN);
-        command.args(["--bind", "127.0.0.1:0", "--db", &db.url, "--log-format", "json"]);
+        command.args(["--bind", bind, "--db", &db.url, "--log-format", "json"]);
         if let Some(file) = &config {
             command.arg("--config").arg(file.path());
         }
