@@ -37,7 +37,9 @@ pub enum ApiError {
         challenge: String,
     },
     /// A web page of another origin, not in `cors_origins`, sent this request.
-    #[error("requests from pages of {0} are not allowed here")]
+    #[error(
+        "a page of another site sent this request ({0}); only this server's own pages and the origins in cors_origins may"
+    )]
     ForbiddenOrigin(String),
     /// No entity is served at this path.
     #[error("no entity is served at {0}")]

@@ -64,6 +64,20 @@ impl OriginPolicy {
         }
     }
 
+    /// Refuses a change that carries ambient credentials (a cookie, Basic credentials a browser
+    /// remembers) unless [`OriginPolicy::allows_cookie_push`] allows where it came from.
+    pub fn check_ambient(&self, req: &actix_web::HttpRequest) -> Result<(), ApiError> {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let (origin, fetch_site) = (header("origin"), header("sec-fetch-site"));
+        if self.allows_cookie_push(origin, fetch_site, req.connection_info().host()) {
+            return Ok(());
+        }
+        Err(ApiError::ForbiddenOrigin(match origin {
+            Some(origin) => format!("Origin: {}", origin.chars().take(200).collect::<String>()),
+            None => format!("Sec-Fetch-Site: {}", fetch_site.unwrap_or_default()),
+        }))
+    }
+
     /// The CORS middleware for the allowed origins. Only allowed origins reach it (see
     /// [`refuse_foreign`]), so it echoes the origin of every request it sees.
     pub fn cors(&self) -> Cors {
@@ -97,7 +111,7 @@ where
     });
     match refused {
         Some(origin) => {
-            let answer = ApiError::ForbiddenOrigin(origin).error_response();
+            let answer = ApiError::ForbiddenOrigin(format!("Origin: {origin}")).error_response();
             Either::Left(ready(Ok(req.into_response(answer).map_into_right_body())))
         }
         None => Either::Right(service.call(req).map(|res| res.map(ServiceResponse::map_into_left_body))),

@@ -154,11 +154,7 @@ pub(crate) async fn operator(req: &HttpRequest, state: &AppState, access: Access
             let why = AuthError::Forbidden("the admin API is read-only ([admin] read_only)".into());
             return Err(ApiError::Auth { why, challenge: CHALLENGE.into() });
         }
-        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-        let origin = header("origin");
-        if !state.origins.allows_cookie_push(origin, header("sec-fetch-site"), req.connection_info().host()) {
-            return Err(ApiError::ForbiddenOrigin(origin.unwrap_or("another site").chars().take(200).collect()));
-        }
+        state.origins.check_ambient(req)?;
     }
     Ok(who)
 }

@@ -62,11 +62,7 @@ async fn scope_of(
     let refuse = |why| ApiError::Auth { why, challenge: auth.challenges().to_owned() };
     let who = auth.authenticate(req).await.map_err(refuse)?;
     if write && who.from_cookie {
-        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-        let origin = header("origin");
-        if !state.origins.allows_cookie_push(origin, header("sec-fetch-site"), req.connection_info().host()) {
-            return Err(ApiError::ForbiddenOrigin(origin.unwrap_or("another site").chars().take(200).collect()));
-        }
+        state.origins.check_ambient(req)?;
     }
     let partition = entity.access.partition(&who, write).map_err(refuse)?;
     Ok(Scope::partitioned(entity.name.clone(), partition))

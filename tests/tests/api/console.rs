@@ -10,22 +10,8 @@ use serde_json::json;
 use sync_server::Config;
 use sync_server::store::outbox::EventFilter;
 
-use crate::helpers::{Backend, TestDb, TestServer, backend_tests};
+use crate::helpers::{Backend, OPERATOR, TestDb, TestServer, backend_tests, with_operator};
 use crate::outbox::{Policy, Receiver, accept_all, config_with};
-
-const OPERATOR: (&str, &str) = ("ops", "a long operator passphrase");
-
-/// `config` with [`OPERATOR`] as its one admin user.
-fn with_operator(mut config: Config) -> Config {
-    let hash = sync_server::auth::basic::hash_password(OPERATOR.1).expect("hash");
-    let users =
-        toml::from_str::<Config>(&format!("[[admin.users]]\nuser = \"{}\"\npassword_hash = \"{hash}\"\n", OPERATOR.0))
-            .expect("an admin user")
-            .admin
-            .users;
-    config.admin.users = users;
-    config
-}
 
 /// An operator's browser: Basic credentials, no redirects followed (the tests read each `303`),
 /// and the server's own origin on every form it sends.

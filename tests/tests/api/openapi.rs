@@ -11,7 +11,7 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use sync_server::Config;
 
-use crate::helpers::{Backend, TestServer};
+use crate::helpers::{Backend, OPERATOR, TestServer};
 
 const DESCRIPTION: &str = include_str!("../../../docs/openapi.yaml");
 const ROUTES_SOURCE: &str = include_str!("../../../sync-server/src/routes/mod.rs");
@@ -21,7 +21,6 @@ const CHANGES_SOURCE: &str = include_str!("../../../sync-server/src/routes/chang
 /// The methods a probe tries on every described path; the others are never routed.
 const PROBED_METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 
-const OPERATOR: (&str, &str) = ("ops", "the operator's passphrase");
 const JWT_SECRET: &str = "the secret of the description's tests";
 
 /// The parsed description, and what checking an answer against it takes.
@@ -179,10 +178,8 @@ fn basic(user: &str, password: &str) -> String {
 
 /// A SQLite server configured by `toml`, with [`OPERATOR`] as its admin user.
 async fn with_operator(toml: &str) -> TestServer {
-    let hash = sync_server::auth::basic::hash_password(OPERATOR.1).expect("hash");
-    let operator = format!("[[admin.users]]\nuser = \"{}\"\npassword_hash = \"{hash}\"\n", OPERATOR.0);
-    let config: Config = toml::from_str(&format!("{toml}\n{operator}")).expect("the configuration parses");
-    TestServer::start_with_on(config, Backend::SQLITE).await
+    let config: Config = toml::from_str(toml).expect("the configuration parses");
+    TestServer::start_with_on(crate::helpers::with_operator(config), Backend::SQLITE).await
 }
 
 /// A server with every optional part of the API on: the admin API with one subscription whose

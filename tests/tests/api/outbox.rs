@@ -17,7 +17,7 @@ use sync_server::outbox::{OutboxConfig, WebhookConfig};
 use sync_server::store::outbox::EventFilter;
 use tokio::io::AsyncBufReadExt;
 
-use crate::helpers::{Api, Backend, ServerProcess, TestDb, TestServer, backend_tests};
+use crate::helpers::{Api, Backend, OPERATOR, ServerProcess, TestDb, TestServer, backend_tests, with_operator};
 
 const SECRET: &str = "whsec_dGhlIHNlY3JldCBvZiB0aGUgb3V0Ym94IHRlc3Rz";
 
@@ -508,10 +508,7 @@ fn admin(base_url: &str, user: &str, password: &str) -> Api {
 
 async fn operators_see_failures_and_act_on_them_through_the_admin_api(backend: Backend) {
     let receiver = Receiver::start(Arc::new(|e| if e["object_id"] == "bad" { 422 } else { 200 })).await;
-    let mut config = config_with(vec![receiver.webhook("erp", &[0.0, 0.05])]);
-    let hash = sync_server::auth::basic::hash_password("ops passphrase").unwrap();
-    config.admin.users =
-        vec![sync_server::auth::basic::BasicUser { user: "ops".into(), password_hash: hash.clone(), roles: vec![] }];
+    let config = with_operator(config_with(vec![receiver.webhook("erp", &[0.0, 0.05])]));
     let server = TestServer::start_with_on(config, backend).await;
     server.api().push("/taskChanges", json!([{"id": "bad", "v": 1}, {"id": "fine"}])).await;
     server.api().push("/taskChanges", json!([{"id": "bad", "v": 2}])).await;
@@ -519,9 +516,9 @@ async fn operators_see_failures_and_act_on_them_through_the_admin_api(backend: B
 
     let (status, body) = Api::new(server.base_url.clone()).get("/admin/api/subscriptions").await;
     assert_eq!((status, body["error"].as_str()), (401, Some("unauthorized")), "{body}");
-    let (status, _) = admin(&server.base_url, "ops", "wrong").get("/admin/api/subscriptions").await;
+    let (status, _) = admin(&server.base_url, OPERATOR.0, "wrong").get("/admin/api/subscriptions").await;
     assert_eq!(status, 401);
-    let ops = admin(&server.base_url, "ops", "ops passphrase");
+    let ops = admin(&server.base_url, OPERATOR.0, OPERATOR.1);
     let deadline = Instant::now() + Duration::from_secs(20);
     let subscription = loop {
         let (status, body) = ops.get("/admin/api/subscriptions").await;
@@ -557,7 +554,7 @@ async fn operators_see_failures_and_act_on_them_through_the_admin_api(backend: B
     let filter = r#"{"filter": {"subscription": "erp", "state": "dead"}}"#;
     let as_form = reqwest::Client::new()
         .post(format!("{}/admin/api/redrive", server.base_url))
-        .basic_auth("ops", Some("ops passphrase"))
+        .basic_auth(OPERATOR.0, Some(OPERATOR.1))
         .header("Content-Type", "text/plain")
         .body(filter)
         .send()
@@ -614,12 +611,10 @@ async fn operators_see_failures_and_act_on_them_through_the_admin_api(backend: B
     server.stop().await;
 
     // Read-only operators look but cannot act; without operators the API is off.
-    let mut config = config_with(vec![]);
-    config.admin.users =
-        vec![sync_server::auth::basic::BasicUser { user: "ops".into(), password_hash: hash, roles: vec![] }];
+    let mut config = with_operator(config_with(vec![]));
     config.admin.read_only = true;
     let read_only = TestServer::start_with_on(config, backend).await;
-    let ops = admin(&read_only.base_url, "ops", "ops passphrase");
+    let ops = admin(&read_only.base_url, OPERATOR.0, OPERATOR.1);
     assert_eq!(ops.get("/admin/api/subscriptions").await.0, 200);
     let (status, body) = ops.post("/admin/api/redrive", r#"{"seqs": [1]}"#).await;
     assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")));

@@ -9,6 +9,7 @@
 //! Screenshots of each step go to `target/browser-artifacts/webapp/`.
 
 mod chrome;
+mod console;
 
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

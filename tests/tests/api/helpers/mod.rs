@@ -95,6 +95,17 @@ impl Backend {
     }
 }
 
+/// The admin user of tests of the admin API and console: name and passphrase.
+pub const OPERATOR: (&str, &str) = ("ops", "a long operator passphrase");
+
+/// `config` with [`OPERATOR`] as its one admin user.
+pub fn with_operator(mut config: Config) -> Config {
+    let password_hash = sync_server::auth::basic::hash_password(OPERATOR.1).expect("hash");
+    config.admin.users =
+        vec![sync_server::auth::basic::BasicUser { user: OPERATOR.0.into(), password_hash, roles: vec![] }];
+    config
+}
+
 /// The variable that lets a run without some service skip its tests: a comma-separated list of
 /// `postgres`, `amqp` and `browser`. Ignored under `CI`, where every test must run.
 pub const SKIP_VAR: &str = "SYNC_TEST_SKIP";
