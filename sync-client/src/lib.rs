@@ -82,16 +82,21 @@ pub mod engine;
 pub mod error;
 pub mod live;
 pub mod merge;
+pub mod notify;
 pub mod schema;
+pub mod status;
 pub mod store;
 mod tracking;
 pub mod transport;
+pub mod typed;
 
 pub use conflict::{Conflict, ConflictHandler, ConflictKind, PreferLocal, PreferRemote, Resolution};
 pub use engine::{EntityReport, ResolvedConflict, SyncOptions, SyncReport, Syncer};
 pub use error::{StoreError, SyncError, TransportError};
 pub use live::LiveOptions;
+pub use notify::{Cause, Change, ChangeReceiver, Subscription, Watch};
 pub use schema::{Entity, Fields};
+pub use status::{Activity, LastError, Progress, SyncStatus};
 pub use store::{Order, Query, Record, SetAside, Store, Tx, new_id};
 /// Webhook events of the server's outbox and [`webhook::verify`], for the systems that receive
 /// them.
@@ -100,3 +105,4 @@ pub use sync_proto::{Capabilities, Cursor, FieldType, IdempotencyKey};
 pub use transport::{
     HttpTransport, HttpTransportBuilder, PullPage, PushAck, RemoteObject, RetryPolicy, TokenProvider, Transport, Waited,
 };
+pub use typed::{Typed, TypedEntity, TypedRecord};
