@@ -23,6 +23,45 @@
 //! # }
 //! ```
 //!
+//! # Typed records, change notifications, status
+//! An app's own structs can be its entities ([`TypedEntity`], checked against the declared
+//! fields when the store opens); subscriptions ([`Store::subscribe`], [`Store::watch`]) are told
+//! what a local write or a sync changed in an entity or a query's result; [`Syncer::status`] and
+//! [`Syncer::watch_status`] tell a UI what syncing is doing and how far it got.
+//!
+//! ```no_run
+//! use serde::{Deserialize, Serialize};
+//! use sync_client::{FieldType, HttpTransport, PreferRemote, Store, Syncer, TypedEntity};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Todo {
+//!     text: String,
+//!     done: bool,
+//! }
+//!
+//! impl TypedEntity for Todo {
+//!     const NAME: &'static str = "Todo";
+//!     const FIELDS: &'static [(&'static str, FieldType)] = &[("text", FieldType::Text), ("done", FieldType::Bool)];
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = Store::open("app.db", [Todo::entity()])?;
+//! let todos = store.typed::<Todo>()?;
+//! let open = store.watch(Todo::query().filter("done", false))?;
+//! todos.insert(&Todo { text: "buy milk".into(), done: false })?;
+//! let change = open.recv()?;
+//! println!("{} changed by a {:?} write", change.ids.join(", "), change.cause);
+//!
+//! let syncer = Syncer::new(store.clone(), HttpTransport::new("http://127.0.0.1:8080")?);
+//! let statuses = syncer.watch_status();
+//! syncer.sync_all(&PreferRemote)?;
+//! for status in statuses.try_iter() {
+//!     println!("{:?} {:?}", status.activity, status.progress);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Guarantees
 //! - Every local write is tracked in the same SQLite transaction as the write, by a local change
 //!   counter (never the wall clock).
@@ -63,6 +102,9 @@
 //! # Layout
 //! - [`schema`]: entities, typed fields, their tables, and value conversion.
 //! - [`store`]: the local store: CRUD, queries, transactions.
+//! - [`typed`]: the app's own structs as entities, checked against the declared fields.
+//! - [`notify`]: subscriptions to an entity or a query, told after local writes and syncs.
+//! - [`status`]: the sync status and progress a UI shows, and the last sync's kept outcome.
 //! - `tracking` (internal): the change counter, base versions, tombstones, cursors, pending pushes.
 //! - [`merge`]: the pure three-way merge of one object.
 //! - [`conflict`]: conflicts, resolutions, and the handlers that decide them.
