@@ -80,8 +80,10 @@
 //!
 //! # Threads and async
 //! [`Store`] and [`Syncer`] are `Send + Sync`; share them with `Arc` or clone the store. The
-//! methods block: call them from plain threads as they are. From async code (tokio), run a sync
-//! on the blocking pool, so that it never stalls the runtime's workers:
+//! methods block: call them from plain threads as they are. From async code (tokio), use the
+//! async API of the `tokio` feature (`AsyncSyncer`, `AsyncStore` in `async_api`), which runs
+//! the same calls on tokio's blocking pool so that they never stall the runtime's workers; or
+//! run a sync there yourself:
 //!
 //! ```no_run
 //! # use std::sync::Arc;
@@ -111,14 +113,19 @@
 //! - [`engine`]: the sync run and its report.
 //! - [`live`]: live sync, on the server's changes (long-poll) and on local ones.
 //! - [`transport`]: the [`Transport`] trait and the HTTP implementation with timeouts and retries.
+//! - `async_api` (feature `tokio`): the async API beside the blocking one.
 //! - [`error`]: the error types.
 //!
 //! # Features
+//! - `tokio`: the async API ([`async_api`]: `AsyncStore`, `AsyncSyncer`), whose calls run on
+//!   tokio's blocking pool.
 //! - `rustls`: HTTPS through rustls. Off by default, so that the default build stays small (plain
 //!   HTTP, for a server behind a TLS-terminating proxy on the same host or network).
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "tokio")]
+pub mod async_api;
 pub mod conflict;
 pub mod engine;
 pub mod error;
@@ -132,6 +139,8 @@ mod tracking;
 pub mod transport;
 pub mod typed;
 
+#[cfg(feature = "tokio")]
+pub use async_api::{AsyncStore, AsyncSyncer};
 pub use conflict::{Conflict, ConflictHandler, ConflictKind, PreferLocal, PreferRemote, Resolution};
 pub use engine::{EntityReport, ResolvedConflict, SyncOptions, SyncReport, Syncer};
 pub use error::{StoreError, SyncError, TransportError};

@@ -159,6 +159,16 @@ impl Syncer {
         options: LiveOptions,
         mut on_sync: impl FnMut(&Result<SyncReport, SyncError>) -> ControlFlow<()>,
     ) {
+        self.live(handler, options, |outcome| on_sync(&outcome));
+    }
+
+    /// [`Syncer::sync_live`], handing each outcome over to `on_sync` (to send it elsewhere).
+    pub(crate) fn live<H: ConflictHandler + ?Sized>(
+        &self,
+        handler: &H,
+        options: LiveOptions,
+        mut on_sync: impl FnMut(Result<SyncReport, SyncError>) -> ControlFlow<()>,
+    ) {
         let shared = Arc::new(Shared {
             store: self.store().clone(),
             transport: Arc::clone(self.transport()),
@@ -184,13 +194,13 @@ impl Syncer {
             while changes.try_recv().is_ok() {}
             let outcome = self.sync_all(handler);
             shared.syncs.finished();
-            let flow = on_sync(&outcome);
-            if flow.is_break() {
+            let failed = outcome.is_err();
+            if on_sync(outcome).is_break() {
                 shared.stop.store(true, Ordering::Release);
                 shared.syncs.finished();
                 return;
             }
-            if outcome.is_err() {
+            if failed {
                 failures += 1;
                 shared.pause(options.backoff(failures));
                 continue;

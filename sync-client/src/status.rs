@@ -98,6 +98,11 @@ impl Board {
         self.watchers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Adds a watcher, told each status until it returns `false`.
+    pub(crate) fn add_watcher(&self, watcher: impl Fn(&SyncStatus) -> bool + Send + Sync + 'static) {
+        self.watchers().push(Box::new(watcher));
+    }
+
     /// Starts the sync of `entity`.
     pub(crate) fn begin(&self, entity: &str) {
         let progress = Progress { entity: entity.to_owned(), pulled: 0, pages: 0, pushed: 0, total: None };
@@ -154,7 +159,7 @@ impl Syncer {
     /// docs](crate::status)). Dropping the receiver ends it.
     pub fn watch_status(&self) -> mpsc::Receiver<SyncStatus> {
         let (sender, receiver) = mpsc::channel();
-        self.board().watchers().push(Box::new(move |status| sender.send(status.clone()).is_ok()));
+        self.board().add_watcher(move |status| sender.send(status.clone()).is_ok());
         receiver
     }
 
@@ -163,10 +168,10 @@ impl Syncer {
     /// not the store's lock): it may read and write the store, and must not start a sync of this
     /// database, which would wait for the one calling it.
     pub fn on_status(&self, callback: impl Fn(&SyncStatus) + Send + Sync + 'static) {
-        self.board().watchers().push(Box::new(move |status| {
+        self.board().add_watcher(move |status| {
             callback(status);
             true
-        }));
+        });
     }
 }
 

@@ -10,6 +10,7 @@ mod client_support;
 mod amqp;
 mod auth;
 mod bad_input;
+mod client_async;
 mod client_base_protocol;
 mod client_live;
 mod client_notify;
