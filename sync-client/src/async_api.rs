@@ -8,7 +8,9 @@
 //! completes (its future cancelled) still completes on the blocking pool: a write or a sync is
 //! never cut half-way.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -16,6 +18,7 @@ use tokio::sync::mpsc;
 use crate::conflict::ConflictHandler;
 use crate::engine::{EntityReport, SyncReport, Syncer};
 use crate::error::{StoreError, SyncError};
+use crate::live::LiveOptions;
 use crate::status::SyncStatus;
 use crate::store::{Query, Record, Store};
 
@@ -147,11 +150,69 @@ impl AsyncSyncer {
         off_the_runtime(move || syncer.status()).await
     }
 
+    /// Live sync ([`Syncer::sync_live`]) as a stream of its outcomes: syncs now, then whenever
+    /// the server or this device has changes, on the blocking pool; each sync's outcome is
+    /// awaited with [`LiveReports::next`]. At most a few outcomes wait unread; after that the
+    /// loop waits for the app to read. [`LiveReports::stop`] (or dropping it) ends the loop
+    /// between syncs within [`LiveOptions::local_check`], or when the sync under way ends.
+    pub fn live<H>(&self, handler: H, options: LiveOptions) -> LiveReports
+    where
+        H: ConflictHandler + Send + 'static,
+    {
+        let (sender, receiver) = mpsc::channel(LIVE_BACKLOG);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (syncer, flag) = (Arc::clone(&self.syncer), Arc::clone(&stop));
+        let running = tokio::task::spawn_blocking(move || {
+            syncer.live(&handler, options, flag, |outcome| match sender.blocking_send(outcome) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(_) => ControlFlow::Break(()),
+            });
+        });
+        LiveReports { receiver, stop, running: Some(running) }
+    }
+
     /// Like [`Syncer::watch_status`], on a tokio channel that async code awaits. Dropping the
     /// receiver ends it.
     pub fn watch_status(&self) -> mpsc::UnboundedReceiver<SyncStatus> {
         let (sender, receiver) = mpsc::unbounded_channel();
         self.syncer.board().add_watcher(move |status| sender.send(status.clone()).is_ok());
         receiver
+    }
+}
+
+/// Outcomes of live sync not read yet before the loop waits for the app.
+const LIVE_BACKLOG: usize = 4;
+
+/// The outcomes of live sync, one per sync; see [`AsyncSyncer::live`].
+#[derive(Debug)]
+pub struct LiveReports {
+    receiver: mpsc::Receiver<Result<SyncReport, SyncError>>,
+    stop: Arc<AtomicBool>,
+    running: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl LiveReports {
+    /// The outcome of the next sync; `None` once live sync ended.
+    pub async fn next(&mut self) -> Option<Result<SyncReport, SyncError>> {
+        self.receiver.recv().await
+    }
+
+    /// Ends live sync and waits for its loop to end (see [`AsyncSyncer::live`] for how soon).
+    pub async fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        // Closed, a sync that ends meanwhile cannot wait for room to report.
+        self.receiver.close();
+        if let Some(running) = self.running.take()
+            && let Err(e) = running.await
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+}
+
+impl Drop for LiveReports {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
     }
 }

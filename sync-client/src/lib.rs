@@ -140,7 +140,7 @@ pub mod transport;
 pub mod typed;
 
 #[cfg(feature = "tokio")]
-pub use async_api::{AsyncStore, AsyncSyncer};
+pub use async_api::{AsyncStore, AsyncSyncer, LiveReports};
 pub use conflict::{Conflict, ConflictHandler, ConflictKind, PreferLocal, PreferRemote, Resolution};
 pub use engine::{EntityReport, ResolvedConflict, SyncOptions, SyncReport, Syncer};
 pub use error::{StoreError, SyncError, TransportError};

@@ -1,5 +1,6 @@
 //! The async API end to end: a sync awaited inside a current-thread tokio runtime, whose other
-//! tasks (a timer, the server itself) keep running while the sync waits on the network.
+//! tasks (a timer, the server itself) keep running while the sync waits on the network; and live
+//! sync as a stream of reports that ends when stopped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -7,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sync_client::{
-    AsyncSyncer, Cursor, HttpTransport, IdempotencyKey, PreferRemote, PullPage, PushAck, Query, Syncer, Transport,
-    TransportError,
+    AsyncSyncer, Cursor, HttpTransport, IdempotencyKey, LiveOptions, LiveReports, PreferRemote, PullPage, PushAck,
+    Query, SyncReport, Syncer, Transport, TransportError,
 };
 
 use crate::client_support::{fast_transport, todo_entity};
@@ -77,5 +78,39 @@ async fn a_sync_awaited_in_a_current_thread_runtime_leaves_its_timer_ticking() {
     assert_eq!(local.pending_changes("Todo").await.unwrap(), 0);
     assert_eq!(syncer.status().await.unwrap().last_error, None);
     timer.abort();
+    server.stop().await;
+}
+
+/// The next outcome of live sync that satisfies `wanted`, failing the test after a deadline.
+async fn next_report(live: &mut LiveReports, wanted: impl Fn(&SyncReport) -> bool) -> SyncReport {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let next = tokio::time::timeout_at(deadline, live.next()).await.expect("a report in time");
+        match next.expect("live sync goes on") {
+            Ok(report) if wanted(&report) => return report,
+            Ok(_) => {}
+            Err(e) => panic!("a live sync failed: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn live_sync_is_a_stream_of_reports_that_ends_when_stopped() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sync_client::Store::open(dir.path().join("live.db"), [todo_entity()]).unwrap();
+    let syncer = AsyncSyncer::new(Syncer::new(store, fast_transport(&server.endpoint(), 0)));
+    let options = LiveOptions { local_check: Duration::from_millis(50), ..LiveOptions::default() };
+    let mut live = syncer.live(PreferRemote, options);
+    next_report(&mut live, |_| true).await;
+
+    // Another device's push arrives through the long-poll; a local write is pushed.
+    server.api().push("/todoChanges", json!([{"id": "remote", "text": "from the server"}])).await;
+    next_report(&mut live, |r| r.pulled() == 1).await;
+    syncer.store().insert_with_id("Todo", "local", json!({"text": "written here"})).await.unwrap();
+    next_report(&mut live, |r| r.pushed() == 1).await;
+    assert_eq!(syncer.store().query(Query::new("Todo")).await.unwrap().len(), 2);
+
+    tokio::time::timeout(Duration::from_secs(10), live.stop()).await.expect("live sync ended when stopped");
     server.stop().await;
 }
