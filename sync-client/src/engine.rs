@@ -29,7 +29,9 @@ use sync_proto::{Cursor, IdempotencyKey};
 use crate::conflict::{Conflict, ConflictHandler, ConflictKind, Resolution};
 use crate::error::{StoreError, SyncError};
 use crate::merge::{self, Merge, Version};
+use crate::notify::{Cause, Changes};
 use crate::schema::{EntityDef, Fields};
+use crate::status::{Activity, Board};
 use crate::store::{SetAside, Store, Tx};
 use crate::tracking::{self, Base, PendingPush, RowState};
 use crate::transport::{PullPage, RemoteObject, Transport};
@@ -128,10 +130,14 @@ impl SyncReport {
 /// Its methods block until the sync is done; only one sync runs on a database at a time (a second
 /// caller waits). The app may keep reading and writing the store meanwhile, from other threads:
 /// the store is locked only while a page is merged or a push is built or acknowledged.
+///
+/// Each sync tells the store's subscriptions once, at its end, what it changed (see
+/// [`crate::notify`]), and its status and progress as it goes (see [`crate::status`]).
 pub struct Syncer {
     store: Store,
     transport: Arc<dyn Transport>,
     options: SyncOptions,
+    board: Board,
 }
 
 impl std::fmt::Debug for Syncer {
@@ -148,7 +154,7 @@ impl Syncer {
 
     /// A syncer with these options.
     pub fn with_options(store: Store, transport: impl Transport + 'static, options: SyncOptions) -> Self {
-        Self { store, transport: Arc::new(transport), options }
+        Self { store, transport: Arc::new(transport), options, board: Board::default() }
     }
 
     /// The store this syncer syncs.
@@ -160,17 +166,22 @@ impl Syncer {
         &self.transport
     }
 
+    pub(crate) fn board(&self) -> &Board {
+        &self.board
+    }
+
     /// Syncs every entity of the schema, in order, resolving conflicts with `handler`. Stops at
     /// the first entity that fails; what was synced before stays synced.
     pub fn sync_all<H: ConflictHandler + ?Sized>(&self, handler: &H) -> Result<SyncReport, SyncError> {
-        let _running = self.store.lock_sync()?;
-        let start = Instant::now();
-        let mut report = SyncReport::default();
-        for def in self.store.schema().entities() {
-            report.entities.push(self.run(def, handler)?);
-        }
-        report.duration = start.elapsed();
-        Ok(report)
+        self.locked(|changes| {
+            let start = Instant::now();
+            let mut report = SyncReport::default();
+            for def in self.store.schema().entities() {
+                report.entities.push(self.run(def, handler, changes)?);
+            }
+            report.duration = start.elapsed();
+            Ok(report)
+        })
     }
 
     /// Syncs one entity, resolving conflicts with `handler`.
@@ -179,16 +190,40 @@ impl Syncer {
         entity: &str,
         handler: &H,
     ) -> Result<EntityReport, SyncError> {
-        let _running = self.store.lock_sync()?;
         let def = self.store.schema().entity(entity)?;
-        self.run(def, handler)
+        self.locked(|changes| self.run(def, handler, changes))
+    }
+
+    /// Runs `sync` holding the database's sync lock, keeps its outcome for the status, then,
+    /// with the lock released, tells the subscriptions what it changed and the status watchers
+    /// that it ended.
+    fn locked<T>(&self, sync: impl FnOnce(&mut Changes) -> Result<T, SyncError>) -> Result<T, SyncError> {
+        let mut changes = Changes::default();
+        let outcome = {
+            let _running = self.store.lock_sync()?;
+            let outcome = sync(&mut changes);
+            if let Err(e) = self.store.record_sync_outcome(outcome.as_ref().map(drop)) {
+                tracing::warn!(error = %e, "cannot record the outcome of the sync");
+            }
+            self.board.end();
+            outcome
+        };
+        self.store.notify(changes, Cause::Sync);
+        self.board.publish(&self.store);
+        outcome
     }
 
     #[tracing::instrument(skip_all, fields(entity = %def.name))]
-    fn run<H: ConflictHandler + ?Sized>(&self, def: &EntityDef, handler: &H) -> Result<EntityReport, SyncError> {
+    fn run<H: ConflictHandler + ?Sized>(
+        &self,
+        def: &EntityDef,
+        handler: &H,
+        changes: &mut Changes,
+    ) -> Result<EntityReport, SyncError> {
         let start = Instant::now();
         let entity = def.name.as_str();
         let mut report = EntityReport { entity: entity.to_owned(), ..EntityReport::default() };
+        self.board.begin(entity);
 
         if let Some(pending) = self.store.transaction(|tx| tracking::pending(tx.conn(), entity))? {
             tracing::info!(key = %pending.key, "sending again a push that was not acknowledged");
@@ -198,7 +233,7 @@ impl Syncer {
         // A push refused for a conflict is merged and pushed again, a bounded number of times:
         // another device that keeps changing the same objects must not hold this sync forever.
         loop {
-            self.pull(def, handler, &mut report)?;
+            self.pull(def, handler, &mut report, changes)?;
             let checked = self.transport.preconditions();
             let upto = self.store.transaction(|tx| tracking::current_seq(tx.conn()))?;
             let mut conflicted = false;
@@ -238,21 +273,30 @@ impl Syncer {
         def: &EntityDef,
         handler: &H,
         report: &mut EntityReport,
+        changes: &mut Changes,
     ) -> Result<(), SyncError> {
         let entity = def.name.as_str();
         let since = self.store.transaction(|tx| tracking::cursor(tx.conn(), entity))?;
+        self.board.update(Activity::Pulling, |p| p.total = None);
+        self.board.publish(&self.store);
         let (pages, fetched) = std::sync::mpsc::sync_channel(1);
         std::thread::scope(|scope| {
             scope.spawn(move || self.fetch_pages(def, since, &pages));
             for page in fetched {
                 let page = page?;
-                self.store.transaction_unsynced(|tx| {
+                self.store.transaction_unsynced(changes, |tx| {
                     apply_page(tx, def, &page, handler, report)?;
                     if page.reset {
                         forget_missing(tx, def, &page, report)?;
                     }
                     tracking::set_cursor(tx.conn(), entity, page.now.millis()).map_err(SyncError::from)
                 })?;
+                self.board.update(Activity::Pulling, |p| {
+                    p.pulled = report.pulled;
+                    p.pages += 1;
+                    p.total = (!page.more).then_some(report.pulled);
+                });
+                self.board.publish(&self.store);
             }
             Ok(())
         })
@@ -309,6 +353,8 @@ impl Syncer {
         let key = IdempotencyKey::new(pending.key.clone())
             .map_err(|e| StoreError::Corrupt(format!("pending push of {entity}: {e}")))?;
         let key = self.options.idempotency.then_some(&key);
+        self.board.update(Activity::Pushing, |_| {});
+        self.board.publish(&self.store);
         let sent = if with_bases {
             self.transport.push_checked(&def.path, &pending.body, key)
         } else {
@@ -319,6 +365,8 @@ impl Syncer {
                 let pushed = self.store.transaction(|tx| acknowledge(tx, def, pending, ack.now.millis()))?;
                 report.pushed += pushed;
                 report.replayed_pushes += usize::from(ack.replayed);
+                self.board.update(Activity::Pushing, |p| p.pushed = report.pushed);
+                self.board.publish(&self.store);
                 Ok(Sent::Acknowledged)
             }
             Err(source) if source.is_conflict() => {
@@ -512,7 +560,7 @@ fn apply_page<H: ConflictHandler + ?Sized>(
 /// a merge whose tracking the caller writes).
 fn write_version(tx: &Tx<'_>, def: &EntityDef, id: &str, version: &Version) -> Result<(), StoreError> {
     match version {
-        Version::Live(fields) => tx.write_local(def, id, fields),
+        Version::Live(fields) => tx.write_local(def, id, fields).map(drop),
         Version::Removed => tx.delete_local(def, id).map(drop),
     }
 }

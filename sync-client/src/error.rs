@@ -83,6 +83,26 @@ pub enum StoreError {
         /// The id.
         id: String,
     },
+    /// A stored object cannot be read as the app's struct (see [`crate::TypedEntity`]): a field
+    /// the struct requires is `null`, or holds a value the struct's type cannot take.
+    #[error("the {entity} {id:?} cannot be read as the app's struct: {reason}")]
+    Decode {
+        /// The entity.
+        entity: String,
+        /// The object's id.
+        id: String,
+        /// What serde said.
+        reason: String,
+    },
+    /// The app's struct cannot be written as an object's fields (its `Serialize` failed, or it
+    /// does not serialize as a map of fields).
+    #[error("a {entity} cannot be written from the app's struct: {reason}")]
+    Encode {
+        /// The entity.
+        entity: String,
+        /// What serde said.
+        reason: String,
+    },
     /// Data in the local database cannot be read back as this client wrote it.
     #[error("local database holds unreadable sync data: {0}")]
     Corrupt(String),
@@ -160,6 +180,12 @@ impl TransportError {
         }
     }
 
+    /// Whether the server could not be reached at all (no connection, or no answer within the
+    /// timeout), as when the device is offline; an answer with an error status is not this.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Connect { .. } | Self::Timeout { .. })
+    }
+
     /// Whether the server refused a push with preconditions because objects changed since the
     /// versions it was based on (`409 conflict`): it applied nothing of it.
     pub fn is_conflict(&self) -> bool {
@@ -234,6 +260,12 @@ impl SyncError {
             Self::Transport { source, .. } => source.is_retryable(),
             Self::Protocol { .. } | Self::InvalidResolution { .. } => false,
         }
+    }
+
+    /// Whether the sync stopped because the server could not be reached (see
+    /// [`TransportError::is_unreachable`]).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Transport { source, .. } if source.is_unreachable())
     }
 }
 

@@ -23,6 +23,45 @@
 //! # }
 //! ```
 //!
+//! # Typed records, change notifications, status
+//! An app's own structs can be its entities ([`TypedEntity`], checked against the declared
+//! fields when the store opens); subscriptions ([`Store::subscribe`], [`Store::watch`]) are told
+//! what a local write or a sync changed in an entity or a query's result; [`Syncer::status`] and
+//! [`Syncer::watch_status`] tell a UI what syncing is doing and how far it got.
+//!
+//! ```no_run
+//! use serde::{Deserialize, Serialize};
+//! use sync_client::{FieldType, HttpTransport, PreferRemote, Store, Syncer, TypedEntity};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Todo {
+//!     text: String,
+//!     done: bool,
+//! }
+//!
+//! impl TypedEntity for Todo {
+//!     const NAME: &'static str = "Todo";
+//!     const FIELDS: &'static [(&'static str, FieldType)] = &[("text", FieldType::Text), ("done", FieldType::Bool)];
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = Store::open("app.db", [Todo::entity()])?;
+//! let todos = store.typed::<Todo>()?;
+//! let open = store.watch(Todo::query().filter("done", false))?;
+//! todos.insert(&Todo { text: "buy milk".into(), done: false })?;
+//! let change = open.recv()?;
+//! println!("{} changed by a {:?} write", change.ids.join(", "), change.cause);
+//!
+//! let syncer = Syncer::new(store.clone(), HttpTransport::new("http://127.0.0.1:8080")?);
+//! let statuses = syncer.watch_status();
+//! syncer.sync_all(&PreferRemote)?;
+//! for status in statuses.try_iter() {
+//!     println!("{:?} {:?}", status.activity, status.progress);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Guarantees
 //! - Every local write is tracked in the same SQLite transaction as the write, by a local change
 //!   counter (never the wall clock).
@@ -41,8 +80,10 @@
 //!
 //! # Threads and async
 //! [`Store`] and [`Syncer`] are `Send + Sync`; share them with `Arc` or clone the store. The
-//! methods block: call them from plain threads as they are. From async code (tokio), run a sync
-//! on the blocking pool, so that it never stalls the runtime's workers:
+//! methods block: call them from plain threads as they are. From async code (tokio), use the
+//! async API of the `tokio` feature (`AsyncSyncer`, `AsyncStore` in `async_api`), which runs
+//! the same calls on tokio's blocking pool so that they never stall the runtime's workers; or
+//! run a sync there yourself:
 //!
 //! ```no_run
 //! # use std::sync::Arc;
@@ -63,35 +104,50 @@
 //! # Layout
 //! - [`schema`]: entities, typed fields, their tables, and value conversion.
 //! - [`store`]: the local store: CRUD, queries, transactions.
+//! - [`typed`]: the app's own structs as entities, checked against the declared fields.
+//! - [`notify`]: subscriptions to an entity or a query, told after local writes and syncs.
+//! - [`status`]: the sync status and progress a UI shows, and the last sync's kept outcome.
 //! - `tracking` (internal): the change counter, base versions, tombstones, cursors, pending pushes.
 //! - [`merge`]: the pure three-way merge of one object.
 //! - [`conflict`]: conflicts, resolutions, and the handlers that decide them.
 //! - [`engine`]: the sync run and its report.
 //! - [`live`]: live sync, on the server's changes (long-poll) and on local ones.
 //! - [`transport`]: the [`Transport`] trait and the HTTP implementation with timeouts and retries.
+//! - `async_api` (feature `tokio`): the async API beside the blocking one.
 //! - [`error`]: the error types.
 //!
 //! # Features
+//! - `tokio`: the async API ([`async_api`]: `AsyncStore`, `AsyncSyncer`), whose calls run on
+//!   tokio's blocking pool.
 //! - `rustls`: HTTPS through rustls. Off by default, so that the default build stays small (plain
 //!   HTTP, for a server behind a TLS-terminating proxy on the same host or network).
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "tokio")]
+pub mod async_api;
 pub mod conflict;
 pub mod engine;
 pub mod error;
 pub mod live;
 pub mod merge;
+pub mod notify;
 pub mod schema;
+pub mod status;
 pub mod store;
 mod tracking;
 pub mod transport;
+pub mod typed;
 
+#[cfg(feature = "tokio")]
+pub use async_api::{AsyncStore, AsyncSyncer, LiveReports};
 pub use conflict::{Conflict, ConflictHandler, ConflictKind, PreferLocal, PreferRemote, Resolution};
 pub use engine::{EntityReport, ResolvedConflict, SyncOptions, SyncReport, Syncer};
 pub use error::{StoreError, SyncError, TransportError};
 pub use live::LiveOptions;
+pub use notify::{Cause, Change, ChangeReceiver, Subscription, Watch};
 pub use schema::{Entity, Fields};
+pub use status::{Activity, LastError, Progress, SyncStatus};
 pub use store::{Order, Query, Record, SetAside, Store, Tx, new_id};
 /// Webhook events of the server's outbox and [`webhook::verify`], for the systems that receive
 /// them.
@@ -100,3 +156,4 @@ pub use sync_proto::{Capabilities, Cursor, FieldType, IdempotencyKey};
 pub use transport::{
     HttpTransport, HttpTransportBuilder, PullPage, PushAck, RemoteObject, RetryPolicy, TokenProvider, Transport, Waited,
 };
+pub use typed::{Typed, TypedEntity, TypedRecord};

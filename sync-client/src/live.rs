@@ -93,7 +93,8 @@ struct Shared {
     transport: Arc<dyn Transport>,
     options: LiveOptions,
     syncs: Syncs,
-    stop: AtomicBool,
+    /// Set to end live sync: by the loop when `on_sync` breaks, or by whoever started it.
+    stop: Arc<AtomicBool>,
 }
 
 impl Shared {
@@ -159,13 +160,31 @@ impl Syncer {
         options: LiveOptions,
         mut on_sync: impl FnMut(&Result<SyncReport, SyncError>) -> ControlFlow<()>,
     ) {
+        self.live(handler, options, Arc::default(), |outcome| on_sync(&outcome));
+    }
+
+    /// [`Syncer::sync_live`], handing each outcome over to `on_sync` (to send it elsewhere), and
+    /// ending also once `stop` is set: within [`LiveOptions::local_check`] between syncs, or
+    /// when the sync under way ends.
+    pub(crate) fn live<H: ConflictHandler + ?Sized>(
+        &self,
+        handler: &H,
+        options: LiveOptions,
+        stop: Arc<AtomicBool>,
+        mut on_sync: impl FnMut(Result<SyncReport, SyncError>) -> ControlFlow<()>,
+    ) {
         let shared = Arc::new(Shared {
             store: self.store().clone(),
             transport: Arc::clone(self.transport()),
             options,
             syncs: Syncs::default(),
-            stop: AtomicBool::new(false),
+            stop,
         });
+        let stopped = || shared.stop.load(Ordering::Acquire);
+        let end = || {
+            shared.stop.store(true, Ordering::Release);
+            shared.syncs.finished();
+        };
         let (changed, changes) = mpsc::channel();
         for def in self.store().schema().entities() {
             let (shared, changed) = (Arc::clone(&shared), changed.clone());
@@ -184,20 +203,27 @@ impl Syncer {
             while changes.try_recv().is_ok() {}
             let outcome = self.sync_all(handler);
             shared.syncs.finished();
-            let flow = on_sync(&outcome);
-            if flow.is_break() {
-                shared.stop.store(true, Ordering::Release);
-                shared.syncs.finished();
+            let failed = outcome.is_err();
+            if on_sync(outcome).is_break() || stopped() {
+                end();
                 return;
             }
-            if outcome.is_err() {
+            if failed {
                 failures += 1;
                 shared.pause(options.backoff(failures));
+                if stopped() {
+                    end();
+                    return;
+                }
                 continue;
             }
             failures = 0;
             let poll_at = Instant::now() + options.poll;
             loop {
+                if stopped() {
+                    end();
+                    return;
+                }
                 match changes.recv_timeout(options.local_check) {
                     Ok(()) => break,
                     Err(mpsc::RecvTimeoutError::Timeout) if self.local_changes_wait() => break,

@@ -12,6 +12,7 @@ use serde_json::{Map, Number, Value};
 use sync_proto::{EntityName, FieldType};
 
 use crate::error::StoreError;
+use crate::typed::{Shape, check_shape};
 
 /// The fields of one object, by name. Every declared field is present; `null` is a value.
 pub type Fields = Map<String, Value>;
@@ -30,13 +31,15 @@ pub struct Entity {
     name: String,
     path: Option<String>,
     fields: Vec<(String, FieldType)>,
+    /// The app's struct for this entity, checked against the fields when the schema is built.
+    shape: Option<Shape>,
 }
 
 impl Entity {
     /// An entity named `name` (`Todo`), synced through `/<name with a lower-case first letter>Changes`
     /// (`/todoChanges`) unless [`Entity::path`] says otherwise.
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into(), path: None, fields: Vec::new() }
+        Self { name: name.into(), path: None, fields: Vec::new(), shape: None }
     }
 
     /// Declares a field. Names are letters, digits and `_`, not starting with a digit or `_`
@@ -49,6 +52,12 @@ impl Entity {
     /// Syncs through this path on the server instead of the conventional one.
     pub fn path(mut self, path: impl Into<String>) -> Self {
         self.path = Some(path.into());
+        self
+    }
+
+    /// Has the schema check the fields of the app's struct against the declared ones.
+    pub(crate) fn with_shape(mut self, shape: Shape) -> Self {
+        self.shape = Some(shape);
         self
     }
 }
@@ -74,7 +83,9 @@ pub(crate) struct TableSql {
     pub(crate) columns: String,
     /// The row with `id = ?1`.
     pub(crate) select: String,
-    /// Writes every column (`?1` the id, then the fields in order), creating the row if needed.
+    /// Writes every column (`?1` the id, then the fields in order), creating the row if needed;
+    /// a row that already holds these values is left alone, so the count of changed rows says
+    /// whether anything changed.
     pub(crate) upsert: String,
     /// Creates the row from every column, or does nothing when one with that id exists.
     pub(crate) insert: String,
@@ -92,7 +103,8 @@ impl TableSql {
             "NOTHING".to_owned()
         } else {
             let sets: Vec<String> = names.iter().map(|n| format!("{n} = excluded.{n}")).collect();
-            format!("UPDATE SET {}", sets.join(", "))
+            let differs: Vec<String> = names.iter().map(|n| format!("{n} IS NOT excluded.{n}")).collect();
+            format!("UPDATE SET {} WHERE {}", sets.join(", "), differs.join(" OR "))
         };
         Self {
             select: format!("SELECT {columns} FROM {table} WHERE \"id\" = ?1"),
@@ -199,6 +211,9 @@ impl Schema {
                     return Err(StoreError::Schema(format!("field {name}.{field} is declared twice")));
                 }
                 fields.push(FieldDef { name: field, ty });
+            }
+            if let Some(shape) = &entity.shape {
+                check_shape(name.as_str(), &fields, shape)?;
             }
             let sql = TableSql::new(name.as_str(), &fields);
             out.push(EntityDef { name, path, fields, sql });

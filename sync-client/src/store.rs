@@ -6,6 +6,7 @@
 //! connection, each a short transaction, so the app keeps writing while a sync waits on the
 //! network.
 
+use std::cell::RefCell;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use serde_json::Value;
 use sync_proto::ObjectId;
 
 use crate::error::StoreError;
+use crate::notify::{Cause, Changes, Notifier};
 use crate::schema::{self, Entity, EntityDef, Fields, MAX_ID_BYTES, Schema, quoted};
 use crate::tracking;
 
@@ -105,6 +107,11 @@ impl Query {
         self.limit = Some(n);
         self
     }
+
+    /// The entity this query selects from.
+    pub fn entity(&self) -> &str {
+        &self.entity
+    }
 }
 
 /// A pulled object the client could not apply, kept as it was received.
@@ -134,6 +141,8 @@ struct Shared {
     /// database (two runs of a CLI) must not both send the pending push, or a server without
     /// idempotent push would apply it twice, the second time over newer edits. `None` in memory.
     sync_lock_file: Option<(std::path::PathBuf, std::fs::File)>,
+    /// The subscriptions to changes (see [`crate::notify`]).
+    notifier: Arc<Notifier>,
 }
 
 /// The right to run a sync on a database, in this process and in every other; see
@@ -202,7 +211,13 @@ impl Store {
         }
         tx.commit().map_err(StoreError::sqlite("migrating the database"))?;
         Ok(Self {
-            shared: Arc::new(Shared { conn: Mutex::new(conn), schema, sync_lock: Mutex::new(()), sync_lock_file }),
+            shared: Arc::new(Shared {
+                conn: Mutex::new(conn),
+                schema,
+                sync_lock: Mutex::new(()),
+                sync_lock_file,
+                notifier: Arc::default(),
+            }),
         })
     }
 
@@ -215,40 +230,69 @@ impl Store {
     /// together; if it returns `Err` (or a write fails), none is.
     ///
     /// `f` must not use this store's other methods (they would wait for the transaction it is in).
+    /// Subscriptions are told of its writes once it committed and the store's lock is released
+    /// (see [`crate::notify`]), before this returns.
     pub fn transaction<T, E>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T, E>) -> Result<T, E>
     where
         E: From<StoreError>,
     {
-        self.run_transaction(&mut self.lock(), f)
+        let mut changes = Changes::default();
+        let value = self.run_transaction(&mut self.lock(), &mut changes, f)?;
+        self.notify(changes, Cause::Local);
+        Ok(value)
     }
 
     /// Like [`Store::transaction`], but its commit does not wait for the disk
     /// (`synchronous = NORMAL` for this transaction alone): for writes that can be made again, as
     /// a pulled page with its cursor is. It is still applied whole or not at all; a power loss
     /// may undo it (and only it and later ones like it, since every ordinary commit after it
-    /// reaches the disk with it).
-    pub(crate) fn transaction_unsynced<T, E>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T, E>) -> Result<T, E>
+    /// reaches the disk with it). The objects it changed are added to `changes` rather than told
+    /// to subscriptions: the caller tells them when it holds no lock.
+    pub(crate) fn transaction_unsynced<T, E>(
+        &self,
+        changes: &mut Changes,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
     where
         E: From<StoreError>,
     {
         let mut conn = self.lock();
         let setting = StoreError::sqlite("setting durability");
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(setting)?;
-        let result = self.run_transaction(&mut conn, f);
+        let result = self.run_transaction(&mut conn, changes, f);
         conn.pragma_update(None, "synchronous", "FULL").map_err(StoreError::sqlite("setting durability"))?;
         result
     }
 
-    fn run_transaction<T, E>(&self, conn: &mut Connection, f: impl FnOnce(&Tx<'_>) -> Result<T, E>) -> Result<T, E>
+    /// Runs `f` in one transaction; once it committed, adds the objects it changed to `changes`.
+    fn run_transaction<T, E>(
+        &self,
+        conn: &mut Connection,
+        changes: &mut Changes,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
     where
         E: From<StoreError>,
     {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(StoreError::sqlite("starting a transaction"))?;
-        let value = f(&Tx { conn: &tx, schema: &self.shared.schema })?;
+        // Read once per transaction: a subscription made while it runs compares its first
+        // result, read after this commit, with later changes.
+        let recording = self.shared.notifier.is_watched().then(|| RefCell::new(Changes::default()));
+        let handle = Tx { conn: &tx, schema: &self.shared.schema, changes: recording };
+        let value = f(&handle)?;
+        let written = handle.changes.map(RefCell::into_inner);
         tx.commit().map_err(StoreError::sqlite("committing a transaction"))?;
+        if let Some(written) = written {
+            changes.extend(written);
+        }
         Ok(value)
+    }
+
+    /// The subscriptions of this store.
+    pub(crate) fn notifier(&self) -> &Arc<Notifier> {
+        &self.shared.notifier
     }
 
     /// Creates an object with a fresh id (32 upper-case hex digits, as persistence.js makes) and
@@ -327,6 +371,9 @@ impl Store {
 pub struct Tx<'a> {
     conn: &'a Connection,
     schema: &'a Schema,
+    /// The objects this transaction created, changed or removed, when a subscription may want
+    /// to know.
+    changes: Option<RefCell<Changes>>,
 }
 
 impl Tx<'_> {
@@ -356,7 +403,7 @@ impl Tx<'_> {
             return Err(StoreError::NotFound { entity: entity.into(), id: id.into() });
         };
         current.extend(given);
-        self.tracked(def, id, false, || self.write_local(def, id, &current).map(|()| true)).map(drop)
+        self.tracked(def, id, false, || self.write_local(def, id, &current).map(|_| true)).map(drop)
     }
 
     /// See [`Store::remove`].
@@ -453,31 +500,48 @@ impl Tx<'_> {
         read_row(self.conn, def, id)
     }
 
-    /// Writes every declared field of a local object, creating it if needed. Not tracked.
-    pub(crate) fn write_local(&self, def: &EntityDef, id: &str, fields: &Fields) -> Result<(), StoreError> {
-        self.conn
+    /// Writes every declared field of a local object, creating it if needed; returns whether
+    /// the row changed (a row that already held these values is left alone). Not tracked.
+    pub(crate) fn write_local(&self, def: &EntityDef, id: &str, fields: &Fields) -> Result<bool, StoreError> {
+        let changed = self
+            .conn
             .prepare_cached(&def.sql.upsert)
             .and_then(|mut stmt| stmt.execute(params_from_iter(row_values(def, id, fields))))
-            .map(drop)
-            .map_err(StoreError::sqlite("writing an object"))
+            .map(|n| n > 0)
+            .map_err(StoreError::sqlite("writing an object"))?;
+        self.changed(def, id, changed);
+        Ok(changed)
     }
 
     /// Creates a local object unless one with this id exists; returns whether it did. Not tracked.
     fn create_local(&self, def: &EntityDef, id: &str, fields: &Fields) -> Result<bool, StoreError> {
-        self.conn
+        let created = self
+            .conn
             .prepare_cached(&def.sql.insert)
             .and_then(|mut stmt| stmt.execute(params_from_iter(row_values(def, id, fields))))
             .map(|created| created == 1)
-            .map_err(StoreError::sqlite("writing an object"))
+            .map_err(StoreError::sqlite("writing an object"))?;
+        self.changed(def, id, created);
+        Ok(created)
     }
 
     /// Deletes a local object; returns whether it existed. Not tracked.
     pub(crate) fn delete_local(&self, def: &EntityDef, id: &str) -> Result<bool, StoreError> {
-        self.conn
+        let existed = self
+            .conn
             .prepare_cached(&def.sql.delete)
             .and_then(|mut stmt| stmt.execute([id]))
             .map(|n| n > 0)
-            .map_err(StoreError::sqlite("removing an object"))
+            .map_err(StoreError::sqlite("removing an object"))?;
+        self.changed(def, id, existed);
+        Ok(existed)
+    }
+
+    /// Notes that the row of `id` changed, for the subscriptions.
+    fn changed(&self, def: &EntityDef, id: &str, changed: bool) {
+        if let (true, Some(changes)) = (changed, &self.changes) {
+            changes.borrow_mut().record(def.name.as_str(), id);
+        }
     }
 
     /// The connection, for the bookkeeping of the sync engine.
@@ -632,7 +696,7 @@ mod tests {
             Ok(tx.conn().query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap())
         };
         // SQLite's codes: 1 NORMAL, 2 FULL.
-        assert_eq!(store.transaction_unsynced(synchronous).unwrap(), 1);
+        assert_eq!(store.transaction_unsynced(&mut Changes::default(), synchronous).unwrap(), 1);
         assert_eq!(store.transaction(synchronous).unwrap(), 2, "the next transaction waits for the disk again");
     }
 

@@ -12,6 +12,8 @@
 //!   it is sent so that after a crash or a lost answer the same push is sent again under the same
 //!   key.
 //! - `_sync_fields`: the declared type of each field, so a changed type is noticed.
+//! - `_sync_outcome`: when the last sync succeeded, and the error of the last one if it failed
+//!   after that, for the sync status of a process that starts later. Older clients leave it alone.
 //!
 //! Functions here run inside a transaction the caller holds.
 
@@ -59,6 +61,14 @@ const BOOKKEEPING: &str = "
         reason TEXT NOT NULL,
         PRIMARY KEY (entity, key)
     ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS _sync_outcome (
+        key         INTEGER PRIMARY KEY CHECK (key = 1),
+        synced_at   INTEGER,                  -- ms since the epoch; NULL: never
+        failed_at   INTEGER,                  -- NULL: the last sync succeeded
+        error       TEXT,
+        retryable   INTEGER,
+        unreachable INTEGER
+    );
     CREATE TABLE IF NOT EXISTS _sync_pending (
         entity   TEXT PRIMARY KEY,
         key      TEXT    NOT NULL,
@@ -466,6 +476,63 @@ pub(crate) fn set_aside_of(
         .query_map(params![entity], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .map_err(StoreError::sqlite("reading the objects set aside"))?;
     rows.collect::<Result<_, _>>().map_err(StoreError::sqlite("reading the objects set aside"))
+}
+
+/// The error of a failed sync, as kept in `_sync_outcome`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OutcomeError {
+    pub(crate) message: String,
+    pub(crate) retryable: bool,
+    pub(crate) unreachable: bool,
+    /// Milliseconds since the epoch.
+    pub(crate) at: i64,
+}
+
+/// The outcome of the last syncs, as kept in `_sync_outcome`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    /// When a sync last succeeded, in milliseconds since the epoch.
+    pub(crate) synced_at: Option<i64>,
+    /// The error of the last sync, when it failed.
+    pub(crate) error: Option<OutcomeError>,
+}
+
+/// Keeps the outcome of a sync that ended at `now`: a success clears the last error.
+pub(crate) fn record_outcome(conn: &Connection, now: i64, error: Option<&OutcomeError>) -> Result<(), StoreError> {
+    let result = match error {
+        None => conn.execute(
+            "INSERT INTO _sync_outcome (key, synced_at) VALUES (1, ?1)
+             ON CONFLICT (key) DO UPDATE SET synced_at = excluded.synced_at,
+                 failed_at = NULL, error = NULL, retryable = NULL, unreachable = NULL",
+            [now],
+        ),
+        Some(e) => conn.execute(
+            "INSERT INTO _sync_outcome (key, failed_at, error, retryable, unreachable) VALUES (1, ?1, ?2, ?3, ?4)
+             ON CONFLICT (key) DO UPDATE SET failed_at = excluded.failed_at, error = excluded.error,
+                 retryable = excluded.retryable, unreachable = excluded.unreachable",
+            params![e.at, e.message, e.retryable, e.unreachable],
+        ),
+    };
+    result.map(drop).map_err(StoreError::sqlite("recording the outcome of a sync"))
+}
+
+/// The outcome of the last syncs.
+pub(crate) fn outcome(conn: &Connection) -> Result<Outcome, StoreError> {
+    conn.query_row("SELECT synced_at, failed_at, error, retryable, unreachable FROM _sync_outcome", [], |r| {
+        let error = match (r.get::<_, Option<i64>>(1)?, r.get::<_, Option<String>>(2)?) {
+            (Some(at), Some(message)) => Some(OutcomeError {
+                message,
+                retryable: r.get::<_, Option<bool>>(3)?.unwrap_or(false),
+                unreachable: r.get::<_, Option<bool>>(4)?.unwrap_or(false),
+                at,
+            }),
+            _ => None,
+        };
+        Ok(Outcome { synced_at: r.get(0)?, error })
+    })
+    .optional()
+    .map(Option::unwrap_or_default)
+    .map_err(StoreError::sqlite("reading the outcome of the last sync"))
 }
 
 #[cfg(test)]

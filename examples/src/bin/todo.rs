@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! todo --db FILE --server URL [--token TOKEN] add TEXT | list | done ID | edit ID TEXT | rm ID
-//!      | sync [--prefer local|remote] | watch [--prefer local|remote]
+//!      | sync [--prefer local|remote] | watch [--prefer local|remote] | status
 //! ```
 //!
 //! Each `--db` file is one device. Items are the entity `Todo` (fields `text` TEXT and `done`
@@ -11,19 +11,23 @@
 //! `sync` exits with status 1 and a message when the server cannot be reached. `watch` keeps
 //! syncing until interrupted: at once when another device pushes (long-poll) or an item is changed
 //! here (by `todo` in another shell), printing one line per sync that changed something, and
-//! retrying with backoff while the server is unreachable.
+//! retrying with backoff while the server is unreachable. `sync` shows its progress on a
+//! terminal (objects and pages pulled; the protocol tells no total ahead); `status` prints the
+//! sync status kept in the database: idle or offline, the last sync, the pending changes and
+//! the last error.
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use sync_client::{
-    ConflictHandler, Entity, FieldType, HttpTransport, LiveOptions, Order, PreferLocal, PreferRemote, Query,
-    Resolution, RetryPolicy, Store, SyncReport, Syncer,
+    Activity, ConflictHandler, Entity, FieldType, HttpTransport, LiveOptions, Order, PreferLocal, PreferRemote, Query,
+    Resolution, RetryPolicy, Store, SyncReport, SyncStatus, Syncer,
 };
 
 #[derive(Parser)]
@@ -81,6 +85,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Prefer::Remote)]
         prefer: Prefer,
     },
+    /// Prints the sync status: idle or offline, the last sync, pending changes, the last error.
+    Status,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -115,7 +121,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rm { id } => store.remove("Todo", &id)?,
         Command::Sync { prefer } => {
             let syncer = Syncer::new(store, transport(cli.server, cli.token)?);
-            print_report(&syncer.sync_all(handler(prefer))?);
+            let bar = progress_bar();
+            let shown = bar.clone();
+            syncer.on_status(move |status| show_progress(&shown, status));
+            let outcome = syncer.sync_all(handler(prefer));
+            bar.finish_and_clear();
+            print_report(&outcome?);
         }
         Command::Watch { prefer } => {
             let syncer = Syncer::new(store, transport(cli.server, cli.token)?);
@@ -129,8 +140,63 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ControlFlow::Continue(())
             });
         }
+        Command::Status => print_status(&store.sync_status()?),
     }
     Ok(())
+}
+
+/// A bar on stderr, drawn only when it is a terminal (so scripts read stdout as before).
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// Shows a sync's progress: objects and pages so far (no total: the server cannot tell one ahead).
+fn show_progress(bar: &ProgressBar, status: &SyncStatus) {
+    let Some(progress) = &status.progress else { return };
+    let message = match status.activity {
+        Activity::Pushing => format!("pushing {}: {} pushed", progress.entity, progress.pushed),
+        _ => format!("pulling {}: {} objects, {} pages", progress.entity, progress.pulled, progress.pages),
+    };
+    bar.set_message(message);
+}
+
+fn print_status(status: &SyncStatus) {
+    let activity = match status.activity {
+        Activity::Offline => "offline",
+        Activity::Pulling => "pulling",
+        Activity::Pushing => "pushing",
+        Activity::Idle => "idle",
+    };
+    println!("status: {activity}");
+    println!("last sync: {}", status.last_synced.map_or_else(|| "never".to_owned(), utc));
+    println!("pending changes: {}", status.pending_changes);
+    match &status.last_error {
+        Some(error) => println!("last error: {} ({})", error.message, utc(error.at)),
+        None => println!("last error: none"),
+    }
+}
+
+/// A time as `YYYY-MM-DD HH:MM:SS UTC`.
+fn utc(time: SystemTime) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (the proleptic Gregorian calendar, in 400-year eras).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rest / 3600, rest % 3600 / 60, rest % 60)
 }
 
 fn transport(server: Option<String>, token: Option<String>) -> anyhow::Result<HttpTransport> {

@@ -172,6 +172,12 @@ fn the_readme_feed_snippet_is_the_compiled_example() {
     assert_eq!(marked_block(README, "include: examples/src/bin/feed.rs"), example);
 }
 
+#[test]
+fn the_readme_tasks_snippet_is_the_compiled_example() {
+    let example = include_str!("../../../examples/src/bin/tasks.rs");
+    assert_eq!(marked_block(README, "include: examples/src/bin/tasks.rs"), example);
+}
+
 #[tokio::test]
 async fn every_documented_metric_is_served_with_its_labels() {
     // A subscription, so that the outbox series exist (nothing listens at its port).

@@ -74,6 +74,9 @@ async fn two_devices_converge(server: &str) {
     one.ok(&["sync"]).await;
     two.ok(&["sync"]).await;
     assert_eq!(one.list().await, two.list().await);
+    let status = two.ok(&["status"]).await;
+    assert!(status.starts_with("status: idle\nlast sync: 20"), "{status}");
+    assert!(status.ends_with(" UTC\npending changes: 0\nlast error: none\n"), "{status}");
 
     // Edits, done and a removal on both sides, none conflicting.
     two.ok(&["done", &milk]).await;
@@ -148,10 +151,20 @@ async fn todo_works_offline_and_sync_fails_clearly_without_a_server() {
     todo.ok(&["edit", &id, "edited offline"]).await;
     assert_eq!(todo.list().await, format!("{id}\tdone\tedited offline\n"));
 
+    assert_eq!(todo.ok(&["status"]).await, "status: idle\nlast sync: never\npending changes: 1\nlast error: none\n");
+
     let sync = todo.run(&["sync"]).await;
     assert!(!sync.success, "sync without a server must fail");
     assert!(sync.stderr.contains("cannot sync"), "{}", sync.stderr);
     assert!(sync.stderr.contains("cannot reach"), "{}", sync.stderr);
+    assert!(!sync.stderr.contains("pulling"), "no progress bar drawn when stderr is not a terminal: {}", sync.stderr);
+
+    // A later run reads the failed sync's outcome from the database.
+    let status = todo.ok(&["status"]).await;
+    let lines: Vec<&str> = status.lines().collect();
+    assert_eq!(lines[..3], ["status: offline", "last sync: never", "pending changes: 1"], "{status}");
+    assert!(lines[3].starts_with("last error: cannot sync Todo: cannot reach"), "{status}");
+    assert!(lines[3].ends_with(" UTC)"), "the error's time: {status}");
 
     let missing = todo.run(&["done", "NOPE"]).await;
     assert!(!missing.success);
