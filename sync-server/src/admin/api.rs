@@ -254,7 +254,8 @@ fn query_of<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, ApiError> 
 /// serde would also read a struct from an array of its fields in order, so `[]` would pass as
 /// `{}`: every body of the admin API is an object, and anything else is refused first.
 fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    // JSON's own whitespace only: ASCII's also has the form feed, which no JSON text may hold.
+    if body.iter().all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
         return Ok(T::default());
     }
     let malformed = |why: String| ApiError::Invalid(ErrorCode::MalformedJson, why);
@@ -407,4 +408,20 @@ async fn audit(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespo
         .map(|(at_ms, user, action, detail)| json!({"at_ms": at_ms, "user": user, "action": action, "detail": detail}))
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "entries": entries })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_empty_json_or_objects() {
+        assert_eq!(json_body::<Reason>(b"").unwrap().reason, None);
+        assert_eq!(json_body::<Reason>(b" \r\n\t").unwrap().reason, None);
+        assert_eq!(json_body::<Reason>(br#"{"reason":"gone"}"#).unwrap().reason.as_deref(), Some("gone"));
+        // A form feed is whitespace to ASCII, not to JSON: such a body is no JSON text at all.
+        for bad in [&b"\x0c"[..], b" \x0c ", b"[]", b"null", b"\"x\""] {
+            assert!(json_body::<Reason>(bad).is_err(), "{bad:?}");
+        }
+    }
 }
