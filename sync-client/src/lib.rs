@@ -105,6 +105,7 @@
 //! - [`schema`]: entities, typed fields, their tables, and value conversion.
 //! - [`store`]: the local store: CRUD, queries, transactions.
 //! - [`typed`]: the app's own structs as entities, checked against the declared fields.
+//! - [`relations`]: one-to-one references and many-to-many relations as join entities.
 //! - [`notify`]: subscriptions to an entity or a query, told after local writes and syncs.
 //! - [`status`]: the sync status and progress a UI shows, and the last sync's kept outcome.
 //! - `tracking` (internal): the change counter, base versions, tombstones, cursors, pending pushes.
@@ -132,6 +133,7 @@ pub mod error;
 pub mod live;
 pub mod merge;
 pub mod notify;
+pub mod relations;
 pub mod schema;
 pub mod status;
 pub mod store;
@@ -146,7 +148,8 @@ pub use engine::{EntityReport, ResolvedConflict, SyncOptions, SyncReport, Syncer
 pub use error::{StoreError, SyncError, TransportError};
 pub use live::LiveOptions;
 pub use notify::{Cause, Change, ChangeReceiver, Subscription, Watch};
-pub use schema::{Entity, Fields};
+pub use relations::link_id;
+pub use schema::{End, Entity, Fields};
 pub use status::{Activity, LastError, Progress, SyncStatus};
 pub use store::{Order, Query, Record, SetAside, Store, Tx, new_id};
 /// Webhook events of the server's outbox and [`webhook::verify`], for the systems that receive
