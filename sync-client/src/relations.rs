@@ -290,7 +290,8 @@ mod tests {
 
     impl TypedEntity for Task {
         const NAME: &'static str = "Task";
-        const FIELDS: &'static [(&'static str, FieldType)] = &[("title", FieldType::Text), ("project", FieldType::Text)];
+        const FIELDS: &'static [(&'static str, FieldType)] =
+            &[("title", FieldType::Text), ("project", FieldType::Text)];
     }
 
     #[test]

@@ -92,7 +92,8 @@ impl Entity {
     ) -> Self {
         let left = End { field: left_field.into(), entity: left_entity.into() };
         let right = End { field: right_field.into(), entity: right_entity.into() };
-        let mut entity = Self::new(name).field(left.field.clone(), FieldType::Text).field(right.field.clone(), FieldType::Text);
+        let mut entity =
+            Self::new(name).field(left.field.clone(), FieldType::Text).field(right.field.clone(), FieldType::Text);
         entity.join = Some([left, right]);
         entity
     }
@@ -282,7 +283,10 @@ impl Schema {
             let ends = def.join.iter().flatten().map(|end| (&end.field, &end.entity));
             for (field, target) in def.references.iter().map(|(f, t)| (f, t)).chain(ends) {
                 if !out.iter().any(|e| e.name.as_str() == target) {
-                    return Err(StoreError::Schema(format!("{}.{field} refers to {target}, which is not declared", def.name)));
+                    return Err(StoreError::Schema(format!(
+                        "{}.{field} refers to {target}, which is not declared",
+                        def.name
+                    )));
                 }
             }
         }

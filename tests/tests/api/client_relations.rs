@@ -46,10 +46,8 @@ async fn exchange(a: &Device, b: &Device) {
 /// Both devices and the server hold exactly `expected` (`(task, tag)` pairs), each under its
 /// derived id, and `tags_of(A)` on both devices is `tags`.
 async fn assert_links(server: &TestServer, a: &Device, b: &Device, expected: &[(&str, &str)], tags: &[&str]) {
-    let want: BTreeMap<String, Value> = expected
-        .iter()
-        .map(|(task, tag)| (link_id("TaskTag", task, tag), json!({"task": task, "tag": tag})))
-        .collect();
+    let want: BTreeMap<String, Value> =
+        expected.iter().map(|(task, tag)| (link_id("TaskTag", task, tag), json!({"task": task, "tag": tag}))).collect();
     assert_eq!(links(a), want, "links on a");
     assert_eq!(links(b), want, "links on b");
     let held = server_objects(&server.endpoint(), "/taskTagChanges").await;
