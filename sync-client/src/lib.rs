@@ -62,6 +62,13 @@
 //! # }
 //! ```
 //!
+//! # Relations
+//! A one-to-one reference ([`Entity::reference`]) is a field holding the other object's id,
+//! followed with [`Store::follow`]; a many-to-many relation is a join entity ([`Entity::join`])
+//! whose links, each with an id derived from its two ends ([`link_id`]), are added with
+//! [`Store::link`], removed with [`Store::unlink`] (a tombstone) and read with
+//! [`Store::related`]. Both sync as ordinary objects, as persistence.js stores them.
+//!
 //! # Guarantees
 //! - Every local write is tracked in the same SQLite transaction as the write, by a local change
 //!   counter (never the wall clock).
