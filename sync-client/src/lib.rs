@@ -62,6 +62,13 @@
 //! # }
 //! ```
 //!
+//! # Relations
+//! A one-to-one reference ([`Entity::reference`]) is a field holding the other object's id,
+//! followed with [`Store::follow`]; a many-to-many relation is a join entity ([`Entity::join`])
+//! whose links, each with an id derived from its two ends ([`link_id`]), are added with
+//! [`Store::link`], removed with [`Store::unlink`] (a tombstone) and read with
+//! [`Store::related`]. Both sync as ordinary objects, as persistence.js stores them.
+//!
 //! # Guarantees
 //! - Every local write is tracked in the same SQLite transaction as the write, by a local change
 //!   counter (never the wall clock).
@@ -105,6 +112,7 @@
 //! - [`schema`]: entities, typed fields, their tables, and value conversion.
 //! - [`store`]: the local store: CRUD, queries, transactions.
 //! - [`typed`]: the app's own structs as entities, checked against the declared fields.
+//! - [`relations`]: one-to-one references and many-to-many relations as join entities.
 //! - [`notify`]: subscriptions to an entity or a query, told after local writes and syncs.
 //! - [`status`]: the sync status and progress a UI shows, and the last sync's kept outcome.
 //! - `tracking` (internal): the change counter, base versions, tombstones, cursors, pending pushes.
@@ -132,6 +140,7 @@ pub mod error;
 pub mod live;
 pub mod merge;
 pub mod notify;
+pub mod relations;
 pub mod schema;
 pub mod status;
 pub mod store;
@@ -146,7 +155,8 @@ pub use engine::{EntityReport, ResolvedConflict, SyncOptions, SyncReport, Syncer
 pub use error::{StoreError, SyncError, TransportError};
 pub use live::LiveOptions;
 pub use notify::{Cause, Change, ChangeReceiver, Subscription, Watch};
-pub use schema::{Entity, Fields};
+pub use relations::link_id;
+pub use schema::{End, Entity, Fields};
 pub use status::{Activity, LastError, Progress, SyncStatus};
 pub use store::{Order, Query, Record, SetAside, Store, Tx, new_id};
 /// Webhook events of the server's outbox and [`webhook::verify`], for the systems that receive

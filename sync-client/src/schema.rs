@@ -33,13 +33,69 @@ pub struct Entity {
     fields: Vec<(String, FieldType)>,
     /// The app's struct for this entity, checked against the fields when the schema is built.
     shape: Option<Shape>,
+    /// Field → the entity whose ids it holds.
+    references: Vec<(String, String)>,
+    /// The two ends, when this entity is the join entity of a many-to-many relation.
+    join: Option<[End; 2]>,
+}
+
+/// One end of a many-to-many relation: the join entity's field that holds an id, and the entity
+/// that id belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct End {
+    /// The field of the join entity, a `TEXT` field holding an id.
+    pub field: String,
+    /// The entity the id belongs to.
+    pub entity: String,
 }
 
 impl Entity {
     /// An entity named `name` (`Todo`), synced through `/<name with a lower-case first letter>Changes`
     /// (`/todoChanges`) unless [`Entity::path`] says otherwise.
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into(), path: None, fields: Vec::new(), shape: None }
+        Self { name: name.into(), path: None, fields: Vec::new(), shape: None, references: Vec::new(), join: None }
+    }
+
+    /// Declares a one-to-one reference: a `TEXT` field holding the id of an object of `target`,
+    /// as persistence.js sends a `hasOne` relation. It syncs as the id string it is; the store
+    /// opens only if `target` is declared too, and [`crate::Store::follow`] reads the object.
+    pub fn reference(mut self, field: impl Into<String>, target: impl Into<String>) -> Self {
+        let field = field.into();
+        self.fields.push((field.clone(), FieldType::Text));
+        self.references.push((field, target.into()));
+        self
+    }
+
+    /// The join entity of a many-to-many relation between `left_entity` and `right_entity`: an
+    /// entity like any other, named `name`, whose objects are the links, with two `TEXT` fields
+    /// holding the ids of the two ends. Each link's id is derived from its two ends
+    /// ([`crate::relations::link_id`]), so two devices adding the same link make the same object;
+    /// a removed link is a removed object (a tombstone), and adding it again re-creates it.
+    ///
+    /// ```
+    /// # use sync_client::{Entity, FieldType, Store};
+    /// let store = Store::open_in_memory([
+    ///     Entity::new("Task").field("title", FieldType::Text),
+    ///     Entity::new("Tag").field("name", FieldType::Text),
+    ///     Entity::join("TaskTag", "task", "Task", "tag", "Tag"),
+    /// ])?;
+    /// store.link("TaskTag", "t1", "urgent")?;
+    /// assert_eq!(store.related_ids("TaskTag", "task", "t1")?, ["urgent"]);
+    /// # Ok::<(), sync_client::StoreError>(())
+    /// ```
+    pub fn join(
+        name: impl Into<String>,
+        left_field: impl Into<String>,
+        left_entity: impl Into<String>,
+        right_field: impl Into<String>,
+        right_entity: impl Into<String>,
+    ) -> Self {
+        let left = End { field: left_field.into(), entity: left_entity.into() };
+        let right = End { field: right_field.into(), entity: right_entity.into() };
+        let mut entity =
+            Self::new(name).field(left.field.clone(), FieldType::Text).field(right.field.clone(), FieldType::Text);
+        entity.join = Some([left, right]);
+        entity
     }
 
     /// Declares a field. Names are letters, digits and `_`, not starting with a digit or `_`
@@ -71,6 +127,10 @@ pub struct EntityDef {
     pub path: String,
     /// Its fields, in declaration order.
     pub fields: Vec<FieldDef>,
+    /// Its one-to-one references: field → the entity whose ids it holds.
+    pub references: Vec<(String, String)>,
+    /// Its two ends, when it is the join entity of a many-to-many relation.
+    pub join: Option<[End; 2]>,
     /// The statements that read and write its table, written once.
     pub(crate) sql: TableSql,
 }
@@ -216,7 +276,19 @@ impl Schema {
                 check_shape(name.as_str(), &fields, shape)?;
             }
             let sql = TableSql::new(name.as_str(), &fields);
-            out.push(EntityDef { name, path, fields, sql });
+            out.push(EntityDef { name, path, fields, references: entity.references, join: entity.join, sql });
+        }
+        // Checked once every entity is known, so a relation may name an entity declared after it.
+        for def in &out {
+            let ends = def.join.iter().flatten().map(|end| (&end.field, &end.entity));
+            for (field, target) in def.references.iter().map(|(f, t)| (f, t)).chain(ends) {
+                if !out.iter().any(|e| e.name.as_str() == target) {
+                    return Err(StoreError::Schema(format!(
+                        "{}.{field} refers to {target}, which is not declared",
+                        def.name
+                    )));
+                }
+            }
         }
         Ok(Self { entities: out })
     }

@@ -548,6 +548,11 @@ impl Tx<'_> {
     pub(crate) fn conn(&self) -> &Connection {
         self.conn
     }
+
+    /// The store's entities.
+    pub(crate) fn schema(&self) -> &Schema {
+        self.schema
+    }
 }
 
 /// The values of a row's columns, in [`schema::TableSql`] order.
@@ -589,7 +594,7 @@ fn as_object(def: &EntityDef, fields: Value) -> Result<Fields, StoreError> {
     }
 }
 
-fn read_fields(def: &EntityDef, row: &rusqlite::Row<'_>) -> Result<Fields, StoreError> {
+pub(crate) fn read_fields(def: &EntityDef, row: &rusqlite::Row<'_>) -> Result<Fields, StoreError> {
     let mut fields = Fields::new();
     for (i, field) in def.fields.iter().enumerate() {
         let raw = row.get_ref(i + 1).map_err(StoreError::sqlite("reading an object"))?;

@@ -128,6 +128,11 @@ impl Store {
 }
 
 impl<T: TypedEntity> Typed<T> {
+    /// The store these calls go to.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Creates an object from `value` with a fresh id, and returns the id.
     pub fn insert(&self, value: &T) -> Result<String, StoreError> {
         self.store.insert(T::NAME, to_fields::<T>(value)?)

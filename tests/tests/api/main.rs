@@ -17,6 +17,7 @@ mod client_live;
 mod client_notify;
 mod client_preconditions;
 mod client_random;
+mod client_relations;
 mod client_status;
 mod client_sync;
 mod client_typed;
