@@ -125,7 +125,7 @@
 //! - [`error`]: the error types.
 //!
 //! # Features
-//! - `tokio`: the async API ([`async_api`]: `AsyncStore`, `AsyncSyncer`), whose calls run on
+//! - `tokio`: the async API (`async_api`: `AsyncStore`, `AsyncSyncer`), whose calls run on
 //!   tokio's blocking pool.
 //! - `rustls`: HTTPS through rustls. Off by default, so that the default build stays small (plain
 //!   HTTP, for a server behind a TLS-terminating proxy on the same host or network).
