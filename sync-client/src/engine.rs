@@ -198,14 +198,22 @@ impl Syncer {
     /// with the lock released, tells the subscriptions what it changed and the status watchers
     /// that it ended.
     fn locked<T>(&self, sync: impl FnOnce(&mut Changes) -> Result<T, SyncError>) -> Result<T, SyncError> {
+        /// Ends the board's running sync however the sync ends, a panic (of a conflict handler)
+        /// included, so that the status never says "pulling" for a sync that is gone.
+        struct Ending<'a>(&'a Board);
+        impl Drop for Ending<'_> {
+            fn drop(&mut self) {
+                self.0.end();
+            }
+        }
         let mut changes = Changes::default();
         let outcome = {
             let _running = self.store.lock_sync()?;
+            let _ending = Ending(&self.board);
             let outcome = sync(&mut changes);
             if let Err(e) = self.store.record_sync_outcome(outcome.as_ref().map(drop)) {
                 tracing::warn!(error = %e, "cannot record the outcome of the sync");
             }
-            self.board.end();
             outcome
         };
         self.store.notify(changes, Cause::Sync);

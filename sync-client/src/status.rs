@@ -135,7 +135,13 @@ impl Board {
                 return;
             }
         };
-        self.watchers().retain(|watcher| watcher(&status));
+        // Called without the watchers' lock held, so that a watcher may add watchers (its
+        // thread would otherwise wait on itself) and a slow one holds up no other sync.
+        let mut called = std::mem::take(&mut *self.watchers());
+        called.retain(|watcher| watcher(&status));
+        let mut watchers = self.watchers();
+        let added = std::mem::replace(&mut *watchers, called);
+        watchers.extend(added);
     }
 
     fn status(&self, store: &Store) -> Result<SyncStatus, StoreError> {

@@ -86,14 +86,10 @@ async fn operator(req: &HttpRequest, state: &AppState, change: bool) -> Result<I
     Ok(who)
 }
 
-pub(super) fn store_error(e: crate::store::StoreError) -> ApiError {
-    ApiError::Store(e)
-}
-
 async fn subscriptions(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     operator(&req, &state, false).await?;
     let now = state.clock.now_ms();
-    let stats = state.store.subscriptions(&state.subscriptions).await.map_err(store_error)?;
+    let stats = state.store.subscriptions(&state.subscriptions).await?;
     let list: Vec<Value> = stats
         .into_iter()
         .map(|s| {
@@ -137,7 +133,7 @@ async fn set_enabled(
     }
     let reason: Reason = json_body(&body)?;
     let reason = (!enabled).then(|| reason.reason.unwrap_or_else(|| format!("disabled by {}", who.subject)));
-    state.store.set_enabled(&name, enabled, reason.as_deref(), state.clock.now_ms()).await.map_err(store_error)?;
+    state.store.set_enabled(&name, enabled, reason.as_deref(), state.clock.now_ms()).await?;
     audit_action(&state, &who, &action, format!("subscription {name}")).await?;
     if enabled {
         state.outbox_wake.wake();
@@ -290,7 +286,7 @@ async fn events(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
     operator(&req, &state, false).await?;
     let (filter, page) = Filter::of_query(&req)?;
     let limit = page.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-    let rows = state.store.events(&filter.filter()?, page.before, limit).await.map_err(store_error)?;
+    let rows = state.store.events(&filter.filter()?, page.before, limit).await?;
     let next_before = (rows.len() == limit).then(|| rows.last().map(|r| r.seq)).flatten();
     let rows: Vec<Value> = rows.into_iter().map(row_json).collect();
     Ok(HttpResponse::Ok().json(json!({ "events": rows, "next_before": next_before })))
@@ -299,7 +295,7 @@ async fn events(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
 async fn count(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     operator(&req, &state, false).await?;
     let (filter, _) = Filter::of_query(&req)?;
-    let n = state.store.count(&filter.filter()?).await.map_err(store_error)?;
+    let n = state.store.count(&filter.filter()?).await?;
     Ok(HttpResponse::Ok().json(json!({ "count": n })))
 }
 
@@ -314,7 +310,7 @@ async fn event(
 ) -> Result<HttpResponse, ApiError> {
     operator(&req, &state, false).await?;
     let seq = seq_of(&path)?;
-    let Some((row, attempts)) = state.store.event(seq).await.map_err(store_error)? else {
+    let Some((row, attempts)) = state.store.event(seq).await? else {
         return Err(ApiError::NotFound(format!("no event {seq}")));
     };
     Ok(HttpResponse::Ok().json(json!({ "event": row_json(row), "attempts": attempts })))
@@ -328,17 +324,17 @@ async fn act_on_one(
     let who = operator(&req, &state, true).await?;
     let (seq, action) = path.into_inner();
     let seq = seq_of(&seq)?;
-    if state.store.event(seq).await.map_err(store_error)?.is_none() {
+    if state.store.event(seq).await?.is_none() {
         return Err(ApiError::NotFound(format!("no event {seq}")));
     }
     let now = state.clock.now_ms();
     let answer = match action.as_str() {
         "redrive" => {
-            let n = state.store.redrive(&EventFilter::default(), Some(&[seq]), now).await.map_err(store_error)?;
+            let n = state.store.redrive(&EventFilter::default(), Some(&[seq]), now).await?;
             state.outbox_wake.wake();
             json!({ "redriven": n })
         }
-        "skip" => json!({ "skipped": state.store.skip(&[seq], now).await.map_err(store_error)? }),
+        "skip" => json!({ "skipped": state.store.skip(&[seq], now).await? }),
         _ => return Err(ApiError::NotFound(format!("no admin action {action:?}: redrive or skip"))),
     };
     audit_action(&state, &who, &action, format!("event {seq}: {answer}")).await?;
@@ -361,14 +357,11 @@ async fn redrive(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>)
     let (n, detail) = match selection {
         Selection { seqs: Some(seqs), filter: None } => {
             let seqs: Vec<i64> = seqs.iter().map(|w| w.0).collect();
-            (
-                state.store.redrive(&EventFilter::default(), Some(&seqs), now).await.map_err(store_error)?,
-                format!("events {seqs:?}"),
-            )
+            (state.store.redrive(&EventFilter::default(), Some(&seqs), now).await?, format!("events {seqs:?}"))
         }
         Selection { seqs: None, filter: Some(filter) } => {
             let filter = filter.filter()?;
-            (state.store.redrive(&filter, None, now).await.map_err(store_error)?, format!("filter {filter:?}"))
+            (state.store.redrive(&filter, None, now).await?, format!("filter {filter:?}"))
         }
         _ => {
             return Err(ApiError::Invalid(
@@ -388,7 +381,7 @@ async fn skip(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) ->
         return Err(ApiError::Invalid(ErrorCode::InvalidBody, "send {\"seqs\": [...]}".into()));
     };
     let seqs: Vec<i64> = seqs.iter().map(|w| w.0).collect();
-    let n = state.store.skip(&seqs, state.clock.now_ms()).await.map_err(store_error)?;
+    let n = state.store.skip(&seqs, state.clock.now_ms()).await?;
     audit_action(&state, &who, "skip", format!("events {seqs:?}: {n} skipped")).await?;
     Ok(HttpResponse::Ok().json(json!({ "skipped": n })))
 }
@@ -402,7 +395,7 @@ struct AuditQuery {
 async fn audit(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     operator(&req, &state, false).await?;
     let query: AuditQuery = query_of(req.query_string())?;
-    let entries = state.store.audit_log(query.limit.unwrap_or(100).clamp(1, 1000)).await.map_err(store_error)?;
+    let entries = state.store.audit_log(query.limit.unwrap_or(100).clamp(1, 1000)).await?;
     let entries: Vec<Value> = entries
         .into_iter()
         .map(|(at_ms, user, action, detail)| json!({"at_ms": at_ms, "user": user, "action": action, "detail": detail}))

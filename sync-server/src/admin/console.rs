@@ -670,16 +670,21 @@ async fn redrive(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>)
     let filters = Filters::of(&form);
     let filter = redrivable(filters.filter()?);
     let back = format!("/admin/failures?{}", filters.query());
-    let Some(confirmed) = value(&form, "confirmed") else {
-        let timeout = state.admins.as_deref().map(|a| a.statement_timeout).unwrap_or_default();
-        let count = match &filter {
-            Some(filter) => state.store.count_within(filter, timeout).await?,
-            None => 0,
-        };
+    let confirmed = value(&form, "confirmed")
+        .map(|c| c.parse::<u64>().map_err(|_| bad_form("confirmed must be the count that was confirmed")))
+        .transpose()?;
+    let timeout = state.admins.as_deref().map(|a| a.statement_timeout).unwrap_or_default();
+    let count = match &filter {
+        Some(filter) => state.store.count_within(filter, timeout).await?,
+        None => 0,
+    };
+    // Asked again when more events match than were confirmed (more failed since the question):
+    // an operator redrives what they agreed to, not whatever matches by then.
+    if confirmed.is_none_or(|confirmed| count > confirmed) {
         let chrome = chrome(&state, &who, "failures", None);
         return render("confirm.html", chrome, context! { count, filter_fields => filters.pairs(), back });
-    };
-    confirmed.parse::<u64>().map_err(|_| bad_form("confirmed must be the count that was confirmed"))?;
+    }
+    let confirmed = confirmed.unwrap_or_default();
     let Some(filter) = filter else {
         return Ok(done(&back, counted(0, "redriven")));
     };

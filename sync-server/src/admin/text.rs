@@ -1,34 +1,14 @@
-//! How the console writes and reads times and errors: UTC times without a date library, ages, and
-//! the first line of an error.
+//! How the console writes and reads times and errors: UTC times, ages, and the first line of an
+//! error.
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let yoe = year - era * 400;
-    let doy = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day since 1970-01-01 (`civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
-}
+use time::macros::format_description;
+use time::{Date, OffsetDateTime, PrimitiveDateTime, Time};
 
 /// `2026-12-02 03:47:39` for epoch milliseconds, in UTC.
 pub(crate) fn time(ms: i64) -> String {
-    let (days, rest) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000) / 1000);
-    let (year, month, day) = civil_from_days(days);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rest / 3600, rest / 60 % 60, rest % 60)
+    let at =
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    at.format(format_description!("[year]-[month]-[day] [hour]:[minute]:[second]")).unwrap_or_default()
 }
 
 /// The epoch milliseconds of a time an operator typed, in UTC: `2026-12-02T03:47` (as a
@@ -40,28 +20,13 @@ pub(crate) fn parse_time(text: &str) -> Option<i64> {
         return text.parse().ok();
     }
     let (date, clock) = text.split_once(['T', ' ']).unwrap_or((text, "00:00"));
-    let number = |s: &str, min: i64, max: i64| {
-        (!s.is_empty() && s.len() <= 4 && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| s.parse::<i64>().ok())
-            .flatten()
-            .filter(|n| (min..=max).contains(n))
-    };
-    let mut date_parts = date.split('-');
-    let (year, month, day) = (
-        number(date_parts.next()?, 1970, 9999)?,
-        number(date_parts.next()?, 1, 12)?,
-        number(date_parts.next()?, 1, 31)?,
-    );
-    let mut clock_parts = clock.split(':');
-    let hour = number(clock_parts.next()?, 0, 23)?;
-    let minute = number(clock_parts.next()?, 0, 59)?;
-    let second = clock_parts.next().map_or(Some(0), |s| number(s, 0, 59))?;
-    if date_parts.next().is_some() || clock_parts.next().is_some() {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    // 2026-02-31 would silently become March 3rd.
-    (civil_from_days(days) == (year, month, day)).then_some(((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000)
+    let date =
+        Date::parse(date, format_description!("[year padding:zero repr:full base:calendar]-[month]-[day]")).ok()?;
+    let clock = Time::parse(clock, format_description!("[hour]:[minute]:[second]"))
+        .or_else(|_| Time::parse(clock, format_description!("[hour]:[minute]")))
+        .ok()?;
+    let at = PrimitiveDateTime::new(date, clock).assume_utc();
+    (at.year() >= 1970).then(|| (at.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
 /// How long ago or ahead a span of milliseconds is, roughly: `42 s`, `5 min`, `3 h`, `2 d`.

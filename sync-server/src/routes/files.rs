@@ -29,7 +29,7 @@ const CHUNK_BYTES: usize = 64 * 1024;
 
 /// A directory whose files are served. Only files under it (after resolving symbolic links) are
 /// ever read.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct StaticFiles {
     root: PathBuf,
 }
@@ -168,9 +168,22 @@ pub async fn serve(req: &HttpRequest, files: &StaticFiles) -> Result<HttpRespons
         Method::GET | Method::HEAD => {}
         ref other => return Err(ApiError::MethodNotAllowed { method: other.to_string(), allow: "GET, HEAD" }),
     }
-    let path = match files.resolve(req.uri().path()) {
-        Ok(Found::File(path)) => path,
-        Ok(Found::Directory) => {
+    // The lookup and the open touch the file system: off the request threads, together.
+    let (files, raw) = (files.clone(), req.uri().path().to_owned());
+    let looked_up = web::block(move || {
+        files.resolve(&raw).map(|found| match found {
+            Found::File(path) => {
+                let kind = content_type(&path);
+                Some(std::fs::File::open(&path).and_then(|f| f.metadata().map(|m| (f, m.len(), kind))))
+            }
+            Found::Directory => None,
+        })
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("the task reading a static file failed: {e}")))?;
+    let (file, len, kind) = match looked_up {
+        Ok(Some(opened)) => opened.map_err(|e| ApiError::Internal(format!("cannot read a static file: {e}")))?,
+        Ok(None) => {
             // The path was checked: it starts with one `/` only, so the redirect stays on this
             // server (`//host/...` would send the browser elsewhere, and is refused above).
             let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
@@ -180,12 +193,6 @@ pub async fn serve(req: &HttpRequest, files: &StaticFiles) -> Result<HttpRespons
         Err(Refused::Invalid(why)) => return Err(ApiError::InvalidPath(why)),
         Err(Refused::Missing(path)) => return Err(ApiError::NotFound(format!("no file is served at {path}"))),
     };
-    let kind = content_type(&path);
-    let file = web::block(move || std::fs::File::open(&path).and_then(|f| f.metadata().map(|m| (f, m.len()))))
-        .await
-        .map_err(|e| ApiError::Internal(format!("the task reading a static file failed: {e}")))?
-        .map_err(|e| ApiError::Internal(format!("cannot read a static file: {e}")))?;
-    let (file, len) = file;
     let mut answer = HttpResponse::Ok();
     answer
         .content_type(kind)

@@ -288,6 +288,8 @@ async fn a_receiver_refusing_some_objects_kills_only_their_events_until_a_redriv
     let held = server.store.events(&waiting, None, 10).await.unwrap();
     assert_eq!(held.len(), 1, "bad-1's next event waits behind the dead one");
     assert_eq!(held[0].attempts, 0, "and is never tried before it");
+    let (row, attempts) = server.store.event(dead[0].seq).await.unwrap().unwrap();
+    assert_eq!((row.state.as_str(), attempts.len()), ("dead", 3), "the dead one is not tried again either");
     let stats = server.store.subscriptions(&["erp".into()]).await.unwrap();
     assert_eq!((stats[0].dead, stats[0].pending), (1, 1));
 

@@ -317,6 +317,8 @@ async fn a_stalled_full_pull_does_not_starve_health_checks_or_paged_pulls(backen
 
     let addr = server.base_url.trim_start_matches("http://").to_owned();
     let stalled = std::net::TcpStream::connect(&addr).unwrap();
+    // A read that cannot hang the test (this runtime's worker) should the server never answer.
+    stalled.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
     let request = format!("GET /bigChanges?since=0 HTTP/1.1\r\nHost: x\r\n{}\r\n", server.endpoint().header_lines());
     std::io::Write::write_all(&mut &stalled, request.as_bytes()).unwrap();
     // The status line has come: the server holds the streaming reader, and nothing more is read.

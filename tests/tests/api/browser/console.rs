@@ -5,11 +5,8 @@
 //!
 //! Screenshots of each page go to `target/browser-artifacts/console/`.
 
-use std::time::{Duration, Instant};
-
 use fantoccini::Locator;
 use serde_json::json;
-use sync_server::store::outbox::EventFilter;
 
 use super::chrome::{self, Browser, Page};
 use crate::helpers::{Backend, OPERATOR, TestServer, with_operator};
@@ -43,15 +40,7 @@ async fn an_operator_finds_a_dead_event_and_redrives_it_from_the_console() {
     let config = with_operator(config_with(vec![receiver.webhook("erp", &[0.0, 0.05])]));
     let server = TestServer::start_with_on(config, Backend::SQLITE).await;
     server.api().push("/taskChanges", json!([{"id": "invoice-7", "total": 120}])).await;
-    let dead = EventFilter { states: vec!["dead".into()], ..EventFilter::default() };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let seq = loop {
-        if let Some(row) = server.store.events(&dead, None, 1).await.unwrap().pop() {
-            break row.seq;
-        }
-        assert!(Instant::now() < deadline, "the event never went dead");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let seq = crate::console::wait_dead(&server, 1).await[0];
 
     let artifacts = chrome::artifacts_dir("console");
     let profiles = tempfile::tempdir().unwrap();
