@@ -146,13 +146,24 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         }
         let (tag, store) = (bench.tag(), bench.store());
         outbox::w7(&bench.server, &servers[0], &servers[1], &receiver, &store, &tag, bench.runs).await?;
-        // The same store with a subscription nobody delivers: what appending costs a push alone.
-        let routes = Routes::new(vec![Route { subscription: format!("direct{tag}"), entities: vec![] }]);
-        let routed = sync_server::startup::open_store(&db_url, &config, routes).await.context("opening the store")?;
-        outbox::w7_direct(&store, &routed, &tag, bench.runs).await?;
+        // Stopped first: their workers would otherwise still be delivering (and writing to the
+        // same file) while the direct figures are taken.
         for server in servers {
-            server.stop();
+            server.stop_and_wait().await;
         }
+        // Pairs of stores opened alike, one with a subscription nobody delivers: what appending
+        // costs a push alone. On SQLite each has a fresh file: two writers on one file slow each
+        // other down (each commit of one empties the other's page cache).
+        let routes = Routes::new(vec![Route { subscription: format!("direct{tag}"), entities: vec![] }]);
+        let open = async |routed: bool, run: usize| {
+            let url = match &db_url {
+                DbUrl::Sqlite(_) => DbUrl::Sqlite(temp.path().join(format!("w7-{run}-{routed}.db"))),
+                DbUrl::Postgres(_) => db_url.clone(),
+            };
+            let routes = if routed { routes.clone() } else { Routes::default() };
+            anyhow::Ok(sync_server::startup::open_store(&url, &config, routes).await?)
+        };
+        outbox::w7_direct(open, &tag, bench.runs).await?;
     }
     bench.server.stop();
     Ok(())

@@ -86,4 +86,13 @@ impl Server {
             let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
         }
     }
+
+    /// Stops the server and waits until its process has exited (at most 30 s), so that nothing
+    /// of it runs during what follows.
+    pub async fn stop_and_wait(mut self) {
+        self.stop();
+        if let Some(child) = self.child.as_mut() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+        }
+    }
 }

@@ -18,6 +18,13 @@ pub fn median(samples: &[Duration]) -> Duration {
     percentile(samples, 50.0)
 }
 
+/// The median of plain numbers (by nearest rank, as [`percentile`]); zero for none.
+pub fn median_f64(samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len().saturating_sub(1) / 2).copied().unwrap_or(0.0)
+}
+
 /// Objects per second for `objects` in `took`.
 pub fn rate(objects: usize, took: Duration) -> f64 {
     objects as f64 / took.as_secs_f64().max(1e-9)
@@ -52,6 +59,8 @@ mod tests {
         assert_eq!(median(&s), Duration::from_millis(50));
         assert_eq!(percentile(&s, 99.0), Duration::from_millis(99));
         assert_eq!(median(&[]), Duration::ZERO);
+        assert_eq!(median_f64(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median_f64(&[]), 0.0);
         assert_eq!(per_sec(1234567.4), "1,234,567 obj/s");
     }
 }

@@ -6,6 +6,13 @@
 //! the group is answered. Writers are serialized (also across processes sharing the file, by
 //! SQLite's own lock), timestamps are handed out in commit order because only this thread takes
 //! them, and under load the cost of durability is shared instead of paid per push.
+//!
+//! A push's outbox log rows are written after the group's last savepoint, not inside the push's
+//! own: every push appends to the same last pages of the log, and inside a savepoint SQLite first
+//! copies each page it changes to the sub-journal (to roll that savepoint back), so appending in
+//! the savepoints would copy those pages once per push. They are still in the group's transaction
+//! (a push commits with its events or not at all), in the pushes' order, and only for the pushes
+//! whose savepoint was kept.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -103,16 +110,23 @@ impl Writer {
     fn apply_group(&mut self, group: &[GroupedPush]) -> Result<Vec<Result<PushOutcome, StoreError>>, StoreError> {
         let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(classify)?;
         let mut outcomes = Vec::with_capacity(group.len());
+        let mut log = Vec::new();
         for (scope, push, span, _) in group {
             let _request = span.enter();
             let savepoint = tx.savepoint().map_err(classify)?;
-            let outcome = run_ready(push::apply(&mut SqliteTx(&savepoint), scope, push, &*self.clock, &self.routes));
+            let mut steps = SqliteTx { conn: &savepoint, log: Vec::new() };
+            let outcome = run_ready(push::apply(&mut steps, scope, push, &*self.clock, &self.routes));
+            let appended = steps.log;
             match &outcome {
-                Ok(_) => savepoint.commit().map_err(classify)?,
+                Ok(_) => {
+                    savepoint.commit().map_err(classify)?;
+                    log.extend(appended);
+                }
                 Err(e) => tracing::debug!(error = %e, "push rolled back alone"), // as the savepoint drops
             }
             outcomes.push(outcome);
         }
+        append_log(&tx, &log)?;
         tx.commit().map_err(classify)?;
         Ok(outcomes)
     }
@@ -135,14 +149,59 @@ impl Writer {
 type GroupedPush = (Scope, Push, tracing::Span, oneshot::Sender<Result<PushOutcome, StoreError>>);
 
 /// The steps of [`push::apply`] on the writer's connection, inside the push's savepoint. The
-/// group's `BEGIN IMMEDIATE` holds SQLite's write lock: it is the lock of every clock.
-struct SqliteTx<'c>(&'c Connection);
+/// group's `BEGIN IMMEDIATE` holds SQLite's write lock: it is the lock of every clock. The push's
+/// outbox log rows are kept in `log`, for [`append_log`] once the savepoint is kept.
+struct SqliteTx<'c> {
+    conn: &'c Connection,
+    log: Vec<LogAppend>,
+}
+
+/// One outbox log row to append: a push's events for one subscription.
+struct LogAppend {
+    subscription: String,
+    entity: String,
+    partition: String,
+    last_change: i64,
+    request_id: Option<String>,
+    created_ms: i64,
+    events_count: i64,
+    events: Arc<Vec<u8>>,
+}
+
+/// Appends `log`'s rows to the outbox log, in order (their `seq` is the order they commit in).
+fn append_log(conn: &Connection, log: &[LogAppend]) -> Result<(), StoreError> {
+    if log.is_empty() {
+        return Ok(());
+    }
+    let mut append = conn
+        .prepare_cached(
+            "INSERT INTO outbox_log (subscription, entity, partition, last_change, request_id, created_ms,
+                                     events_count, events)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(classify)?;
+    for row in log {
+        append
+            .execute(params![
+                row.subscription,
+                row.entity,
+                row.partition,
+                row.last_change,
+                row.request_id,
+                row.created_ms,
+                row.events_count,
+                row.events.as_slice()
+            ])
+            .map_err(classify)?;
+    }
+    Ok(())
+}
 
 impl PushTx for SqliteTx<'_> {
     type Error = StoreError;
 
     async fn lock_clock(&mut self, scope: &Scope) -> Result<i64, StoreError> {
-        super::reads::clock_of(self.0, scope)
+        super::reads::clock_of(self.conn, scope)
     }
 
     async fn read(
@@ -155,7 +214,7 @@ impl PushTx for SqliteTx<'_> {
         let earlier = match key {
             None => None,
             Some(KeyLookup { key, valid_from_ms }) => self
-                .0
+                .conn
                 .prepare_cached(
                     "SELECT now, fingerprint FROM idempotency
                      WHERE entity = ?1 AND partition = ?2 AND key = ?3 AND created_ms >= ?4",
@@ -169,7 +228,7 @@ impl PushTx for SqliteTx<'_> {
                 .map_err(classify)?,
         };
         let mut stmt = self
-            .0
+            .conn
             .prepare_cached(
                 "SELECT removed, fields, last_change FROM objects WHERE entity = ?1 AND partition = ?2 AND id = ?3",
             )
@@ -193,7 +252,7 @@ impl PushTx for SqliteTx<'_> {
     }
 
     async fn write(&mut self, scope: &Scope, writes: &Writes<'_>) -> Result<(), StoreError> {
-        let (conn, now) = (self.0, writes.now);
+        let (conn, now) = (self.conn, writes.now);
         conn.prepare_cached(
             "INSERT INTO clocks (entity, partition, last) VALUES (?1, ?2, ?3)
              ON CONFLICT (entity, partition) DO UPDATE SET last = excluded.last",
@@ -226,28 +285,17 @@ impl PushTx for SqliteTx<'_> {
             .map_err(classify)?;
         }
         if !writes.subscriptions.is_empty() {
-            let events = log_events(writes.events);
-            let mut append = conn
-                .prepare_cached(
-                    "INSERT INTO outbox_log (subscription, entity, partition, last_change, request_id, created_ms,
-                                             events_count, events)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .map_err(classify)?;
-            for subscription in writes.subscriptions {
-                append
-                    .execute(params![
-                        subscription,
-                        scope.key(),
-                        scope.partition(),
-                        now,
-                        writes.request_id,
-                        writes.wall_ms,
-                        writes.events.len() as i64,
-                        events
-                    ])
-                    .map_err(classify)?;
-            }
+            let events = Arc::new(log_events(writes.events));
+            self.log.extend(writes.subscriptions.iter().map(|subscription| LogAppend {
+                subscription: (*subscription).to_owned(),
+                entity: scope.key().to_owned(),
+                partition: scope.partition().to_owned(),
+                last_change: now,
+                request_id: writes.request_id.map(str::to_owned),
+                created_ms: writes.wall_ms,
+                events_count: writes.events.len() as i64,
+                events: Arc::clone(&events),
+            }));
         }
         Ok(())
     }
