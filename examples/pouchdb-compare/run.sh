@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Compares sync-server (embedded SQLite) with pouchdb-server (LevelDB) on loopback:
+# Compares sync-server (embedded SQLite) with pouchdb-server (LevelDB, or memory) on loopback:
 #   1. seed:       SEED objects pushed in batches of BATCH (50) objects per request
 #   2. delta pull: wrk GETs of an answer holding exactly the last seed push's BATCH objects
 #   3. push:       wrk POSTs of BATCH new objects per request (push.lua)
@@ -21,6 +21,8 @@ SYNC_SERVER=${SYNC_SERVER:-$ROOT/target/release/sync-server}
 POUCHDB_SERVER=$HERE/node_modules/pouchdb-server/bin/pouchdb-server
 OUT=${OUT:-$HERE/out/$(date -u +%Y%m%dT%H%M%SZ)}
 KEEP_DATA=${KEEP_DATA:-0}       # 1: keep each run's database and server log
+POUCH_STORAGE=${POUCH_STORAGE:-leveldb}  # pouchdb-server's storage: leveldb (on disk) or memory
+BASELINE_SERVER=${BASELINE_SERVER:-}  # another sync-server binary (an earlier build), measured in the same runs
 
 die() { echo "run.sh: $*" >&2; exit 1; }
 
@@ -30,6 +32,11 @@ done
 [[ -x $SYNC_SERVER ]] || die "no server binary at $SYNC_SERVER: cargo build --release -p sync-server --bin sync-server"
 [[ -f $POUCHDB_SERVER ]] || die "pouchdb-server is not installed: (cd $HERE && npm ci --ignore-scripts)"
 (( RUNS >= 3 )) || die "RUNS must be at least 3 (medians of fewer runs mean little)"
+case $POUCH_STORAGE in
+  leveldb) POUCH_ARGS=() POUCH_WRITES="LevelDB, writes without sync" ;;
+  memory)  POUCH_ARGS=(--in-memory) POUCH_WRITES="in memory, nothing written to disk" ;;
+  *) die "POUCH_STORAGE must be leveldb or memory, not $POUCH_STORAGE" ;;
+esac
 (( SEED >= 2 * BATCH && SEED % BATCH == 0 )) || die "SEED must be a multiple of BATCH, at least 2 × BATCH"
 
 mkdir -p "$OUT"
@@ -37,6 +44,15 @@ mkdir -p "$OUT"
 cp "$SYNC_SERVER" "$OUT/sync-server"
 SYNC_SERVER=$OUT/sync-server
 SYNC_SERVER_SHA256=$(sha256sum "$SYNC_SERVER" | awk '{ print $1 }')
+SERVERS=(ours pouch)
+BASELINE_SHA256=""
+if [[ -n $BASELINE_SERVER ]]; then
+  [[ -x $BASELINE_SERVER ]] || die "no baseline server binary at $BASELINE_SERVER"
+  cp "$BASELINE_SERVER" "$OUT/sync-server-baseline"
+  BASELINE_SERVER=$OUT/sync-server-baseline
+  BASELINE_SHA256=$(sha256sum "$BASELINE_SERVER" | awk '{ print $1 }')
+  SERVERS=(ours baseline pouch)
+fi
 
 # --- servers ---------------------------------------------------------------------------------
 
@@ -58,16 +74,17 @@ stop_server() {
 cleanup() {
   stop_server
   # The copy of the binary is large; its checksum is in the summary.
-  if [[ $KEEP_DATA != 1 ]]; then rm -f "$OUT/sync-server"; fi
+  if [[ $KEEP_DATA != 1 ]]; then rm -f "$OUT/sync-server" "$OUT/sync-server-baseline"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # Ours binds port 0 and logs the port it got (JSON logs: the "listening on" line has "addr").
+# $2 is the binary.
 start_ours() {
-  local dir=$1 line="" addr=""
+  local dir=$1 binary=$2 line="" addr=""
   env -u SYNC_CONFIG -u SYNC_BIND -u SYNC_DB -u SYNC_STATIC_DIR RUST_LOG=info \
-    "$SYNC_SERVER" --bind 127.0.0.1:0 --db "$dir/sync.db" --log-format json \
+    "$binary" --bind 127.0.0.1:0 --db "$dir/sync.db" --log-format json \
     >"$dir/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 100); do
@@ -78,7 +95,8 @@ start_ours() {
   done
   addr=$(jq -r '.fields.addr' <<<"$line")
   [[ $addr == 127.0.0.1:* ]] || die "sync-server did not log its address: see $dir/server.log"
-  OURS_DURABILITY=$(jq -r .fields.durability <<<"$line")
+  # An earlier build may not report it: the figure is the measured build's.
+  if [[ $binary == "$SYNC_SERVER" ]]; then OURS_DURABILITY=$(jq -r .fields.durability <<<"$line"); fi
   BASE=http://$addr
   curl -fsS "$BASE/healthz" >/dev/null || die "sync-server does not answer /healthz"
 }
@@ -93,7 +111,7 @@ start_pouch() {
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then continue; fi
     # cwd is the run's directory: pouchdb-server writes its log.txt there.
     (cd "$dir" && exec node "$POUCHDB_SERVER" --host 127.0.0.1 --port "$port" \
-       --dir "$dir/db" --config "$dir/config.json" --no-stdout-logs) >"$dir/server.log" 2>&1 &
+       --dir "$dir/db" --config "$dir/config.json" --no-stdout-logs "${POUCH_ARGS[@]}") >"$dir/server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 300); do
       kill -0 "$SERVER_PID" 2>/dev/null || break
@@ -191,12 +209,17 @@ bench() {
 RESULTS=$OUT/runs.tsv
 printf 'run\tserver\tpull_rps\tpull_p50_ms\tpull_p99_ms\tpull_bytes\tpush_rps\tpush_objects_per_s\tpush_p50_ms\tpush_p99_ms\n' >"$RESULTS"
 
+# one_run RUN SERVER: SERVER is ours, baseline (the same protocol, another binary) or pouch.
 one_run() {
-  local run=$1 kind=$2 dir=$OUT/run-$1-$2 prefix
+  local run=$1 server=$2 dir=$OUT/run-$1-$2 prefix kind=ours
   local pull_rps pull_p50 pull_p99 before after extra objects
   mkdir -p "$dir"
   prefix=$(hex 10)
-  if [[ $kind == ours ]]; then start_ours "$dir"; else start_pouch "$dir"; fi
+  case $server in
+    ours) start_ours "$dir" "$SYNC_SERVER" ;;
+    baseline) start_ours "$dir" "$BASELINE_SERVER" ;;
+    pouch) kind=pouch; start_pouch "$dir" ;;
+  esac
   if [[ $kind == pouch ]]; then
     curl -fsS -X PUT "$BASE/bench" | jq -e .ok >/dev/null || die "PUT /bench failed"
   fi
@@ -216,23 +239,23 @@ one_run() {
   after=$(stored_objects "$kind")
   extra=$(( after - before - REQUESTS * BATCH ))
   (( extra >= 0 && extra <= CONNECTIONS * BATCH && extra % BATCH == 0 )) \
-    || die "$kind: $REQUESTS pushes answered, but $(( after - before )) objects were stored"
+    || die "$server: $REQUESTS pushes answered, but $(( after - before )) objects were stored"
   stop_server
 
   objects=$(awk -v r="$RPS" -v b="$BATCH" 'BEGIN { printf "%.0f", r * b }')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$kind" "$pull_rps" "$pull_p50" "$pull_p99" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$server" "$pull_rps" "$pull_p50" "$pull_p99" \
     "$PULL_BYTES" "$RPS" "$objects" "$P50" "$P99" >>"$RESULTS"
-  printf 'run %d %-5s  delta pull %9.1f req/s (p99 %s ms)   push %8.1f req/s = %7d objects/s (p99 %s ms)\n' \
-    "$run" "$kind" "$pull_rps" "$pull_p99" "$RPS" "$objects" "$P99"
+  printf 'run %d %-8s  delta pull %9.1f req/s (p99 %s ms)   push %8.1f req/s = %7d objects/s (p99 %s ms)\n' \
+    "$run" "$server" "$pull_rps" "$pull_p99" "$RPS" "$objects" "$P99"
   [[ $KEEP_DATA == 1 ]] || rm -rf "$dir/sync.db" "$dir/sync.db-wal" "$dir/sync.db-shm" "$dir/db" "$dir/server.log" "$dir/log.txt"
 }
 
 POUCH_VERSION=$(jq -r .version "$HERE/node_modules/pouchdb-server/package.json")
-echo "sync-server (sha256 ${SYNC_SERVER_SHA256:0:16}…) vs pouchdb-server $POUCH_VERSION, node $(node --version)"
+echo "sync-server (sha256 ${SYNC_SERVER_SHA256:0:16}…) vs pouchdb-server $POUCH_VERSION ($POUCH_STORAGE), node $(node --version)"
+if [[ -n $BASELINE_SERVER ]]; then echo "baseline: sync-server (sha256 ${BASELINE_SHA256:0:16}…)"; fi
 echo "$RUNS runs each, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $SEED objects seeded, $BATCH per push; output in $OUT"
 for ((run = 1; run <= RUNS; run++)); do
-  one_run "$run" ours
-  one_run "$run" pouch
+  for server in "${SERVERS[@]}"; do one_run "$run" "$server"; done
 done
 
 # --- summary -----------------------------------------------------------------------------------
@@ -246,7 +269,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 COLUMNS_=(3:pull_rps 4:pull_p50_ms 5:pull_p99_ms 6:pull_answer_bytes 7:push_rps 8:push_objects_per_s 9:push_p50_ms 10:push_p99_ms)
 declare -A M
-for kind in ours pouch; do
+for kind in "${SERVERS[@]}"; do
   json=""
   for c in "${COLUMNS_[@]}"; do
     M[$kind.${c#*:}]=$(median "${c%%:*}" "$kind")
@@ -267,21 +290,36 @@ row "delta pull answer, bytes" "${M[ours.pull_answer_bytes]}" "${M[pouch.pull_an
 row "push, requests/s" "${M[ours.push_rps]}" "${M[pouch.push_rps]}" "$PUSH_RATIO"
 row "push, objects/s" "${M[ours.push_objects_per_s]}" "${M[pouch.push_objects_per_s]}" "$PUSH_RATIO"
 row "push p50 / p99, ms" "${M[ours.push_p50_ms]} / ${M[ours.push_p99_ms]}" "${M[pouch.push_p50_ms]} / ${M[pouch.push_p99_ms]}" ""
-echo "sync-server store: SQLite, $OURS_DURABILITY; pouchdb-server: LevelDB, writes without sync"
+echo "sync-server store: SQLite, $OURS_DURABILITY; pouchdb-server: $POUCH_WRITES"
+BASELINE_JSON=null
+if [[ -n $BASELINE_SERVER ]]; then
+  BASE_PULL_RATIO=$(ratio "${M[ours.pull_rps]}" "${M[baseline.pull_rps]}")
+  BASE_PUSH_RATIO=$(ratio "${M[ours.push_rps]}" "${M[baseline.push_rps]}")
+  echo
+  row "" "sync-server" "baseline" "ours/base"
+  row "delta pull, requests/s" "${M[ours.pull_rps]}" "${M[baseline.pull_rps]}" "$BASE_PULL_RATIO"
+  row "delta pull p50 / p99, ms" "${M[ours.pull_p50_ms]} / ${M[ours.pull_p99_ms]}" "${M[baseline.pull_p50_ms]} / ${M[baseline.pull_p99_ms]}" ""
+  row "push, objects/s" "${M[ours.push_objects_per_s]}" "${M[baseline.push_objects_per_s]}" "$BASE_PUSH_RATIO"
+  row "push p50 / p99, ms" "${M[ours.push_p50_ms]} / ${M[ours.push_p99_ms]}" "${M[baseline.push_p50_ms]} / ${M[baseline.push_p99_ms]}" ""
+  BASELINE_JSON=$(jq -nc --arg sha256 "$BASELINE_SHA256" --argjson medians "${M[baseline.json]}" \
+    --argjson pull "$BASE_PULL_RATIO" --argjson push "$BASE_PUSH_RATIO" \
+    '{sha256: $sha256, medians: $medians, ratios_ours_over_baseline: {delta_pull_rps: $pull, push_rps: $push}}')
+fi
 
 WRK_VERSION=$(wrk --version 2>&1 | awk 'NR == 1 { print $2 }' || true)
 REVISION=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 jq -nc \
-  --arg revision "$REVISION" --arg sha256 "$SYNC_SERVER_SHA256" --arg durability "$OURS_DURABILITY" --arg pouchdb_server "$POUCH_VERSION" \
+  --arg revision "$REVISION" --arg sha256 "$SYNC_SERVER_SHA256" --arg durability "$OURS_DURABILITY" --arg pouchdb_server "$POUCH_VERSION" --arg pouchdb_storage "$POUCH_STORAGE" \
   --arg node "$(node --version)" --arg wrk "$WRK_VERSION" --arg duration "$DURATION" \
   --argjson runs "$RUNS" --argjson threads "$THREADS" --argjson connections "$CONNECTIONS" \
   --argjson seed "$SEED" --argjson batch "$BATCH" \
   --argjson ours "${M[ours.json]}" --argjson pouch "${M[pouch.json]}" \
-  --argjson pull_ratio "$PULL_RATIO" --argjson push_ratio "$PUSH_RATIO" \
-  '{versions: {sync_server_revision: $revision, sync_server_sha256: $sha256, sync_server_durability: $durability, pouchdb_server: $pouchdb_server,
+  --argjson pull_ratio "$PULL_RATIO" --argjson push_ratio "$PUSH_RATIO" --argjson baseline "$BASELINE_JSON" \
+  '{versions: {sync_server_revision: $revision, sync_server_sha256: $sha256, sync_server_durability: $durability, pouchdb_server: $pouchdb_server, pouchdb_storage: $pouchdb_storage,
                node: $node, wrk: $wrk},
     setup: {runs: $runs, threads: $threads, connections: $connections, duration: $duration, seed: $seed, batch: $batch},
     medians: {sync_server: $ours, pouchdb_server: $pouch},
-    ratios_ours_over_pouch: {delta_pull_rps: $pull_ratio, push_rps: $push_ratio}}' >"$OUT/summary.json"
+    ratios_ours_over_pouch: {delta_pull_rps: $pull_ratio, push_rps: $push_ratio},
+    baseline_sync_server: $baseline}' >"$OUT/summary.json"
 echo "SUMMARY $(cat "$OUT/summary.json")"
 echo "written: $OUT/summary.json, per run: $RESULTS"
