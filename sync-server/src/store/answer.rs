@@ -59,6 +59,14 @@ impl ChunkedAnswer {
         Bytes::from(std::mem::take(&mut self.writer).finish(now, None))
     }
 
+    /// Closes an answer of which no chunk was sent yet, sending the whole of it as its only
+    /// chunk. Never waits (the queue is empty), so it may run on the request's own thread.
+    pub(crate) fn finish_alone(&mut self, now: Cursor) {
+        let whole = self.finish(now);
+        // Empty, the queue has room; closed, the request is gone and nobody reads it.
+        let _ = self.sink.try_send(Ok(whole));
+    }
+
     /// Sends a chunk (or the error that ends the answer). False when the client is gone or has
     /// taken nothing for [`STALL`]: the producer should stop.
     pub(crate) async fn send(&self, chunk: Result<Bytes, StoreError>) -> bool {

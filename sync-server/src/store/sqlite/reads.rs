@@ -90,20 +90,68 @@ pub(super) fn stream(
     answer: &mut ChunkedAnswer,
 ) -> Result<(), StoreError> {
     let tx = Snapshot::begin(conn)?;
-    let (now, horizon) = clock_and_horizon(&tx, scope)?;
-    let since = if resets(query.since, horizon) {
-        if query.resets {
-            answer.mark_reset();
-        }
-        Cursor::ZERO
-    } else {
-        query.since
-    };
+    let (now, since) = opening(&tx, scope, query, answer)?;
     if let Some(ready) = ready.take()
         && ready.send(Ok(())).is_err()
     {
         return Ok(()); // the request is gone
     }
+    let read_all =
+        each_change(&tx, scope, since, |id, last_change, fields| match answer.row(id, last_change, fields) {
+            Some(chunk) => answer.blocking_send(Ok(chunk)),
+            None => true,
+        })?;
+    if read_all {
+        let last = answer.finish(now);
+        answer.blocking_send(Ok(last));
+    } // else the client went away, or stopped reading
+    Ok(())
+}
+
+/// Writes the whole answer into `answer` as its only chunk, from one snapshot of `conn`, when
+/// it fits in one; false, with nothing sent, as soon as it does not. It never waits on the
+/// answer's reader, so it may run on the request's own thread.
+pub(super) fn one_chunk(
+    conn: &Connection,
+    scope: &Scope,
+    query: PullQuery,
+    answer: &mut ChunkedAnswer,
+) -> Result<bool, StoreError> {
+    let tx = Snapshot::begin(conn)?;
+    let (now, since) = opening(&tx, scope, query, answer)?;
+    let fits = each_change(&tx, scope, since, |id, last_change, fields| answer.row(id, last_change, fields).is_none())?;
+    if fits {
+        answer.finish_alone(now);
+    }
+    Ok(fits)
+}
+
+/// The scope's clock, and the cursor the answer starts from: `query.since`, or 0 when it is older
+/// than the purge horizon (the answer is then marked as a reset, if the client asked for that).
+fn opening(
+    tx: &Connection,
+    scope: &Scope,
+    query: PullQuery,
+    answer: &mut ChunkedAnswer,
+) -> Result<(Cursor, Cursor), StoreError> {
+    let (now, horizon) = clock_and_horizon(tx, scope)?;
+    if !resets(query.since, horizon) {
+        return Ok((now, query.since));
+    }
+    if query.resets {
+        answer.mark_reset();
+    }
+    Ok((now, Cursor::ZERO))
+}
+
+/// Calls `row` with every object changed after `since`, in `_lastChange` order, until it returns
+/// false. True when every one was read.
+fn each_change(
+    tx: &Connection,
+    scope: &Scope,
+    since: Cursor,
+    mut row: impl FnMut(&str, Cursor, Option<&str>) -> bool,
+) -> Result<bool, StoreError> {
     let mut stmt = tx
         .prepare_cached(
             "SELECT id, last_change, removed, fields FROM objects
@@ -111,20 +159,16 @@ pub(super) fn stream(
         )
         .map_err(classify)?;
     let mut rows = stmt.query(params![scope.key(), scope.partition(), since.millis()]).map_err(classify)?;
-    while let Some(row) = rows.next().map_err(classify)? {
-        let id = row.get_ref(0).map_err(classify)?.as_str().map_err(unreadable)?;
-        let last_change = Cursor::from_millis(row.get(1).map_err(classify)?);
-        let removed: bool = row.get(2).map_err(classify)?;
-        let fields = if removed { None } else { Some(row.get_ref(3).map_err(classify)?.as_str().map_err(unreadable)?) };
-        if let Some(chunk) = answer.row(id, last_change, fields)
-            && !answer.blocking_send(Ok(chunk))
-        {
-            return Ok(()); // the client went away, or stopped reading
+    while let Some(r) = rows.next().map_err(classify)? {
+        let id = r.get_ref(0).map_err(classify)?.as_str().map_err(unreadable)?;
+        let last_change = Cursor::from_millis(r.get(1).map_err(classify)?);
+        let removed: bool = r.get(2).map_err(classify)?;
+        let fields = if removed { None } else { Some(r.get_ref(3).map_err(classify)?.as_str().map_err(unreadable)?) };
+        if !row(id, last_change, fields) {
+            return Ok(false);
         }
     }
-    let last = answer.finish(now);
-    answer.blocking_send(Ok(last));
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]
