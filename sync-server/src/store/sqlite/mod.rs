@@ -270,7 +270,7 @@ mod tests {
         assert!(err.to_string().contains("writer thread has stopped"), "{err}");
     }
 
-    /// Reads a streamed answer to its end, as text.
+    /// Reads a streamed answer to its end: how many chunks it came in, and its JSON.
     async fn read_all(mut answer: AnswerStream) -> (usize, serde_json::Value) {
         let (mut chunks, mut text) = (0, Vec::new());
         while let Some(chunk) = answer.recv().await {
