@@ -154,10 +154,12 @@ impl Store for SqliteStore {
         // Most pulls are deltas of a few rows. When a reader is free at once, such an answer is
         // read here, on the request's thread: handing it to a blocking thread and back cost a
         // 50-object delta pull about a fifth of its time in thread switches. An answer that
-        // does not fit one chunk is abandoned at that chunk (a bounded read) and streamed.
-        if let Some(conn) = self.inner.stream_readers.try_get() {
+        // does not fit one chunk is abandoned at that chunk (a bounded read) and streamed, on
+        // the same connection.
+        let held = self.inner.stream_readers.try_get();
+        if let Some(conn) = &held {
             let (mut answer, stream) = answer::channel();
-            if reads::one_chunk(&conn, scope, query, &mut answer)? {
+            if reads::one_chunk(conn, scope, query, &mut answer)? {
                 return Ok(stream);
             }
         }
@@ -167,10 +169,8 @@ impl Store for SqliteStore {
         let scope = scope.clone();
         tokio::task::spawn_blocking(move || {
             let mut ready = Some(ready);
-            let streamed = inner
-                .stream_readers
-                .get()
-                .map_err(no_reader)
+            let streamed = held
+                .map_or_else(|| inner.stream_readers.get().map_err(no_reader), Ok)
                 .and_then(|conn| reads::stream(&conn, &scope, query, &mut ready, &mut answer));
             if let Err(e) = streamed {
                 // Before the snapshot was taken the caller can still answer with an error status;
