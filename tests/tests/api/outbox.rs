@@ -200,13 +200,23 @@ async fn every_applied_change_is_delivered_signed_once_and_in_order(backend: Bac
     assert_eq!(replayed["now"], keyed["now"], "a replay");
     let (status, _) = api.post("/taskChanges", r#"[{"id":"c"},{"id":5}]"#).await;
     assert_eq!(status, 400, "an invalid push applies nothing and appends nothing");
+    // Refused inside the store's transaction (a stale base, with a new object beside it).
+    let (status, refused) = api
+        .post_with(
+            "/taskChanges",
+            r#"[{"id":"x","title":"new"},{"id":"a","title":"stale","_lastChange":1}]"#,
+            &[("Sync-Preconditions", "on")],
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
     let removed =
         api.push("/taskChanges", json!([{"id": "b", "_removed": true}, {"id": "never", "_removed": true}])).await;
     api.push("/noteChanges", json!([{"id": "a", "text": "another entity"}])).await;
 
     let delivered = receiver.wait_for(20, "five events", |d| d.len() >= 5).await;
     // Once nothing waits (the log's backlog included), every event appended was delivered: one
-    // per changed object, none for the replay or the invalid push, each delivered once.
+    // per changed object, none for the replay, the invalid push or the refused one, each delivered
+    // once.
     let deadline = Instant::now() + Duration::from_secs(20);
     while server.store.subscriptions(&["erp".into()]).await.unwrap()[0].pending > 0 {
         assert!(Instant::now() < deadline, "events still wait");
@@ -216,6 +226,7 @@ async fn every_applied_change_is_delivered_signed_once_and_in_order(backend: Bac
     assert_eq!(api.metric(series).await, Some(5.0), "one event per changed object, none for the replay");
     let delivered_now = receiver.delivered();
     assert_eq!(delivered_now.len(), 5, "each delivered once: {delivered_now:#?}");
+    assert!(delivered_now.iter().all(|e| e["object_id"] != "x"), "the refused push appended events");
     assert_eq!(receiver.state.bad_signatures.load(Ordering::SeqCst), 0);
     assert_in_order_per_object(&delivered);
     let by_key: BTreeMap<(String, String, i64), &Value> = delivered
