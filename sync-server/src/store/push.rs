@@ -4,8 +4,11 @@
 //! PostgreSQL: a transaction of its own), [`apply`] takes these steps in this order:
 //! 1. lock the scope's clock, so that pushes to one scope run one after another and each reads
 //!    everything its predecessor committed;
-//! 2. read the push remembered under the idempotency key, if any, and the stored state of every id
-//!    of the push; a remembered push is replayed (see [`super::idempotency`]) and nothing is written;
+//! 2. read, once the lock is granted, the push remembered under the idempotency key, if any, and
+//!    the stored state of every id of the push; a remembered push is replayed (see
+//!    [`super::idempotency`]) and nothing is written. Both steps are one call of the store, so that
+//!    a store with a network between it and its database can send the reads with the lock request
+//!    (one round trip, not two) as long as they run after it;
 //! 3. take the timestamp [`next_timestamp`] from the clock and the wall clock;
 //! 4. apply each change in order by the push rules of [`ObjectState::after`];
 //! 5. write the clock, the changed objects, the idempotency key, and, for each subscription that
@@ -114,18 +117,17 @@ pub(crate) trait PushTx {
     type Error: From<StoreError>;
 
     /// Locks the scope's clock until the end of the transaction (creating it at 0 when the scope
-    /// is new) and returns its last timestamp.
-    async fn lock_clock(&mut self, scope: &Scope) -> Result<i64, Self::Error>;
-
-    /// The push remembered under the key (if still valid), and what is stored for `ids` (with
-    /// each one's `_lastChange` when `versions`).
-    async fn read(
+    /// is new), then reads the push remembered under the key (if still valid) and what is stored
+    /// for `ids` (with each one's `_lastChange` when `versions`). Returns the clock's last
+    /// timestamp and what was found. The reads must see everything committed before the lock was
+    /// granted: they may be sent before it is, but must run after.
+    async fn lock_and_read(
         &mut self,
         scope: &Scope,
         key: Option<KeyLookup<'_>>,
         ids: &[&str],
         versions: bool,
-    ) -> Result<Found, Self::Error>;
+    ) -> Result<(i64, Found), Self::Error>;
 
     /// Writes the clock, every row, the key, and the events.
     async fn write(&mut self, scope: &Scope, writes: &Writes<'_>) -> Result<(), Self::Error>;
@@ -139,14 +141,16 @@ pub(crate) async fn apply<T: PushTx>(
     clock: &dyn Clock,
     routes: &Routes,
 ) -> Result<PushOutcome, T::Error> {
-    let last = tx.lock_clock(scope).await?;
+    let key = push.idempotency.as_ref();
+    let ids = unique_ids(&push.changes);
+    // The key's horizon is taken before the lock is granted, since the lookup may be sent with
+    // the lock request: it can only be earlier, so a key at the very end of its time is replayed
+    // rather than applied again.
+    let lookup = key.map(|key| KeyLookup { key, valid_from_ms: key.valid_from_ms(clock.now_ms()) });
+    let (last, found) = tx.lock_and_read(scope, lookup, &ids, push.preconditions).await?;
     // Read after the lock was granted, however long that took, so that timestamps stay close to
     // the time of commit.
     let wall_ms = clock.now_ms();
-    let key = push.idempotency.as_ref();
-    let ids = unique_ids(&push.changes);
-    let lookup = key.map(|key| KeyLookup { key, valid_from_ms: key.valid_from_ms(wall_ms) });
-    let found = tx.read(scope, lookup, &ids, push.preconditions).await?;
     if let (Some(key), Some(earlier)) = (key, &found.earlier) {
         return Ok(key.replay(earlier)?);
     }

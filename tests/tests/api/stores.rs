@@ -330,6 +330,35 @@ async fn concurrent_pushes_to_one_entity_get_unique_increasing_timestamps(backen
     }
 }
 
+/// Each push merges onto what the one before it committed: writers that each change only their
+/// own field of one object, at once through two instances, leave every writer's last value. A
+/// push whose read ran before it held the clock would merge onto an older object and put back
+/// another writer's earlier value.
+async fn concurrent_partial_updates_of_one_object_all_merge(backend: Backend) {
+    const TASKS: usize = 8;
+    const PUSHES: usize = 25;
+    let db = TestDb::create(backend).await;
+    let stores = [db.open_store().await, db.open_store().await];
+    let task = backend.scope("Task");
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let (store, task) = (Arc::clone(&stores[t % 2]), task.clone());
+        handles.push(tokio::spawn(async move {
+            for i in 1..=PUSHES {
+                push(&store, &task, &format!(r#"[{{"id":"shared","f{t}":{i}}}]"#)).await;
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    let page = pull(&stores[0], &task, 0, None).await;
+    let fields = page.objects[0].fields.as_ref().unwrap();
+    for t in 0..TASKS {
+        assert_eq!(fields.get(&format!("f{t}")).as_deref(), Some(&*PUSHES.to_string()), "{}", fields.as_json());
+    }
+}
+
 async fn instances_starting_together_migrate_once(backend: Backend) {
     let db = TestDb::create(backend).await;
     let opening: Vec<_> = (0..4)
@@ -364,7 +393,11 @@ backend_tests!(
     ids_are_opaque_strings,
 );
 backend_tests!(per_database: partitions_share_nothing_not_even_ids_clocks_or_keys);
-backend_tests!(multi_thread: concurrent_pushes_to_one_entity_get_unique_increasing_timestamps, instances_starting_together_migrate_once);
+backend_tests!(
+    multi_thread: concurrent_pushes_to_one_entity_get_unique_increasing_timestamps,
+    concurrent_partial_updates_of_one_object_all_merge,
+    instances_starting_together_migrate_once
+);
 
 #[tokio::test]
 async fn an_unreachable_postgres_fails_start_up_with_a_clear_error() {

@@ -13,7 +13,7 @@ use sync_server::store::{Push, Scope, Store};
 
 use crate::data::push_body;
 use crate::server::Server;
-use crate::stats::{median, ms, per_sec, percentile, rate};
+use crate::stats::{median, median_f64, ms, per_sec, percentile, rate};
 
 /// Counts objects (one `"_lastChange":` each) in a pull answer read chunk by chunk, and keeps the
 /// answer's tail to read `now` from, without holding the answer.
@@ -259,15 +259,18 @@ impl Bench {
     /// partition of its own, against 32 writers of one partition, through `server` (which runs
     /// with authentication, tokens signed with `secret`) and directly. One partition has one
     /// clock row, which orders its pushes; partitions of their own do not wait for each other.
+    /// Each run measures both, in turns (which goes first alternates), so that each run's ratio
+    /// compares two figures taken moments apart.
     pub async fn w6(&self, server: &Server, secret: &str) -> anyhow::Result<()> {
         const CLIENTS: usize = 32;
         const BATCHES: usize = 20;
         const SIZE: usize = 50;
         let total = CLIENTS * BATCHES * SIZE;
-        let mut rates = Vec::new();
-        for own in [true, false] {
-            let (mut walls, mut walls_direct) = (Vec::new(), Vec::new());
-            for run in 0..self.runs {
+        // walls[own as usize][direct as usize]: one duration per run.
+        let mut walls: [[Vec<Duration>; 2]; 2] = Default::default();
+        for run in 0..self.runs {
+            let order = if run % 2 == 0 { [true, false] } else { [false, true] };
+            for own in order {
                 for direct in [false, true] {
                     let name = format!("{}6{}r{run}", if direct { "D" } else { "W" }, if own { "o" } else { "s" });
                     let (entity, path) = self.entity(&name);
@@ -293,18 +296,23 @@ impl Bench {
                     for task in tasks {
                         task.await??;
                     }
-                    if direct { walls_direct.push(started.elapsed()) } else { walls.push(started.elapsed()) }
+                    walls[usize::from(own)][usize::from(direct)].push(started.elapsed());
                 }
             }
-            let label = if own { "W6 32 writers, own partitions" } else { "W6 32 writers, one partition" };
-            row(label, total, &walls, &walls_direct);
-            rates.push((rate(total, median(&walls)), rate(total, median(&walls_direct))));
         }
-        let ((own, own_direct), (one, one_direct)) = (rates[0], rates[1]);
+        let [one, own] = &walls;
+        row("W6 32 writers, own partitions", total, &own[0], &own[1]);
+        row("W6 32 writers, one partition", total, &one[0], &one[1]);
+        // A rate ratio is the inverse ratio of the durations.
+        let ratio = |own: &[Duration], one: &[Duration]| {
+            let medians = median(one).as_secs_f64() / median(own).as_secs_f64().max(1e-9);
+            let paired: Vec<f64> =
+                own.iter().zip(one).map(|(own, one)| one.as_secs_f64() / own.as_secs_f64().max(1e-9)).collect();
+            (medians, median_f64(&paired))
+        };
+        let ((http, http_paired), (direct, direct_paired)) = (ratio(&own[0], &one[0]), ratio(&own[1], &one[1]));
         println!(
-            "W6 own partitions / one partition      http {:.2}    direct {:.2}",
-            own / one,
-            own_direct / one_direct
+            "W6 own partitions / one partition      http {http:.2} (median of runs' ratios {http_paired:.2})    direct {direct:.2} (median of runs' ratios {direct_paired:.2})"
         );
         Ok(())
     }

@@ -295,19 +295,15 @@ struct MemTx {
 impl PushTx for MemTx {
     type Error = StoreError;
 
-    async fn lock_clock(&mut self, _: &Scope) -> Result<i64, StoreError> {
-        Ok(self.clock)
-    }
-
-    async fn read(
+    async fn lock_and_read(
         &mut self,
         _: &Scope,
         _: Option<KeyLookup<'_>>,
         ids: &[&str],
         versions: bool,
-    ) -> Result<Found, StoreError> {
+    ) -> Result<(i64, Found), StoreError> {
         let held = || ids.iter().filter_map(|id| self.objects.get(*id).map(|o| (*id, o)));
-        Ok(Found {
+        let found = Found {
             earlier: None,
             stored: held().map(|(id, (state, _))| (id.to_owned(), state.clone())).collect(),
             versions: if versions {
@@ -315,7 +311,8 @@ impl PushTx for MemTx {
             } else {
                 HashMap::new()
             },
-        })
+        };
+        Ok((self.clock, found))
     }
 
     async fn write(&mut self, _: &Scope, writes: &Writes<'_>) -> Result<(), StoreError> {

@@ -200,17 +200,15 @@ fn append_log(conn: &Connection, log: &[LogAppend]) -> Result<(), StoreError> {
 impl PushTx for SqliteTx<'_> {
     type Error = StoreError;
 
-    async fn lock_clock(&mut self, scope: &Scope) -> Result<i64, StoreError> {
-        super::reads::clock_of(self.conn, scope)
-    }
-
-    async fn read(
+    /// The group's transaction already holds the lock: the reads follow at once.
+    async fn lock_and_read(
         &mut self,
         scope: &Scope,
         key: Option<KeyLookup<'_>>,
         ids: &[&str],
         versions: bool,
-    ) -> Result<Found, StoreError> {
+    ) -> Result<(i64, Found), StoreError> {
+        let last = super::reads::clock_of(self.conn, scope)?;
         let earlier = match key {
             None => None,
             Some(KeyLookup { key, valid_from_ms }) => self
@@ -248,7 +246,7 @@ impl PushTx for SqliteTx<'_> {
                 stored.insert((*id).to_owned(), state);
             }
         }
-        Ok(Found { earlier, stored, versions: found_versions })
+        Ok((last, Found { earlier, stored, versions: found_versions }))
     }
 
     async fn write(&mut self, scope: &Scope, writes: &Writes<'_>) -> Result<(), StoreError> {
