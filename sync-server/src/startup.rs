@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::origin::{self, OriginPolicy};
 use crate::routes;
 use crate::state::AppState;
-use crate::store::{PostgresStore, Routes, SqliteStore, Store, StoreError};
+use crate::store::{PostgresOptions, PostgresStore, Routes, SqliteOptions, SqliteStore, Store, StoreError};
 use crate::tasks::Tasks;
 use crate::validation::PushValidator;
 use crate::{janitor, outbox, telemetry};
@@ -233,9 +233,11 @@ fn limit_send_stall(tcp: &actix_web::rt::net::TcpStream, timeout: Duration) {
 /// Opens the store a configuration names, applying migrations; its pushes append outbox events
 /// along `routes`.
 pub async fn open_store(db: &DbUrl, config: &Config, routes: Routes) -> Result<Arc<dyn Store>, StoreError> {
+    // A streamed answer stops waiting for its client when the server would drop the connection.
+    let answer_stall = Duration::from_secs(config.send_timeout_secs);
     match db {
         DbUrl::Sqlite(path) => {
-            let (path, options) = (path.clone(), config.sqlite);
+            let (path, options) = (path.clone(), SqliteOptions { answer_stall, ..config.sqlite });
             let store =
                 tokio::task::spawn_blocking(move || SqliteStore::open_with(path, options, clock::system(), routes))
                     .await
@@ -243,7 +245,8 @@ pub async fn open_store(db: &DbUrl, config: &Config, routes: Routes) -> Result<A
             Ok(Arc::new(store))
         }
         DbUrl::Postgres(url) => {
-            Ok(Arc::new(PostgresStore::connect_with(url, config.postgres, clock::system(), routes).await?))
+            let options = PostgresOptions { answer_stall, ..config.postgres };
+            Ok(Arc::new(PostgresStore::connect_with(url, options, clock::system(), routes).await?))
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Streamed full answers, shared by both stores: a store reads the rows of an unpaged pull from
 //! one snapshot and writes them through a [`ChunkedAnswer`], which cuts the JSON text into chunks
 //! of about [`CHUNK_BYTES`] for the HTTP layer. Memory stays bounded whatever the answer's size,
-//! and a client that stops reading is dropped after [`STALL`], so that it cannot hold a database
-//! connection and its snapshot forever.
+//! and a client that stops reading is dropped after the store's stall time (the server's
+//! `send_timeout_secs`), so that it cannot hold a database connection and its snapshot forever.
 
 use std::time::Duration;
 
@@ -20,8 +20,9 @@ pub type AnswerStream = mpsc::Receiver<Result<Bytes, StoreError>>;
 pub const CHUNK_BYTES: usize = 64 * 1024;
 /// ... with at most this many chunks waiting for a slow client ...
 const DEPTH: usize = 4;
-/// ... and a client that takes no chunk for this long is dropped.
-pub const STALL: Duration = Duration::from_secs(60);
+/// ... and a client that takes no chunk for this long (unless the store is told otherwise) is
+/// dropped.
+pub const DEFAULT_STALL: Duration = Duration::from_secs(60);
 /// The first chunk's buffer starts this large (most answers are one small chunk); the next ones
 /// start as large as the last one grew.
 const FIRST_CHUNK_BYTES: usize = 8 * 1024;
@@ -30,12 +31,14 @@ const FIRST_CHUNK_BYTES: usize = 8 * 1024;
 pub(crate) struct ChunkedAnswer {
     writer: PullWriter,
     sink: mpsc::Sender<Result<Bytes, StoreError>>,
+    stall: Duration,
 }
 
-/// A new streamed answer and the stream the HTTP layer reads it from.
-pub(crate) fn channel() -> (ChunkedAnswer, AnswerStream) {
+/// A new streamed answer and the stream the HTTP layer reads it from; the answer stops when its
+/// reader takes nothing for `stall`.
+pub(crate) fn channel(stall: Duration) -> (ChunkedAnswer, AnswerStream) {
     let (sink, stream) = mpsc::channel(DEPTH);
-    (ChunkedAnswer { writer: PullWriter::with_capacity(FIRST_CHUNK_BYTES), sink }, stream)
+    (ChunkedAnswer { writer: PullWriter::with_capacity(FIRST_CHUNK_BYTES), sink, stall }, stream)
 }
 
 impl ChunkedAnswer {
@@ -68,9 +71,9 @@ impl ChunkedAnswer {
     }
 
     /// Sends a chunk (or the error that ends the answer). False when the client is gone or has
-    /// taken nothing for [`STALL`]: the producer should stop.
+    /// taken nothing for the answer's stall time: the producer should stop.
     pub(crate) async fn send(&self, chunk: Result<Bytes, StoreError>) -> bool {
-        matches!(tokio::time::timeout(STALL, self.sink.send(chunk)).await, Ok(Ok(())))
+        matches!(tokio::time::timeout(self.stall, self.sink.send(chunk)).await, Ok(Ok(())))
     }
 
     /// As [`ChunkedAnswer::send`], from a blocking thread of the runtime (`spawn_blocking`).
@@ -90,7 +93,7 @@ mod tests {
 
     #[tokio::test]
     async fn chunks_concatenate_to_the_whole_answer() {
-        let (mut answer, mut stream) = channel();
+        let (mut answer, mut stream) = channel(DEFAULT_STALL);
         let reader = tokio::spawn(async move {
             let mut text = Vec::new();
             while let Some(chunk) = stream.recv().await {

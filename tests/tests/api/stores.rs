@@ -9,7 +9,9 @@ use crate::helpers::{Backend, TestDb, backend_tests};
 use crate::store_clock::ManualClock;
 use sync_proto::{Change, Cursor, EntityName, IdempotencyKey, Limits, PullQuery, parse_push};
 use sync_server::store::idempotency::DEFAULT_TTL;
-use sync_server::store::{Idempotency, PostgresOptions, PostgresStore, PullPage, Push, Scope, Store, StoreError};
+use sync_server::store::{
+    Idempotency, PostgresOptions, PostgresStore, PullPage, Push, Routes, Scope, Store, StoreError,
+};
 
 /// An idempotency key for a push whose body is `body`, kept for the default time.
 fn key_for(key: &IdempotencyKey, body: &str) -> Option<Idempotency> {
@@ -272,6 +274,41 @@ async fn a_streamed_pull_is_the_same_answer_in_chunks(backend: Backend) {
     assert!(chunks.recv().await.is_none());
 }
 
+/// A streamed answer waits for a client that reads nothing for as long as the server's
+/// `send_timeout_secs`, and no longer: two stores opened as the server opens them, with 1 s and
+/// with 5 s, each answering about 600 KB (more chunks than wait for a reader) to a reader that
+/// starts after 2 s. The first has given up, its answer cut short; the second answers in full.
+async fn a_streamed_answer_waits_for_its_reader_as_long_as_the_send_timeout(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let task = backend.scope("Task");
+    let text = "x".repeat(1000);
+    let seeded = db.open_store().await;
+    for batch in 0..6 {
+        let body: Vec<_> = (0..100).map(|i| serde_json::json!({"id": format!("{batch}-{i}"), "text": text})).collect();
+        push(&seeded, &task, &serde_json::Value::Array(body).to_string()).await;
+    }
+    let url = sync_server::config::DbUrl::parse(&db.url).unwrap();
+    for (send_timeout_secs, whole) in [(1, false), (5, true)] {
+        let config = sync_server::Config { send_timeout_secs, ..sync_server::Config::default() };
+        let store = sync_server::startup::open_store(&url, &config, Routes::default()).await.unwrap();
+        let mut chunks = store.pull_stream(&task, PullQuery::default()).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let mut answer = Vec::new();
+        while let Some(chunk) = chunks.recv().await {
+            answer.extend_from_slice(&chunk.unwrap());
+        }
+        match serde_json::from_slice::<serde_json::Value>(&answer) {
+            Ok(json) => {
+                assert!(whole, "send_timeout_secs = {send_timeout_secs}: the answer should have been cut short");
+                assert_eq!(json["updates"].as_array().unwrap().len(), 600);
+            }
+            Err(e) => {
+                assert!(!whole, "send_timeout_secs = {send_timeout_secs}: cut short after {} bytes: {e}", answer.len())
+            }
+        }
+    }
+}
+
 async fn ids_are_opaque_strings(backend: Backend) {
     let db = TestDb::create(backend).await;
     let store = db.open_store().await;
@@ -390,6 +427,7 @@ backend_tests!(
     an_expired_idempotency_key_is_never_replayed_and_is_purged,
     pages_never_split_one_push_and_cover_everything,
     a_streamed_pull_is_the_same_answer_in_chunks,
+    a_streamed_answer_waits_for_its_reader_as_long_as_the_send_timeout,
     ids_are_opaque_strings,
 );
 backend_tests!(per_database: partitions_share_nothing_not_even_ids_clocks_or_keys);

@@ -60,11 +60,22 @@ pub struct PostgresOptions {
     /// idle (so that a stalled instance cannot hold a clock for long); 0 leaves the database's
     /// own settings. Sent as startup options of each connection.
     pub statement_timeout_ms: u64,
+    /// How long a streamed answer waits for a client that takes nothing before it stops and
+    /// gives its connection back. Not part of the section: the server sets it to
+    /// `send_timeout_secs`.
+    #[serde(skip)]
+    pub answer_stall: Duration,
 }
 
 impl Default for PostgresOptions {
     fn default() -> Self {
-        Self { pool_size: 10, connect_timeout_ms: 5_000, wait_timeout_ms: 5_000, statement_timeout_ms: 30_000 }
+        Self {
+            pool_size: 10,
+            connect_timeout_ms: 5_000,
+            wait_timeout_ms: 5_000,
+            statement_timeout_ms: 30_000,
+            answer_stall: answer::DEFAULT_STALL,
+        }
     }
 }
 
@@ -156,7 +167,7 @@ impl Store for PostgresStore {
         })
         .await
         .map_err(Failure::into_store_error)?;
-        let (mut answer, stream) = answer::channel();
+        let (mut answer, stream) = answer::channel(self.inner.options.answer_stall);
         tokio::spawn(async move {
             let _slot = slot;
             match reads::write_answer(open, &mut answer).await {

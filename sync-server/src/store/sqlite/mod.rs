@@ -46,11 +46,16 @@ pub struct SqliteOptions {
     /// How long a statement waits for a lock held by another process, and a pull for a free
     /// connection, before the request fails with `503`.
     pub busy_timeout_ms: u64,
+    /// How long a streamed answer waits for a client that takes nothing before it stops and
+    /// gives its connection back. Not part of the section: the server sets it to
+    /// `send_timeout_secs`.
+    #[serde(skip)]
+    pub answer_stall: Duration,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        Self { readers: 4, stream_readers: 16, busy_timeout_ms: 5_000 }
+        Self { readers: 4, stream_readers: 16, busy_timeout_ms: 5_000, answer_stall: answer::DEFAULT_STALL }
     }
 }
 
@@ -67,6 +72,8 @@ struct Inner {
     readers: r2d2::Pool<SqliteConnectionManager>,
     /// Connections of full pulls only (see [`SqliteOptions::stream_readers`]).
     stream_readers: r2d2::Pool<SqliteConnectionManager>,
+    /// See [`SqliteOptions::answer_stall`].
+    answer_stall: Duration,
 }
 
 impl SqliteStore {
@@ -103,7 +110,8 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn(move || writer.run(queue))
             .map_err(|e| StoreError::internal("cannot start the SQLite writer thread", e))?;
-        Ok(Self { inner: Arc::new(Inner { path, writes, readers, stream_readers }) })
+        let answer_stall = options.answer_stall;
+        Ok(Self { inner: Arc::new(Inner { path, writes, readers, stream_readers, answer_stall }) })
     }
 
     /// Runs `job` on the blocking pool.
@@ -158,12 +166,12 @@ impl Store for SqliteStore {
         // the same connection.
         let held = self.inner.stream_readers.try_get();
         if let Some(conn) = &held {
-            let (mut answer, stream) = answer::channel();
+            let (mut answer, stream) = answer::channel(self.inner.answer_stall);
             if reads::one_chunk(conn, scope, query, &mut answer)? {
                 return Ok(stream);
             }
         }
-        let (mut answer, stream) = answer::channel();
+        let (mut answer, stream) = answer::channel(self.inner.answer_stall);
         let (ready, opened) = oneshot::channel();
         let inner = Arc::clone(&self.inner);
         let scope = scope.clone();
