@@ -265,14 +265,48 @@ pub(crate) fn check_shape(entity: &str, declared: &[FieldDef], shape: &Shape) ->
 }
 
 /// Reads the fields of `T` by deserializing it from a probe that answers every request with a
-/// placeholder and notes what each field asked for.
+/// placeholder and notes what each field asked for. A field whose type refuses its placeholder
+/// (`NonZeroU32` refuses 0, `Uuid` refuses "") is probed again with the next one of its kind (see
+/// [`placeholder`]), the other fields keeping theirs; when every one is refused, the first refusal
+/// is the reason.
 pub(crate) fn shape_of<T: DeserializeOwned>() -> Shape {
-    let mut fields = Vec::new();
-    Shape(match T::deserialize(StructProbe { fields: &mut fields }) {
-        Ok(_) => Ok(fields),
-        Err(ProbeError(reason)) => Err(reason),
-    })
+    let mut variants = Vec::new();
+    let mut first_refusal = None;
+    loop {
+        let (mut fields, mut refused) = (Vec::new(), None);
+        match T::deserialize(StructProbe { fields: &mut fields, variants: &variants, refused: &mut refused }) {
+            Ok(_) => return Shape(Ok(fields)),
+            Err(ProbeError(reason)) => {
+                let reason = first_refusal.get_or_insert(reason).clone();
+                // Only a top-level field's refusal is retried, with its next placeholder.
+                let Some(field) = refused else { return Shape(Err(reason)) };
+                if variants.len() <= field {
+                    variants.resize(field + 1, 0);
+                }
+                variants[field] += 1;
+                if variants[field] >= PLACEHOLDERS {
+                    return Shape(Err(reason));
+                }
+            }
+        }
+    }
 }
+
+/// How many placeholders there are of each kind (the last one repeats for kinds with fewer).
+const PLACEHOLDERS: usize = 5;
+
+/// The placeholder number `variant` among one kind's `options` (the last one past their end).
+fn placeholder<T: Copy>(options: &[T], variant: usize) -> T {
+    options[variant.min(options.len() - 1)]
+}
+
+/// Integers: zero, then one (for types that refuse zero).
+const INTEGERS: [u8; 2] = [0, 1];
+/// Floats, likewise.
+const FLOATS: [f64; 2] = [0.0, 1.0];
+/// Strings: empty, then what a UUID, an RFC 3339 time, a non-empty string and a URL accept.
+const STRINGS: [&str; PLACEHOLDERS] =
+    ["", "00000000-0000-0000-0000-000000000000", "1970-01-01T00:00:00Z", "a", "http://localhost/"];
 
 #[derive(Debug)]
 struct ProbeError(String);
@@ -294,6 +328,10 @@ impl de::Error for ProbeError {
 /// The top level: only a struct with named fields is an entity.
 struct StructProbe<'a> {
     fields: &'a mut Vec<FieldShape>,
+    /// The placeholder variant of each field, by position (0 past the end).
+    variants: &'a [usize],
+    /// Set to the position of the field whose value was refused.
+    refused: &'a mut Option<usize>,
 }
 
 impl<'de> de::Deserializer<'de> for StructProbe<'_> {
@@ -309,7 +347,8 @@ impl<'de> de::Deserializer<'de> for StructProbe<'_> {
         names: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, ProbeError> {
-        visitor.visit_map(FieldsProbe { names, next: 0, fields: Some(self.fields) })
+        let top = TopLevel { fields: self.fields, variants: self.variants, refused: self.refused };
+        visitor.visit_map(FieldsProbe { names, next: 0, top: Some(top), variant: 0 })
     }
 
     serde::forward_to_deserialize_any! {
@@ -318,12 +357,20 @@ impl<'de> de::Deserializer<'de> for StructProbe<'_> {
     }
 }
 
-/// The fields of a struct, in order; records their shapes when `fields` is given (the top level)
-/// and only fills them with placeholders otherwise (a nested struct).
+/// The fields of a struct, in order; records their shapes at the top level, and only fills them
+/// with placeholders (of `variant`) in a nested struct.
 struct FieldsProbe<'a> {
     names: &'static [&'static str],
     next: usize,
-    fields: Option<&'a mut Vec<FieldShape>>,
+    top: Option<TopLevel<'a>>,
+    variant: usize,
+}
+
+/// What the probe of the entity's own fields records (see [`StructProbe`]).
+struct TopLevel<'a> {
+    fields: &'a mut Vec<FieldShape>,
+    variants: &'a [usize],
+    refused: &'a mut Option<usize>,
 }
 
 impl<'de> de::MapAccess<'de> for FieldsProbe<'_> {
@@ -335,23 +382,35 @@ impl<'de> de::MapAccess<'de> for FieldsProbe<'_> {
     }
 
     fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, ProbeError> {
-        let name = self.names[self.next];
+        let (position, name) = (self.next, self.names[self.next]);
         self.next += 1;
+        let variant = match &self.top {
+            Some(top) => top.variants.get(position).copied().unwrap_or(0),
+            None => self.variant,
+        };
         let (mut kind, mut optional) = (Kind::Json, false);
-        let value = seed
-            .deserialize(ValueProbe { kind: &mut kind, optional: &mut optional })
-            .map_err(|e| ProbeError(format!("cannot tell the type of field {name}: {e}")))?;
-        if let Some(fields) = self.fields.as_deref_mut() {
-            fields.push(FieldShape { name: name.to_owned(), kind, optional });
+        let value = seed.deserialize(ValueProbe { kind: &mut kind, optional: &mut optional, variant });
+        let value = match (value, &mut self.top) {
+            (Ok(value), _) => value,
+            (Err(e), Some(top)) => {
+                *top.refused = Some(position);
+                return Err(ProbeError(format!("cannot tell the type of field {name}: {e}")));
+            }
+            (Err(e), None) => return Err(e),
+        };
+        if let Some(top) = &mut self.top {
+            top.fields.push(FieldShape { name: name.to_owned(), kind, optional });
         }
         Ok(value)
     }
 }
 
-/// One value: answers with a placeholder of the kind asked for, and notes that kind.
+/// One value: answers with a placeholder (number `variant`) of the kind asked for, and notes that
+/// kind.
 struct ValueProbe<'a> {
     kind: &'a mut Kind,
     optional: &'a mut bool,
+    variant: usize,
 }
 
 impl ValueProbe<'_> {
@@ -360,17 +419,18 @@ impl ValueProbe<'_> {
     }
 }
 
-/// A placeholder value of any kind, whose kind is not recorded.
-fn unrecorded<'de, S: DeserializeSeed<'de>>(seed: S) -> Result<S::Value, ProbeError> {
+/// A placeholder value of any kind (number `variant`), whose kind is not recorded.
+fn unrecorded<'de, S: DeserializeSeed<'de>>(seed: S, variant: usize) -> Result<S::Value, ProbeError> {
     let (mut kind, mut optional) = (Kind::Json, false);
-    seed.deserialize(ValueProbe { kind: &mut kind, optional: &mut optional })
+    seed.deserialize(ValueProbe { kind: &mut kind, optional: &mut optional, variant })
 }
 
 macro_rules! probe_as {
-    ($($method:ident => $kind:expr, $visit:ident($($value:expr)?);)+) => {
+    ($($method:ident => $kind:expr, |$v:ident| $visit:ident($($value:expr)?);)+) => {
         $(
             fn $method<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value, ProbeError> {
                 self.note($kind);
+                let $v = self.variant;
                 visitor.$visit($($value)?)
             }
         )+
@@ -381,28 +441,28 @@ impl<'de> de::Deserializer<'de> for ValueProbe<'_> {
     type Error = ProbeError;
 
     probe_as! {
-        deserialize_bool => Kind::Bool, visit_bool(false);
-        deserialize_i8 => Kind::Integer, visit_i64(0);
-        deserialize_i16 => Kind::Integer, visit_i64(0);
-        deserialize_i32 => Kind::Integer, visit_i64(0);
-        deserialize_i64 => Kind::Integer, visit_i64(0);
-        deserialize_i128 => Kind::Integer, visit_i64(0);
-        deserialize_u8 => Kind::Integer, visit_u64(0);
-        deserialize_u16 => Kind::Integer, visit_u64(0);
-        deserialize_u32 => Kind::Integer, visit_u64(0);
-        deserialize_u64 => Kind::Integer, visit_u64(0);
-        deserialize_u128 => Kind::Integer, visit_u64(0);
-        deserialize_f32 => Kind::Float, visit_f64(0.0);
-        deserialize_f64 => Kind::Float, visit_f64(0.0);
-        deserialize_char => Kind::Text, visit_char('a');
-        deserialize_str => Kind::Text, visit_str("");
-        deserialize_string => Kind::Text, visit_str("");
-        deserialize_bytes => Kind::Json, visit_bytes(&[]);
-        deserialize_byte_buf => Kind::Json, visit_bytes(&[]);
-        deserialize_unit => Kind::Json, visit_unit();
-        deserialize_any => Kind::Json, visit_unit();
-        deserialize_ignored_any => Kind::Json, visit_unit();
-        deserialize_identifier => Kind::Text, visit_str("");
+        deserialize_bool => Kind::Bool, |_v| visit_bool(false);
+        deserialize_i8 => Kind::Integer, |v| visit_i64(placeholder(&INTEGERS, v).into());
+        deserialize_i16 => Kind::Integer, |v| visit_i64(placeholder(&INTEGERS, v).into());
+        deserialize_i32 => Kind::Integer, |v| visit_i64(placeholder(&INTEGERS, v).into());
+        deserialize_i64 => Kind::Integer, |v| visit_i64(placeholder(&INTEGERS, v).into());
+        deserialize_i128 => Kind::Integer, |v| visit_i64(placeholder(&INTEGERS, v).into());
+        deserialize_u8 => Kind::Integer, |v| visit_u64(placeholder(&INTEGERS, v).into());
+        deserialize_u16 => Kind::Integer, |v| visit_u64(placeholder(&INTEGERS, v).into());
+        deserialize_u32 => Kind::Integer, |v| visit_u64(placeholder(&INTEGERS, v).into());
+        deserialize_u64 => Kind::Integer, |v| visit_u64(placeholder(&INTEGERS, v).into());
+        deserialize_u128 => Kind::Integer, |v| visit_u64(placeholder(&INTEGERS, v).into());
+        deserialize_f32 => Kind::Float, |v| visit_f64(placeholder(&FLOATS, v));
+        deserialize_f64 => Kind::Float, |v| visit_f64(placeholder(&FLOATS, v));
+        deserialize_char => Kind::Text, |_v| visit_char('a');
+        deserialize_str => Kind::Text, |v| visit_str(placeholder(&STRINGS, v));
+        deserialize_string => Kind::Text, |v| visit_str(placeholder(&STRINGS, v));
+        deserialize_bytes => Kind::Json, |_v| visit_bytes(&[]);
+        deserialize_byte_buf => Kind::Json, |_v| visit_bytes(&[]);
+        deserialize_unit => Kind::Json, |_v| visit_unit();
+        deserialize_any => Kind::Json, |_v| visit_unit();
+        deserialize_ignored_any => Kind::Json, |_v| visit_unit();
+        deserialize_identifier => Kind::Text, |_v| visit_str("");
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ProbeError> {
@@ -422,12 +482,12 @@ impl<'de> de::Deserializer<'de> for ValueProbe<'_> {
 
     fn deserialize_seq<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value, ProbeError> {
         self.note(Kind::Json);
-        visitor.visit_seq(SeqProbe { left: 0 })
+        visitor.visit_seq(SeqProbe { left: 0, variant: self.variant })
     }
 
     fn deserialize_tuple<V: Visitor<'de>>(mut self, len: usize, visitor: V) -> Result<V::Value, ProbeError> {
         self.note(Kind::Json);
-        visitor.visit_seq(SeqProbe { left: len })
+        visitor.visit_seq(SeqProbe { left: len, variant: self.variant })
     }
 
     fn deserialize_tuple_struct<V: Visitor<'de>>(
@@ -437,12 +497,12 @@ impl<'de> de::Deserializer<'de> for ValueProbe<'_> {
         visitor: V,
     ) -> Result<V::Value, ProbeError> {
         self.note(Kind::Json);
-        visitor.visit_seq(SeqProbe { left: len })
+        visitor.visit_seq(SeqProbe { left: len, variant: self.variant })
     }
 
     fn deserialize_map<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value, ProbeError> {
         self.note(Kind::Json);
-        visitor.visit_map(FieldsProbe { names: &[], next: 0, fields: None })
+        visitor.visit_map(FieldsProbe { names: &[], next: 0, top: None, variant: self.variant })
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -452,7 +512,7 @@ impl<'de> de::Deserializer<'de> for ValueProbe<'_> {
         visitor: V,
     ) -> Result<V::Value, ProbeError> {
         self.note(Kind::Json);
-        visitor.visit_map(FieldsProbe { names, next: 0, fields: None })
+        visitor.visit_map(FieldsProbe { names, next: 0, top: None, variant: self.variant })
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -463,13 +523,14 @@ impl<'de> de::Deserializer<'de> for ValueProbe<'_> {
     ) -> Result<V::Value, ProbeError> {
         self.note(Kind::Enum);
         let variant = variants.first().ok_or_else(|| ProbeError("an enum without variants".into()))?;
-        visitor.visit_enum(EnumProbe { variant })
+        visitor.visit_enum(EnumProbe { name: variant, placeholders: self.variant })
     }
 }
 
-/// A sequence of `left` placeholders.
+/// A sequence of `left` placeholders (number `variant`).
 struct SeqProbe {
     left: usize,
+    variant: usize,
 }
 
 impl<'de> de::SeqAccess<'de> for SeqProbe {
@@ -480,13 +541,14 @@ impl<'de> de::SeqAccess<'de> for SeqProbe {
             return Ok(None);
         }
         self.left -= 1;
-        unrecorded(seed).map(Some)
+        unrecorded(seed, self.variant).map(Some)
     }
 }
 
-/// The first variant of an enum, with placeholder contents.
+/// The first variant of an enum (`name`), with placeholder contents (number `placeholders`).
 struct EnumProbe {
-    variant: &'static str,
+    name: &'static str,
+    placeholders: usize,
 }
 
 impl<'de> de::EnumAccess<'de> for EnumProbe {
@@ -494,7 +556,7 @@ impl<'de> de::EnumAccess<'de> for EnumProbe {
     type Variant = Self;
 
     fn variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<(S::Value, Self), ProbeError> {
-        let value = seed.deserialize(IntoDeserializer::<ProbeError>::into_deserializer(self.variant))?;
+        let value = seed.deserialize(IntoDeserializer::<ProbeError>::into_deserializer(self.name))?;
         Ok((value, self))
     }
 }
@@ -507,11 +569,11 @@ impl<'de> de::VariantAccess<'de> for EnumProbe {
     }
 
     fn newtype_variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<S::Value, ProbeError> {
-        unrecorded(seed)
+        unrecorded(seed, self.placeholders)
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, ProbeError> {
-        visitor.visit_seq(SeqProbe { left: len })
+        visitor.visit_seq(SeqProbe { left: len, variant: self.placeholders })
     }
 
     fn struct_variant<V: Visitor<'de>>(
@@ -519,7 +581,7 @@ impl<'de> de::VariantAccess<'de> for EnumProbe {
         names: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, ProbeError> {
-        visitor.visit_map(FieldsProbe { names, next: 0, fields: None })
+        visitor.visit_map(FieldsProbe { names, next: 0, top: None, variant: self.placeholders })
     }
 }
 
@@ -619,6 +681,87 @@ mod tests {
             ]
         );
         assert!(shape_of::<Vec<u8>>().0.is_err(), "only a struct is an entity");
+    }
+
+    /// Types that refuse the first placeholder of their kind.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Picky {
+        count: std::num::NonZeroU32,
+        project: uuid::Uuid,
+        title: String,
+        due: Option<std::num::NonZeroI64>,
+        weight: Positive,
+    }
+
+    /// A float that must be above zero.
+    #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+    struct Positive(f64);
+
+    impl<'de> Deserialize<'de> for Positive {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            let value = f64::deserialize(deserializer)?;
+            if value > 0.0 { Ok(Self(value)) } else { Err(de::Error::custom("not above zero")) }
+        }
+    }
+
+    impl TypedEntity for Picky {
+        const NAME: &'static str = "Task";
+        const FIELDS: &'static [(&'static str, FieldType)] = &[
+            ("count", FieldType::Int),
+            ("project", FieldType::Text),
+            ("title", FieldType::Text),
+            ("due", FieldType::Date),
+            ("weight", FieldType::Real),
+        ];
+    }
+
+    #[test]
+    fn a_field_that_refuses_a_placeholder_is_probed_with_the_next_one() {
+        let Shape(Ok(fields)) = shape_of::<Picky>() else { panic!("Picky has a shape: {:?}", shape_of::<Picky>()) };
+        let kinds: Vec<(&str, Kind, bool)> = fields.iter().map(|f| (f.name.as_str(), f.kind, f.optional)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("count", Kind::Integer, false),
+                ("project", Kind::Text, false),
+                ("title", Kind::Text, false),
+                ("due", Kind::Integer, true),
+                ("weight", Kind::Float, false),
+            ]
+        );
+        let store = Store::open_in_memory([Picky::entity()]).unwrap();
+        let picky = store.typed::<Picky>().unwrap();
+        let value = Picky {
+            count: std::num::NonZeroU32::new(3).unwrap(),
+            project: uuid::Uuid::from_u128(0x1234),
+            title: "t".into(),
+            due: None,
+            weight: Positive(0.5),
+        };
+        let id = picky.insert(&value).unwrap();
+        assert_eq!(picky.get(&id).unwrap(), Some(value));
+    }
+
+    /// A type that refuses every value.
+    #[derive(Debug, Serialize)]
+    struct Never;
+
+    impl<'de> Deserialize<'de> for Never {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            let text = String::deserialize(deserializer)?;
+            Err(de::Error::custom(format!("refuses {text:?}")))
+        }
+    }
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Refusing {
+        title: String,
+        never: Never,
+    }
+
+    #[test]
+    fn a_field_that_refuses_every_placeholder_fails_with_the_first_refusal() {
+        assert_eq!(shape_of::<Refusing>().0, Err(r#"cannot tell the type of field never: refuses """#.to_owned()));
     }
 
     #[test]
