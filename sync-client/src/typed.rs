@@ -273,13 +273,13 @@ pub(crate) fn shape_of<T: DeserializeOwned>() -> Shape {
     let mut variants = Vec::new();
     let mut first_refusal = None;
     loop {
-        let (mut fields, mut refused) = (Vec::new(), None);
-        match T::deserialize(StructProbe { fields: &mut fields, variants: &variants, refused: &mut refused }) {
+        let mut fields = Vec::new();
+        match T::deserialize(StructProbe { fields: &mut fields, variants: &variants }) {
             Ok(_) => return Shape(Ok(fields)),
-            Err(ProbeError(reason)) => {
+            Err(ProbeError { reason, field }) => {
                 let reason = first_refusal.get_or_insert(reason).clone();
                 // Only a top-level field's refusal is retried, with its next placeholder.
-                let Some(field) = refused else { return Shape(Err(reason)) };
+                let Some(field) = field else { return Shape(Err(reason)) };
                 if variants.len() <= field {
                     variants.resize(field + 1, 0);
                 }
@@ -308,12 +308,17 @@ const FLOATS: [f64; 2] = [0.0, 1.0];
 const STRINGS: [&str; PLACEHOLDERS] =
     ["", "00000000-0000-0000-0000-000000000000", "1970-01-01T00:00:00Z", "a", "http://localhost/"];
 
+/// Why a probe failed, and which of the entity's own fields (by position) refused its
+/// placeholder, if one did.
 #[derive(Debug)]
-struct ProbeError(String);
+struct ProbeError {
+    reason: String,
+    field: Option<usize>,
+}
 
 impl fmt::Display for ProbeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.reason)
     }
 }
 
@@ -321,7 +326,7 @@ impl std::error::Error for ProbeError {}
 
 impl de::Error for ProbeError {
     fn custom<M: fmt::Display>(msg: M) -> Self {
-        ProbeError(msg.to_string())
+        ProbeError { reason: msg.to_string(), field: None }
     }
 }
 
@@ -330,15 +335,13 @@ struct StructProbe<'a> {
     fields: &'a mut Vec<FieldShape>,
     /// The placeholder variant of each field, by position (0 past the end).
     variants: &'a [usize],
-    /// Set to the position of the field whose value was refused.
-    refused: &'a mut Option<usize>,
 }
 
 impl<'de> de::Deserializer<'de> for StructProbe<'_> {
     type Error = ProbeError;
 
     fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, ProbeError> {
-        Err(ProbeError("a typed entity must be a struct with named fields".into()))
+        Err(de::Error::custom("a typed entity must be a struct with named fields"))
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -347,7 +350,7 @@ impl<'de> de::Deserializer<'de> for StructProbe<'_> {
         names: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, ProbeError> {
-        let top = TopLevel { fields: self.fields, variants: self.variants, refused: self.refused };
+        let top = TopLevel { fields: self.fields, variants: self.variants };
         visitor.visit_map(FieldsProbe { names, next: 0, top: Some(top), variant: 0 })
     }
 
@@ -370,7 +373,6 @@ struct FieldsProbe<'a> {
 struct TopLevel<'a> {
     fields: &'a mut Vec<FieldShape>,
     variants: &'a [usize],
-    refused: &'a mut Option<usize>,
 }
 
 impl<'de> de::MapAccess<'de> for FieldsProbe<'_> {
@@ -390,17 +392,12 @@ impl<'de> de::MapAccess<'de> for FieldsProbe<'_> {
         };
         let (mut kind, mut optional) = (Kind::Json, false);
         let value = seed.deserialize(ValueProbe { kind: &mut kind, optional: &mut optional, variant });
-        let value = match (value, &mut self.top) {
-            (Ok(value), _) => value,
-            (Err(e), Some(top)) => {
-                *top.refused = Some(position);
-                return Err(ProbeError(format!("cannot tell the type of field {name}: {e}")));
-            }
-            (Err(e), None) => return Err(e),
-        };
-        if let Some(top) = &mut self.top {
-            top.fields.push(FieldShape { name: name.to_owned(), kind, optional });
-        }
+        let Some(top) = &mut self.top else { return value };
+        let value = value.map_err(|e| ProbeError {
+            reason: format!("cannot tell the type of field {name}: {e}"),
+            field: Some(position),
+        })?;
+        top.fields.push(FieldShape { name: name.to_owned(), kind, optional });
         Ok(value)
     }
 }
@@ -522,7 +519,7 @@ impl<'de> de::Deserializer<'de> for ValueProbe<'_> {
         visitor: V,
     ) -> Result<V::Value, ProbeError> {
         self.note(Kind::Enum);
-        let variant = variants.first().ok_or_else(|| ProbeError("an enum without variants".into()))?;
+        let variant = variants.first().ok_or_else(|| de::Error::custom("an enum without variants"))?;
         visitor.visit_enum(EnumProbe { name: variant, placeholders: self.variant })
     }
 }

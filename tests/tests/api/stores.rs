@@ -233,16 +233,27 @@ async fn pages_never_split_one_push_and_cover_everything(backend: Backend) {
     assert_eq!((last.objects.len(), last.now.millis(), last.more), (0, t3, false));
 }
 
+/// The `text` of each of the 600 objects [`push_600_kb`] stores.
+fn text_of_600_kb() -> String {
+    "x".repeat(1000)
+}
+
+/// Pushes 600 objects of about 1 KB each (ids `0-0` to `5-99`, in six pushes): an answer larger
+/// than the chunks that may wait for a reader.
+async fn push_600_kb(store: &Arc<dyn Store>, scope: &Scope) {
+    let text = text_of_600_kb();
+    for batch in 0..6 {
+        let body: Vec<_> = (0..100).map(|i| serde_json::json!({"id": format!("{batch}-{i}"), "text": text})).collect();
+        push(store, scope, &serde_json::Value::Array(body).to_string()).await;
+    }
+}
+
 async fn a_streamed_pull_is_the_same_answer_in_chunks(backend: Backend) {
     let db = TestDb::create(backend).await;
     let store = db.open_store().await;
     let task = backend.scope("Task");
-    // About 600 KB, so the answer takes several chunks.
-    let text = "x".repeat(1000);
-    for batch in 0..6 {
-        let body: Vec<_> = (0..100).map(|i| serde_json::json!({"id": format!("{batch}-{i}"), "text": text})).collect();
-        push(&store, &task, &serde_json::Value::Array(body).to_string()).await;
-    }
+    push_600_kb(&store, &task).await;
+    let text = text_of_600_kb();
     let removed = push(&store, &task, r#"[{"id":"0-0","_removed":true}]"#).await;
     let page = pull(&store, &task, 0, None).await;
 
@@ -281,12 +292,7 @@ async fn a_streamed_pull_is_the_same_answer_in_chunks(backend: Backend) {
 async fn a_streamed_answer_waits_for_its_reader_as_long_as_the_send_timeout(backend: Backend) {
     let db = TestDb::create(backend).await;
     let task = backend.scope("Task");
-    let text = "x".repeat(1000);
-    let seeded = db.open_store().await;
-    for batch in 0..6 {
-        let body: Vec<_> = (0..100).map(|i| serde_json::json!({"id": format!("{batch}-{i}"), "text": text})).collect();
-        push(&seeded, &task, &serde_json::Value::Array(body).to_string()).await;
-    }
+    push_600_kb(&db.open_store().await, &task).await;
     let url = sync_server::config::DbUrl::parse(&db.url).unwrap();
     for (send_timeout_secs, whole) in [(1, false), (5, true)] {
         let config = sync_server::Config { send_timeout_secs, ..sync_server::Config::default() };
@@ -328,6 +334,23 @@ async fn ids_are_opaque_strings(backend: Backend) {
     assert_eq!((page.objects[0].id.as_str(), page.objects[0].fields.is_none()), ("nul\u{0}inside", true));
 }
 
+/// Runs `writer(store, scope, t)` for each `t` in `0..count` at once, alternating between the two
+/// stores (two server instances over one database); their outputs, in order of `t`.
+async fn writers_at_once<T, F, W>(stores: &[Arc<dyn Store>; 2], scope: &Scope, count: usize, writer: W) -> Vec<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+    W: Fn(Arc<dyn Store>, Scope, usize) -> F,
+{
+    let handles: Vec<_> =
+        (0..count).map(|t| tokio::spawn(writer(Arc::clone(&stores[t % 2]), scope.clone(), t))).collect();
+    let mut outputs = Vec::with_capacity(count);
+    for handle in handles {
+        outputs.push(handle.await.unwrap());
+    }
+    outputs
+}
+
 async fn concurrent_pushes_to_one_entity_get_unique_increasing_timestamps(backend: Backend) {
     const TASKS: usize = 8;
     const PUSHES: usize = 25;
@@ -335,23 +358,16 @@ async fn concurrent_pushes_to_one_entity_get_unique_increasing_timestamps(backen
     // Two stores over one database stand for two server instances.
     let stores = [db.open_store().await, db.open_store().await];
     let task = backend.scope("Task");
-    let mut handles = Vec::new();
-    for t in 0..TASKS {
-        let store = Arc::clone(&stores[t % 2]);
-        let task = task.clone();
-        handles.push(tokio::spawn(async move {
-            let mut nows = Vec::new();
-            for i in 0..PUSHES {
-                nows.push(
-                    push(&store, &task, &format!(r#"[{{"id":"t{t}","i":{i}}},{{"id":"shared","by":{t}}}]"#)).await,
-                );
-            }
-            nows
-        }));
-    }
+    let writers = writers_at_once(&stores, &task, TASKS, |store, task, t| async move {
+        let mut nows = Vec::new();
+        for i in 0..PUSHES {
+            nows.push(push(&store, &task, &format!(r#"[{{"id":"t{t}","i":{i}}},{{"id":"shared","by":{t}}}]"#)).await);
+        }
+        nows
+    })
+    .await;
     let mut all = Vec::new();
-    for handle in handles {
-        let nows = handle.await.unwrap();
+    for nows in writers {
         assert!(nows.windows(2).all(|w| w[0] < w[1]), "one writer's pushes are ordered: {nows:?}");
         all.extend(nows);
     }
@@ -377,18 +393,12 @@ async fn concurrent_partial_updates_of_one_object_all_merge(backend: Backend) {
     let db = TestDb::create(backend).await;
     let stores = [db.open_store().await, db.open_store().await];
     let task = backend.scope("Task");
-    let mut handles = Vec::new();
-    for t in 0..TASKS {
-        let (store, task) = (Arc::clone(&stores[t % 2]), task.clone());
-        handles.push(tokio::spawn(async move {
-            for i in 1..=PUSHES {
-                push(&store, &task, &format!(r#"[{{"id":"shared","f{t}":{i}}}]"#)).await;
-            }
-        }));
-    }
-    for handle in handles {
-        handle.await.unwrap();
-    }
+    writers_at_once(&stores, &task, TASKS, |store, task, t| async move {
+        for i in 1..=PUSHES {
+            push(&store, &task, &format!(r#"[{{"id":"shared","f{t}":{i}}}]"#)).await;
+        }
+    })
+    .await;
     let page = pull(&stores[0], &task, 0, None).await;
     let fields = page.objects[0].fields.as_ref().unwrap();
     for t in 0..TASKS {
